@@ -1,0 +1,176 @@
+//! The one client for the app: a keep-alive pool over TCP or a Unix socket. Every
+//! request porter sends goes through here: passthrough requests as they came, and the
+//! requests porter generates (metadata, later notify/complete/authorize), signed.
+
+mod connector;
+pub mod sign;
+
+use crate::config;
+use crate::http::body::read_ahead;
+use crate::http::headers::strip_hop_by_hop;
+use crate::http::{Body, full};
+use bytes::Bytes;
+use connector::Connector;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sign::{Secret, Signed};
+use std::time::Duration;
+
+/// Why the app gave no answer: 502 or 504 to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the backend did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<BackendError> for crate::error::Error {
+    fn from(e: BackendError) -> Self {
+        use crate::error::{Error, ErrorKind};
+        let kind = match e {
+            BackendError::Unavailable(_) => ErrorKind::BackendUnavailable,
+            BackendError::Timeout(_) => ErrorKind::BackendTimeout,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+pub struct Backend {
+    client: Client<Connector, Body>,
+    /// What goes in the request URI's authority (the connector ignores it for Unix sockets).
+    authority: String,
+    response_timeout: Duration,
+    /// Signs generated requests; `None` when no upload route needs it.
+    secret: Option<Secret>,
+}
+
+/// A request porter generates for the app.
+pub struct Generated {
+    pub method: Method,
+    /// Path and query in §3's canonical form.
+    pub target: String,
+    /// The client's headers, already cleaned for the backend (`Host` included).
+    pub headers: HeaderMap,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl Backend {
+    pub fn new(cfg: &config::Backend, secret: Option<Secret>) -> Backend {
+        let authority = match &cfg.addr {
+            config::BackendAddr::Tcp { authority } => authority.clone(),
+            config::BackendAddr::Unix(_) => "localhost".to_string(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(Connector::new(cfg.addr.clone(), cfg.connect_timeout));
+        Backend {
+            client,
+            authority,
+            response_timeout: cfg.response_timeout,
+            secret,
+        }
+    }
+
+    /// Sends a request whose URI holds the target (path and query) to use.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BackendError> {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        *req.uri_mut() = Uri::try_from(format!("http://{}{target}", self.authority))
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&self.authority)
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(BackendError::Unavailable(error_chain(&e))),
+            Err(_) => Err(BackendError::Timeout(self.response_timeout)),
+        }
+    }
+
+    /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.
+    pub async fn send_generated(&self, g: Generated) -> Result<Response<Incoming>, BackendError> {
+        let mut headers = g.headers;
+        for h in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::TRANSFER_ENCODING,
+            header::EXPECT,
+        ] {
+            headers.remove(h);
+        }
+        if let Some(ct) = &g.content_type
+            && let Ok(v) = HeaderValue::from_str(ct)
+        {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        if !headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&self.authority)
+        {
+            headers.insert(header::HOST, v);
+        }
+        if let Some(secret) = &self.secret {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let sig = sign::sign(
+                secret,
+                &Signed {
+                    method: g.method.as_str(),
+                    host,
+                    target: &g.target,
+                    content_type: g.content_type.as_deref().unwrap_or(""),
+                    body: &g.body,
+                },
+            );
+            for (name, value) in [
+                ("x-porter-timestamp", sig.timestamp),
+                ("x-porter-nonce", sig.nonce),
+                ("x-porter-signature", sig.signature),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::HeaderName::from_static(name), v);
+                }
+            }
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(g.body.len()));
+        let mut req = Request::new(full(g.body));
+        *req.method_mut() = g.method;
+        *req.uri_mut() = g
+            .target
+            .parse()
+            .map_err(|_| BackendError::Unavailable("bad target".into()))?;
+        *req.headers_mut() = headers;
+        self.send(req).await
+    }
+}
+
+/// Turns the app's response into the client's: hop-by-hop headers go, and the body is
+/// read ahead up to `budget` bytes so the app's worker is freed early.
+pub fn relay(resp: Response<Incoming>, budget: usize, idle: Duration) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, read_ahead(body, budget, idle))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

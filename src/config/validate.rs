@@ -1,0 +1,743 @@
+//! Stage two: the filled raw config becomes typed `Config`, every problem collected.
+
+use super::raw::{RawConfig, RawUpload};
+use super::units::Human;
+use super::*;
+use crate::route::normalize_route_path;
+
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn size(&mut self, key: &str, v: &Option<Human>) -> u64 {
+        match v.as_ref().map(Human::size) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.fail(key, e);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    fn size_in(&mut self, key: &str, v: &Option<Human>, min: u64, max: u64) -> u64 {
+        let n = self.size(key, v);
+        if v.as_ref().is_some_and(|h| h.size().is_ok()) && !(min..=max).contains(&n) {
+            self.fail(key, format!("must be between {min} and {max} bytes"));
+        }
+        n.clamp(min, max)
+    }
+
+    fn duration(&mut self, key: &str, v: &Option<Human>) -> Duration {
+        match v.as_ref().map(Human::duration) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.fail(key, e);
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    fn positive(&mut self, key: &str, v: Option<u64>) -> u64 {
+        let n = v.unwrap_or(0);
+        if n == 0 {
+            self.fail(key, "must be at least 1");
+        }
+        n
+    }
+
+    fn mode(&mut self, key: &str, v: &Option<String>) -> u32 {
+        let s = v.as_deref().unwrap_or("");
+        match u32::from_str_radix(s, 8) {
+            Ok(m) if m <= 0o7777 => m,
+            _ => {
+                self.fail(
+                    key,
+                    format!("{s:?} is not an octal file mode like \"0660\""),
+                );
+                0
+            }
+        }
+    }
+
+    fn route_path(&mut self, key: &str, v: &str) -> String {
+        match normalize_route_path(v) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(key, e);
+                String::new()
+            }
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Check {
+        problems: Vec::new(),
+    };
+    let server = server(&mut c, &raw, base);
+    let backend = backend(&mut c, &raw, base);
+    let storage = storage(&mut c, &raw, base);
+    let limits = limits(&mut c, &raw);
+    let internals = internals(&mut c, &raw, base);
+    let uploads: Vec<UploadRoute> = raw
+        .uploads
+        .iter()
+        .enumerate()
+        .map(|(i, u)| upload(&mut c, &format!("upload[{i}]"), u))
+        .collect();
+    routes_disjoint(&mut c, &uploads, &internals);
+    let progress = raw.progress.as_ref().map(|p| match &p.path {
+        Some(path) => c.route_path("progress.path", path),
+        None => {
+            c.fail("progress.path", "is required in [progress]");
+            String::new()
+        }
+    });
+    let metrics = raw.metrics.as_ref().and_then(|m| match &m.listen {
+        Some(l) => match l.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.fail("metrics.listen", format!("{l:?} is not host:port"));
+                None
+            }
+        },
+        None => {
+            c.fail("metrics.listen", "is required in [metrics]");
+            None
+        }
+    });
+    if metrics.is_some() {
+        c.fail("metrics", "metrics are not available in this build yet");
+    }
+    if progress.is_some() {
+        c.fail(
+            "progress",
+            "the progress endpoint is not available in this build yet",
+        );
+    }
+    let log = log(&mut c, &raw);
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        backend,
+        storage,
+        limits,
+        uploads,
+        internals,
+        progress,
+        metrics,
+        log,
+        effective: raw,
+    })
+}
+
+fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
+    let s = &raw.server;
+    let mut listen = Vec::new();
+    let addrs = s.listen.as_ref().map(|l| l.to_vec()).unwrap_or_default();
+    if addrs.is_empty() {
+        c.fail("server.listen", "needs at least one address");
+    }
+    for a in addrs {
+        if a == "systemd" {
+            listen.push(Listen::Systemd);
+        } else {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => listen.push(Listen::Addr(addr)),
+                Err(_) => c.fail(
+                    "server.listen",
+                    format!("{a:?} is not host:port or \"systemd\""),
+                ),
+            }
+        }
+    }
+    let mut tls = Vec::new();
+    if let Some(t) = &s.tls {
+        tls_files(c, "server.tls", None, &t.cert, &t.key, base, &mut tls);
+    }
+    for (i, sni) in s.tls_sni.iter().flatten().enumerate() {
+        let key = format!("server.tls_sni[{i}]");
+        if sni.name.as_deref().unwrap_or("").is_empty() {
+            c.fail(format!("{key}.name"), "is required");
+        }
+        tls_files(
+            c,
+            &key,
+            sni.name.clone(),
+            &sni.cert,
+            &sni.key,
+            base,
+            &mut tls,
+        );
+    }
+    if !tls.is_empty() {
+        c.fail("server.tls", "TLS is not available in this build yet");
+    }
+    if s.proxy_protocol == Some(true) {
+        c.fail(
+            "server.proxy_protocol",
+            "the PROXY protocol is not available in this build yet",
+        );
+    }
+    if listen.contains(&Listen::Systemd) {
+        c.fail(
+            "server.listen",
+            "socket activation is not available in this build yet",
+        );
+    }
+    let max_connections = c.positive("server.max_connections", s.max_connections);
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .filter_map(|p| match Cidr::parse(p) {
+            Ok(cidr) => Some(cidr),
+            Err(e) => {
+                c.fail("server.trusted_proxies", e);
+                None
+            }
+        })
+        .collect();
+    let window_max = (1u64 << 31) - 1;
+    Server {
+        listen,
+        tls,
+        http2: s.http2.unwrap_or(true),
+        header_timeout: c.duration("server.header_timeout", &s.header_timeout),
+        idle_timeout: c.duration("server.idle_timeout", &s.idle_timeout),
+        keepalive_timeout: c.duration("server.keepalive_timeout", &s.keepalive_timeout),
+        shutdown_grace: c.duration("server.shutdown_grace", &s.shutdown_grace),
+        max_connections: max_connections.min(1 << 24) as usize,
+        h2_stream_window: c.size_in(
+            "server.h2_stream_window",
+            &s.h2_stream_window,
+            65535,
+            window_max,
+        ) as u32,
+        h2_connection_window: c.size_in(
+            "server.h2_connection_window",
+            &s.h2_connection_window,
+            65535,
+            window_max,
+        ) as u32,
+        trusted_proxies,
+    }
+}
+
+fn tls_files(
+    c: &mut Check,
+    key: &str,
+    name: Option<String>,
+    cert: &Option<String>,
+    tls_key: &Option<String>,
+    base: &Path,
+    out: &mut Vec<TlsFiles>,
+) {
+    match (cert, tls_key) {
+        (Some(cert), Some(k)) => out.push(TlsFiles {
+            name,
+            cert: resolve(base, cert),
+            key: resolve(base, k),
+        }),
+        _ => c.fail(key, "needs both cert and key"),
+    }
+}
+
+fn backend(c: &mut Check, raw: &RawConfig, base: &Path) -> Backend {
+    let b = &raw.backend;
+    let addr = match b.url.as_deref() {
+        None => {
+            c.fail(
+                "backend.url",
+                "is required (e.g. \"http://127.0.0.1:8000\")",
+            );
+            BackendAddr::Tcp {
+                authority: String::new(),
+            }
+        }
+        Some(url) => parse_backend_url(url).unwrap_or_else(|e| {
+            c.fail("backend.url", e);
+            BackendAddr::Tcp {
+                authority: String::new(),
+            }
+        }),
+    };
+    let addr = match addr {
+        BackendAddr::Unix(p) => BackendAddr::Unix(resolve(base, &p.to_string_lossy())),
+        tcp => tcp,
+    };
+    Backend {
+        addr,
+        connect_timeout: c.duration("backend.connect_timeout", &b.connect_timeout),
+        response_timeout: c.duration("backend.response_timeout", &b.response_timeout),
+        secret_file: resolve(base, b.secret_file.as_deref().unwrap_or("secret")),
+    }
+}
+
+fn parse_backend_url(url: &str) -> Result<BackendAddr, String> {
+    if let Some(path) = url.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(BackendAddr::Unix(PathBuf::from(path)));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} must start with http:// or unix:"))?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(format!("{url:?} must be http://host:port with no path"));
+    }
+    authority
+        .parse::<http::uri::Authority>()
+        .map_err(|_| format!("{url:?} has a bad host:port"))?;
+    Ok(BackendAddr::Tcp {
+        authority: authority.to_string(),
+    })
+}
+
+fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
+    let s = &raw.storage;
+    Storage {
+        root: resolve(base, s.root.as_deref().unwrap_or_default()),
+        temp: resolve(base, s.temp.as_deref().unwrap_or_default()),
+        fsync: s.fsync.unwrap_or(true),
+        min_free: c.size("storage.min_free", &s.min_free),
+        file_mode: c.mode("storage.file_mode", &s.file_mode),
+        dir_mode: c.mode("storage.dir_mode", &s.dir_mode),
+    }
+}
+
+fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
+    let l = &raw.limits;
+    const GIB: u64 = 1 << 30;
+    Limits {
+        max_header_bytes: c.size_in("limits.max_header_bytes", &l.max_header_bytes, 8192, GIB)
+            as usize,
+        max_parts: c.positive("limits.max_parts", l.max_parts),
+        max_field_bytes: c.size("limits.max_field_bytes", &l.max_field_bytes),
+        max_fields: l.max_fields.unwrap_or(0),
+        max_fields_bytes: c.size("limits.max_fields_bytes", &l.max_fields_bytes),
+        max_concurrent_uploads: c
+            .positive("limits.max_concurrent_uploads", l.max_concurrent_uploads)
+            .min(1 << 20) as usize,
+        buffer: c.size_in("limits.buffer", &l.buffer, 4096, 64 << 20) as usize,
+        max_body_size: c.size("limits.max_body_size", &l.max_body_size),
+        request_buffer: c.size_in("limits.request_buffer", &l.request_buffer, 0, GIB) as usize,
+        response_buffer: c.size_in("limits.response_buffer", &l.response_buffer, 4096, GIB)
+            as usize,
+    }
+}
+
+fn internals(c: &mut Check, raw: &RawConfig, base: &Path) -> Vec<Internal> {
+    let mut out = Vec::new();
+    for (i, int) in raw.internals.iter().enumerate() {
+        let key = format!("internal[{i}]");
+        let prefix = match &int.prefix {
+            Some(p) => c.route_path(&format!("{key}.prefix"), p),
+            None => {
+                c.fail(format!("{key}.prefix"), "is required");
+                continue;
+            }
+        };
+        let Some(root) = &int.root else {
+            c.fail(format!("{key}.root"), "is required");
+            continue;
+        };
+        let headers = int
+            .headers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<Vec<_>>();
+        for (name, value) in &headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                c.fail(
+                    format!("{key}.headers"),
+                    format!("{name:?} is not a valid header"),
+                );
+            }
+        }
+        out.push(Internal {
+            prefix,
+            root: resolve(base, root),
+            headers,
+        });
+    }
+    out
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Multipart,
+    Kind::Raw,
+    Kind::Tus,
+    Kind::Chunked,
+    Kind::NginxResumable,
+];
+
+fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
+    let k = |name: &str| format!("{key}.{name}");
+    let path = match &u.path {
+        Some(p) => c.route_path(&k("path"), p),
+        None => {
+            c.fail(k("path"), "is required");
+            String::new()
+        }
+    };
+    let kind =
+        match u.kind.as_deref() {
+            None => {
+                c.fail(
+                    k("kind"),
+                    "is required (multipart, raw, tus, chunked or nginx-resumable)",
+                );
+                Kind::Multipart
+            }
+            Some(s) => KINDS
+                .into_iter()
+                .find(|kd| kd.name() == s)
+                .unwrap_or_else(|| {
+                    c.fail(
+                k("kind"),
+                format!("unknown kind {s:?} (use multipart, raw, tus, chunked or nginx-resumable)"),
+            );
+                    Kind::Multipart
+                }),
+        };
+    if kind != Kind::Multipart {
+        c.fail(
+            k("kind"),
+            format!("kind {:?} is not available in this build yet", kind.name()),
+        );
+    }
+    let methods = u
+        .methods
+        .iter()
+        .flatten()
+        .filter_map(
+            |m| match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    c.fail(k("methods"), format!("{m:?} is not an HTTP method"));
+                    None
+                }
+            },
+        )
+        .collect();
+    if u.methods.is_some() && !matches!(kind, Kind::Multipart | Kind::Raw) {
+        c.fail(k("methods"), "only multipart and raw routes take methods");
+    }
+    let accept = u
+        .accept
+        .iter()
+        .flatten()
+        .filter_map(|a| parse_accept(a).map_err(|e| c.fail(k("accept"), e)).ok())
+        .collect();
+    let hashes = u
+        .hashes
+        .iter()
+        .flatten()
+        .filter_map(|h| h.parse().map_err(|e: String| c.fail(k("hashes"), e)).ok())
+        .collect();
+    let forward = match u.forward.as_deref().unwrap_or("multipart") {
+        "multipart" => Forward::Multipart,
+        "urlencoded" => Forward::Urlencoded,
+        "json" => Forward::Json,
+        other => {
+            c.fail(
+                k("forward"),
+                format!("{other:?} is not multipart, urlencoded or json"),
+            );
+            Forward::Multipart
+        }
+    };
+    let template = u.field_names.clone().unwrap_or_default();
+    if template.matches("{field}").count() != 1 || template.matches("{attr}").count() != 1 {
+        c.fail(
+            k("field_names"),
+            "must contain {field} and {attr} exactly once each",
+        );
+    }
+    let cleanup_on = u
+        .cleanup_on
+        .iter()
+        .flatten()
+        .filter_map(|s| {
+            parse_status_match(s)
+                .map_err(|e| c.fail(k("cleanup_on"), e))
+                .ok()
+        })
+        .collect();
+    let mut opt_path =
+        |name: &str, v: &Option<String>| v.as_ref().map(|p| c.route_path(&k(name), p));
+    let authorize = opt_path("authorize", &u.authorize);
+    let notify = opt_path("notify", &u.notify);
+    let complete = opt_path("complete", &u.complete);
+    if kind == Kind::Tus && notify.is_none() {
+        c.fail(k("notify"), "is required for kind \"tus\"");
+    }
+    if kind == Kind::Chunked && complete.is_none() {
+        c.fail(k("complete"), "is required for kind \"chunked\"");
+    }
+    let field = u.field.clone().unwrap_or_else(|| "file".into());
+    if field.is_empty() {
+        c.fail(k("field"), "must not be empty");
+    }
+    UploadRoute {
+        path,
+        kind,
+        methods,
+        max_file_size: c.size(&k("max_file_size"), &u.max_file_size),
+        max_files: c.positive(&k("max_files"), u.max_files),
+        accept,
+        hashes,
+        forward,
+        field_names: FieldNames(template),
+        cleanup_on,
+        authorize,
+        field,
+        notify,
+        complete,
+        expire: c.duration(&k("expire"), &u.expire),
+        retry_window: c.duration(&k("retry_window"), &u.retry_window),
+        cors_origins: u.cors_origins.clone().unwrap_or_default(),
+    }
+}
+
+fn parse_accept(s: &str) -> Result<AcceptRule, String> {
+    let bad = || format!("{s:?} is not a MIME pattern (image/*) or an extension (.csv)");
+    if let Some(ext) = s.strip_prefix('.') {
+        if ext.is_empty() || ext.contains(['.', '/', '*']) {
+            return Err(bad());
+        }
+        return Ok(AcceptRule::Extension(ext.to_ascii_lowercase()));
+    }
+    let (ty, sub) = s.split_once('/').ok_or_else(bad)?;
+    let part = |p: &str| -> Result<Option<String>, String> {
+        match p {
+            "*" => Ok(None),
+            p if !p.is_empty() && !p.contains(['*', '/', ';', ' ']) => {
+                Ok(Some(p.to_ascii_lowercase()))
+            }
+            _ => Err(bad()),
+        }
+    };
+    let (ty, subtype) = (part(ty)?, part(sub)?);
+    if ty.is_none() && subtype.is_some() {
+        return Err(bad());
+    }
+    Ok(AcceptRule::Mime { ty, subtype })
+}
+
+fn parse_status_match(s: &str) -> Result<StatusMatch, String> {
+    let bad = || format!("{s:?} is not \"4xx\", \"5xx\" or a status code");
+    let b = s.as_bytes();
+    if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) {
+        if &s[1..] == "xx" {
+            return Ok(StatusMatch::Class((b[0] - b'0') as u16));
+        }
+        if let Ok(n) = s.parse::<u16>() {
+            return Ok(StatusMatch::Exact(n));
+        }
+    }
+    Err(bad())
+}
+
+fn log(c: &mut Check, raw: &RawConfig) -> Log {
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if level
+        .parse::<tracing_subscriber::filter::Targets>()
+        .is_err()
+    {
+        c.fail(
+            "log.level",
+            format!("{level:?} is not a level or filter like \"info,porter=debug\""),
+        );
+    }
+    let json = match raw.log.format.as_deref() {
+        Some("json") => true,
+        Some("text") | None => false,
+        Some(other) => {
+            c.fail("log.format", format!("{other:?} is not text or json"));
+            false
+        }
+    };
+    Log { level, json }
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+fn routes_disjoint(c: &mut Check, uploads: &[UploadRoute], internals: &[Internal]) {
+    for (i, u) in uploads.iter().enumerate() {
+        if uploads[..i].iter().any(|o| o.path == u.path) {
+            c.fail(
+                format!("upload[{i}].path"),
+                format!("{:?} is already used by another [[upload]]", u.path),
+            );
+        }
+        for extra in [Some(&u.path), u.complete.as_ref()].into_iter().flatten() {
+            if let Some(int) = internals.iter().find(|int| under(extra, &int.prefix)) {
+                c.fail(
+                    format!("upload[{i}].path"),
+                    format!(
+                        "{extra:?} lies under the [[internal]] prefix {:?}",
+                        int.prefix
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// File-system checks shared by `porter check` and `porter serve` (after it created
+/// the directories): directories exist or can be created, are writable, and root and
+/// temp share a filesystem so the final rename is atomic.
+pub fn check_paths(cfg: &Config) -> Vec<Problem> {
+    let mut c = Check {
+        problems: Vec::new(),
+    };
+    let s = &cfg.storage;
+    let root_dev = writable_dir(&mut c, "storage.root", &s.root);
+    let temp_dev = writable_dir(&mut c, "storage.temp", &s.temp);
+    if let (Some(a), Some(b)) = (root_dev, temp_dev)
+        && a != b
+    {
+        c.fail(
+            "storage.temp",
+            format!(
+                "{} and storage.root {} are on different filesystems: finished files could not be renamed atomically",
+                s.temp.display(),
+                s.root.display()
+            ),
+        );
+    }
+    for (i, int) in cfg.internals.iter().enumerate() {
+        if int.root.exists() && !int.root.is_dir() {
+            c.fail(
+                format!("internal[{i}].root"),
+                format!("{} is not a directory", int.root.display()),
+            );
+        }
+    }
+    let secret = &cfg.backend.secret_file;
+    if std::env::var_os("PORTER_SECRET").is_none() && secret.exists() {
+        match std::fs::read(secret) {
+            Ok(bytes) if crate::backend::sign::Secret::from_bytes(bytes.clone()).is_ok() => {}
+            Ok(_) => c.fail(
+                "backend.secret_file",
+                format!("{} holds fewer than 32 bytes", secret.display()),
+            ),
+            Err(e) => c.fail(
+                "backend.secret_file",
+                format!("cannot read {}: {e}", secret.display()),
+            ),
+        }
+    }
+    c.problems
+}
+
+/// Returns the device of `dir`, or of its nearest existing ancestor when it will be created.
+fn writable_dir(c: &mut Check, key: &str, dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(m) if m.is_dir() => {
+                let cpath = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).ok()?;
+                // SAFETY: `cpath` is a valid NUL-terminated string that outlives the call;
+                // access(2) only reads it.
+                let ok = unsafe { libc::access(cpath.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+                if !ok {
+                    c.fail(key, format!("{} is not writable", probe.display()));
+                }
+                return Some(m.dev());
+            }
+            Ok(_) => {
+                c.fail(key, format!("{} is not a directory", probe.display()));
+                return None;
+            }
+            Err(_) => match probe.parent() {
+                Some(parent) => probe = parent,
+                None => {
+                    c.fail(key, format!("{} cannot be created", dir.display()));
+                    return None;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_rules() {
+        assert_eq!(
+            parse_accept("image/*"),
+            Ok(AcceptRule::Mime {
+                ty: Some("image".into()),
+                subtype: None
+            })
+        );
+        assert_eq!(
+            parse_accept(".CSV"),
+            Ok(AcceptRule::Extension("csv".into()))
+        );
+        assert!(parse_accept("*/png").is_err());
+        assert!(parse_accept("pdf").is_err());
+        assert!(parse_accept(".").is_err());
+    }
+
+    #[test]
+    fn status_matches() {
+        assert_eq!(parse_status_match("4xx"), Ok(StatusMatch::Class(4)));
+        assert_eq!(parse_status_match("409"), Ok(StatusMatch::Exact(409)));
+        assert!(parse_status_match("6xx").is_err());
+        assert!(parse_status_match("40").is_err());
+    }
+
+    #[test]
+    fn backend_urls() {
+        assert_eq!(
+            parse_backend_url("http://127.0.0.1:8000"),
+            Ok(BackendAddr::Tcp {
+                authority: "127.0.0.1:8000".into()
+            })
+        );
+        assert_eq!(
+            parse_backend_url("unix:/run/app.sock"),
+            Ok(BackendAddr::Unix("/run/app.sock".into()))
+        );
+        assert!(parse_backend_url("https://x").is_err());
+        assert!(parse_backend_url("http://x/y").is_err());
+    }
+}

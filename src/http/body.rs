@@ -1,0 +1,291 @@
+//! Body wrappers: a guarded client body (idle timeout + size cap, failing exactly once),
+//! a read-ahead body that frees the backend early, and a body that carries a guard.
+
+use super::{Body, BoxError};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
+
+/// Why reading a client body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("no body bytes for {0:?}")]
+    Idle(Duration),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the client connection failed: {0}")]
+    Client(BoxError),
+}
+
+impl From<BodyError> for crate::error::Error {
+    fn from(e: BodyError) -> Self {
+        use crate::error::{Error, ErrorKind};
+        match e {
+            BodyError::Idle(_) => Error::new(ErrorKind::Timeout, e.to_string()),
+            BodyError::TooLarge(_) => Error::too_large(e.to_string()),
+            BodyError::Client(_) => Error::bad_request(e.to_string()),
+        }
+    }
+}
+
+/// A client request body that fails if no bytes arrive for `idle`, or once more than
+/// `limit` bytes have arrived. An optional `prefix` (bytes already read) comes first.
+pub struct GuardedBody<B> {
+    prefix: Option<Bytes>,
+    inner: B,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    limit: u64,
+    seen: u64,
+    failed: bool,
+}
+
+impl<B> GuardedBody<B> {
+    pub fn new(inner: B, idle: Duration, limit: u64) -> Self {
+        GuardedBody {
+            prefix: None,
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            limit,
+            seen: 0,
+            failed: false,
+        }
+    }
+
+    /// Puts bytes already taken from the body back in front of it.
+    pub fn with_prefix(mut self, prefix: Bytes) -> Self {
+        self.seen += prefix.len() as u64;
+        self.prefix = Some(prefix).filter(|p| !p.is_empty());
+        self
+    }
+
+    /// Bytes seen so far (prefix included).
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+impl<B> HttpBody for GuardedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        if let Some(p) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.seen += d.len() as u64;
+                    if this.seen > this.limit {
+                        this.failed = true;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                    }
+                }
+                let deadline = Instant::now() + this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = true;
+                Poll::Ready(Some(Err(BodyError::Client(e.into()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                this.failed = true;
+                Poll::Ready(Some(Err(BodyError::Idle(this.idle))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        hint.set_lower(hint.lower() + extra);
+        if let Some(u) = hint.upper() {
+            hint.set_upper(u + extra);
+        }
+        hint
+    }
+}
+
+impl<B> GuardedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// The next chunk of data, skipping trailers; `None` at the end.
+    pub async fn next_data(&mut self) -> Result<Option<Bytes>, BodyError> {
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+}
+
+type Item = (Result<Frame<Bytes>, BoxError>, usize);
+
+/// Reads `body` ahead into memory, up to `budget` bytes beyond what the client has
+/// taken, so a slow client never holds the backend (SPEC §3's response buffering).
+/// A gap of more than `idle` between backend frames ends the body with an error.
+pub fn read_ahead<B>(body: B, budget: usize, idle: Duration) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let permits = Arc::new(Semaphore::new(budget));
+    let (tx, rx) = mpsc::unbounded_channel::<Item>();
+    let pump_permits = permits.clone();
+    tokio::spawn(async move {
+        let mut body = body;
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Ok(Some(Ok(f))) => Ok(f),
+                Ok(Some(Err(e))) => Err(e.into()),
+                Ok(None) => return,
+                Err(_) => Err(BoxError::from(format!("backend body idle for {idle:?}"))),
+            };
+            let failed = frame.is_err();
+            let len = frame
+                .as_ref()
+                .ok()
+                .and_then(|f| f.data_ref())
+                .map_or(0, Bytes::len);
+            let n = len.min(budget);
+            let Ok(p) = pump_permits.acquire_many(n as u32).await else {
+                return;
+            };
+            p.forget();
+            if tx.send((frame, n)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReadAhead { rx, permits }.boxed()
+}
+
+struct ReadAhead {
+    rx: mpsc::UnboundedReceiver<Item>,
+    permits: Arc<Semaphore>,
+}
+
+impl HttpBody for ReadAhead {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(self.rx.poll_recv(cx)) {
+            Some((frame, n)) => {
+                self.permits.add_permits(n);
+                Poll::Ready(Some(frame))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// A body that keeps `guard` alive until the body is finished or dropped, e.g. to write
+/// the access-log line and release a connection's in-flight count at the true end.
+pub struct WithGuard<G> {
+    body: Body,
+    _guard: G,
+}
+
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    WithGuard {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+impl<G: Unpin> HttpBody for WithGuard<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn guarded_limit_fails_once() {
+        let body = Full::new(Bytes::from_static(b"0123456789"));
+        let mut g = GuardedBody::new(body, Duration::from_secs(5), 4)
+            .with_prefix(Bytes::from_static(b"ab"));
+        assert_eq!(g.next_data().await.unwrap().unwrap(), "ab");
+        assert!(matches!(g.next_data().await, Err(BodyError::TooLarge(4))));
+        assert!(g.next_data().await.unwrap().is_none());
+    }
+
+    /// A body that never yields: a client that stopped sending.
+    struct Stalled;
+    impl HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guarded_idle_times_out() {
+        let mut g = GuardedBody::new(Stalled, Duration::from_secs(3), 100);
+        assert!(matches!(g.next_data().await, Err(BodyError::Idle(_))));
+    }
+
+    #[tokio::test]
+    async fn read_ahead_passes_everything() {
+        let data = Bytes::from(vec![7u8; 100_000]);
+        let body = read_ahead(Full::new(data.clone()), 4096, Duration::from_secs(5));
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(got, data);
+    }
+}

@@ -1,0 +1,216 @@
+//! One client connection: hyper serves it, and a watchdog closes it when it idles.
+//!
+//! hyper 1.x has no keep-alive idle timeout and no timeout for a stalled response write,
+//! so the socket is wrapped in `TrackedIo`, which records when bytes last moved and
+//! since when a write has been blocked; the watchdog compares that with the config.
+//! A stalled request *body* is caught where it is read (`GuardedBody`), so the handler
+//! can answer 408 and clean up.
+
+use crate::app::App;
+use crate::http::headers::Peer;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
+
+/// What the watchdog knows about a connection.
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds since `start` when bytes last moved.
+    last: AtomicU64,
+    /// Requests whose response has not finished: the keep-alive clock runs only at zero.
+    in_flight: AtomicUsize,
+    /// Milliseconds since `start` (plus one) when a write started to block; 0: not blocked.
+    write_blocked_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            write_blocked_since: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.last.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks a request as started; the returned guard ends it.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn expired(&self, idle: Duration, keepalive: Duration) -> bool {
+        let now = self.now_ms();
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            return now.saturating_sub(self.last.load(Ordering::Relaxed))
+                > keepalive.as_millis() as u64;
+        }
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        blocked != 0 && now.saturating_sub(blocked - 1) > idle.as_millis() as u64
+    }
+}
+
+/// A request in progress on a connection; dropped when its response is done.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A socket that reports its activity.
+pub struct TrackedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> TrackedIo<T> {
+    fn note<R>(&self, r: &Poll<R>) {
+        let a = &self.activity;
+        match r {
+            Poll::Ready(_) => {
+                a.write_blocked_since.store(0, Ordering::Relaxed);
+                a.touch();
+            }
+            Poll::Pending => {
+                let since = a.now_ms() + 1;
+                let _ = a.write_blocked_since.compare_exchange(
+                    0,
+                    since,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The clocks the watchdog enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub keepalive: Duration,
+}
+
+/// Serves one connection until it ends, idles out, or drains after shutdown.
+/// `_permit` is a `max_connections` slot, released when this returns.
+pub async fn serve(
+    stream: TcpStream,
+    peer: Peer,
+    app: Arc<App>,
+    builder: Arc<Builder<TokioExecutor>>,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let in_flight = svc_activity.begin();
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(crate::service::handle(app, peer, req, in_flight).await) }
+    });
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let tick = (timeouts.idle.min(timeouts.keepalive) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = ticker.tick() => {
+                if activity.expired(timeouts.idle, timeouts.keepalive) {
+                    tracing::debug!(peer = %peer.addr, "closing an idle connection");
+                    return;
+                }
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}

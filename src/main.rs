@@ -1,0 +1,267 @@
+//! The `porter` command: `serve`, `check`, `gc` (SPEC §1).
+
+use clap::{Parser, Subcommand};
+use porter::config::{self, Config, Listen, Problem};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "porter", version, about = "An upload-offloading reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file (default: $PORTER_CONFIG, else /etc/porter/porter.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and print it with defaults filled in.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Also check that the backend is reachable.
+        #[arg(long)]
+        online: bool,
+    },
+    /// One pass of garbage collection, then exit.
+    Gc {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+const EXIT_CONFIG: u8 = 1;
+const EXIT_START: u8 = 2;
+
+fn config_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("PORTER_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/porter/porter.toml"))
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn print_problems(path: &std::path::Path, problems: Vec<Problem>) -> ExitCode {
+    eprintln!(
+        "{}",
+        config::ConfigError {
+            file: path.to_path_buf(),
+            problems
+        }
+    );
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config_path(config)),
+        Command::Check { config, online } => check(config_path(config), online),
+        Command::Gc { config } => gc(config_path(config)),
+    }
+}
+
+fn check(path: PathBuf, online: bool) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut problems = config::check_paths(&cfg);
+    if online && let Err(e) = reach_backend(&cfg) {
+        problems.push(Problem {
+            key: "backend.url".into(),
+            reason: e,
+        });
+    }
+    if !problems.is_empty() {
+        return print_problems(&path, problems);
+    }
+    match toml::to_string(&cfg.effective) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot print the config: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn reach_backend(cfg: &Config) -> Result<(), String> {
+    let timeout = cfg.backend.connect_timeout;
+    match &cfg.backend.addr {
+        config::BackendAddr::Tcp { authority } => {
+            use std::net::ToSocketAddrs;
+            let addrs: Vec<_> = authority
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+                .collect();
+            addrs
+                .iter()
+                .find_map(|a| std::net::TcpStream::connect_timeout(a, timeout).ok())
+                .map(|_| ())
+                .ok_or_else(|| format!("cannot connect to {authority}"))
+        }
+        config::BackendAddr::Unix(p) => std::os::unix::net::UnixStream::connect(p)
+            .map(|_| ())
+            .map_err(|e| format!("cannot connect to {}: {e}", p.display())),
+    }
+}
+
+fn gc(path: PathBuf) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match porter::store::LocalStore::open(&cfg.storage) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("storage: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match porter::store::Store::sweep(&store) {
+        Ok(n) => {
+            println!("removed {n} stale partial file(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gc failed: {e}");
+            ExitCode::from(EXIT_START)
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::filter::Targets;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .or_else(|| cfg.log.level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    use tracing_subscriber::prelude::*;
+    let registry = tracing_subscriber::registry().with(filter);
+    if cfg.log.json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}
+
+/// Raises the open-file soft limit to fit `max_connections` (two descriptors each:
+/// client and backend) plus room for files.
+fn raise_nofile(max_connections: usize) {
+    let want = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit; getrlimit only writes to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= want {
+        return;
+    }
+    let new = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit with rlim_cur <= rlim_max; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 || new.rlim_cur < want {
+        tracing::warn!(
+            limit = new.rlim_cur,
+            want,
+            "open-file limit is below what max_connections needs"
+        );
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&cfg);
+    raise_nofile(cfg.server.max_connections);
+    let mut listeners = Vec::new();
+    for l in &cfg.server.listen {
+        let Listen::Addr(addr) = l else {
+            eprintln!("socket activation is not available in this build");
+            return ExitCode::from(EXIT_START);
+        };
+        match std::net::TcpListener::bind(addr) {
+            Ok(s) => {
+                if let Ok(local) = s.local_addr() {
+                    tracing::info!(%local, "listening");
+                }
+                listeners.push(s);
+            }
+            Err(e) => {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::from(EXIT_START);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let app_paths = config::check_paths(&cfg);
+        let result = porter::run(listeners, cfg, shutdown_signal()).await;
+        (app_paths, result)
+    });
+    match result {
+        (_, Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_START)
+        }
+        (problems, Ok(())) if !problems.is_empty() => print_problems(&path, problems),
+        _ => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,128 @@
+//! Passthrough: everything not intercepted goes to the app, buffered like nginx so slow
+//! clients never hold an app worker (SPEC §3).
+//!
+//! A request body up to `request_buffer` is received whole before the app is contacted;
+//! larger ones stream. The response is read ahead up to `response_buffer`. `Upgrade`
+//! requests (WebSocket) become a byte tunnel once the app answers 101.
+
+use crate::app::App;
+use crate::backend::relay;
+use crate::error::Error;
+use crate::http::body::GuardedBody;
+use crate::http::headers::{Peer, for_backend, strip_hop_by_hop};
+use crate::http::{Body, BoxError, empty, full};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+pub async fn forward(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> Response<Body> {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    match send(&app, peer, req, upgrade).await {
+        Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => match client_upgrade {
+            Some(on_client) => tunnel(on_client, &mut resp),
+            None => Error::bad_request("the backend switched protocols unasked").into_response(),
+        },
+        Ok(resp) => relay(
+            resp,
+            app.config.limits.response_buffer,
+            app.config.server.idle_timeout,
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "passthrough failed");
+            e.into_response()
+        }
+    }
+}
+
+async fn send(
+    app: &App,
+    peer: Peer,
+    req: Request<Incoming>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Error> {
+    let limits = &app.config.limits;
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_size) {
+        return Err(Error::too_large(format!(
+            "the body is larger than {} bytes",
+            limits.max_body_size
+        )));
+    }
+    for_backend(
+        &mut parts.headers,
+        &parts.uri,
+        &peer,
+        &app.config.server.trusted_proxies,
+        upgrade,
+    );
+    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, limits.max_body_size);
+    let (prefix, ended) = read_prefix(&mut body, limits.request_buffer).await?;
+    let body: Body = if ended {
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        if !prefix.is_empty() || declared.is_some() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(prefix.len()));
+        }
+        full(prefix)
+    } else {
+        body.with_prefix(prefix).map_err(BoxError::from).boxed()
+    };
+    let req = Request::from_parts(parts, body);
+    Ok(app.backend.send(req).await?)
+}
+
+/// Reads until `limit` bytes are in or the body ends; `true` if it ended.
+async fn read_prefix(
+    body: &mut GuardedBody<Incoming>,
+    limit: usize,
+) -> Result<(Bytes, bool), Error> {
+    use http_body::Body as _;
+    let mut buf = BytesMut::new();
+    loop {
+        if body.is_end_stream() {
+            return Ok((buf.freeze(), true));
+        }
+        if buf.len() >= limit {
+            return Ok((buf.freeze(), false));
+        }
+        match body.next_data().await? {
+            Some(d) => buf.extend_from_slice(&d),
+            None => return Ok((buf.freeze(), true)),
+        }
+    }
+}
+
+/// Answers 101 to the client and copies bytes both ways once both sides upgraded.
+fn tunnel(on_client: hyper::upgrade::OnUpgrade, resp: &mut Response<Incoming>) -> Response<Body> {
+    let on_backend = hyper::upgrade::on(&mut *resp);
+    tokio::spawn(async move {
+        let (client, backend) = match tokio::try_join!(on_client, on_backend) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+            tracing::debug!(error = %e, "tunnel closed");
+        }
+    });
+    let mut out = Response::new(empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = resp.headers().clone();
+    strip_hop_by_hop(out.headers_mut(), true);
+    out.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out
+}

@@ -1,0 +1,234 @@
+//! Routing (SPEC §3): normalise the request path, then pick internal → progress →
+//! upload route → passthrough.
+//!
+//! Matching uses the percent-decoded, dot-segment-normalised path so `/%75pload` and
+//! `/x/../upload` cannot slip past a route or into an `[[internal]]` prefix. Requests
+//! porter generates for the backend use that same path re-encoded canonically.
+
+use crate::config::{Config, Kind, UploadRoute};
+use http::Method;
+
+/// A request path after percent-decoding and dot-segment removal. Bytes, not `str`:
+/// a client may encode any byte, and the canonical re-encoding must keep them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath(Vec<u8>);
+
+/// Why a path cannot be routed (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path contains a NUL byte")]
+    Nul,
+    #[error("the path does not start with /")]
+    NotAbsolute,
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `s`; a `%` not followed by two hex digits stays as it is.
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex_val),
+                s.get(i + 2).copied().and_then(hex_val),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+impl NormalPath {
+    /// Decodes and normalises a request path (the part of the target before `?`).
+    /// Empty segments are merged, as nginx's `merge_slashes` does.
+    pub fn parse(raw: &str) -> Result<NormalPath, PathError> {
+        if !raw.starts_with('/') {
+            return Err(PathError::NotAbsolute);
+        }
+        let decoded = percent_decode(raw.as_bytes());
+        if decoded.contains(&0) {
+            return Err(PathError::Nul);
+        }
+        let mut segments: Vec<&[u8]> = Vec::new();
+        let mut trailing = false;
+        for seg in decoded.split(|b| *b == b'/') {
+            trailing = matches!(seg, b"" | b"." | b"..");
+            match seg {
+                b"" | b"." => {}
+                b".." => {
+                    segments.pop();
+                }
+                s => segments.push(s),
+            }
+        }
+        let mut out = Vec::with_capacity(decoded.len());
+        for s in &segments {
+            out.push(b'/');
+            out.extend_from_slice(s);
+        }
+        if trailing || segments.is_empty() {
+            out.push(b'/');
+        }
+        Ok(NormalPath(out))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The path for display and logs (lossy for non-UTF-8 bytes).
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    /// Whether this path is `prefix` or lies below it at a `/` boundary.
+    /// `prefix` is normalised with no trailing `/` (`"/"` matches everything).
+    pub fn is_under(&self, prefix: &str) -> bool {
+        let p = prefix.as_bytes();
+        prefix == "/" || (self.0.starts_with(p) && matches!(self.0.get(p.len()), None | Some(b'/')))
+    }
+
+    /// Whether this path equals `path`, ignoring one trailing `/`.
+    pub fn is_exactly(&self, path: &str) -> bool {
+        let me = self
+            .0
+            .strip_suffix(b"/")
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&self.0);
+        me == path.as_bytes()
+    }
+
+    /// The canonical encoding (SPEC §3): bytes outside `A-Za-z0-9` and
+    /// `/:@&+$,-_.!~*'()` become uppercase `%XX`, as Django's `escape_uri_path` gives.
+    pub fn canonical(&self) -> String {
+        canonical_encode(&self.0)
+    }
+}
+
+/// Encodes bytes in §3's canonical form.
+pub fn canonical_encode(bytes: &[u8]) -> String {
+    const SAFE: &[u8] = b"/:@&+$,-_.!~*'()";
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || SAFE.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Normalises a path written in the config: like a request path, without a trailing `/`.
+pub fn normalize_route_path(s: &str) -> Result<String, String> {
+    let p = NormalPath::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    let text = String::from_utf8(p.0).map_err(|_| format!("{s:?} is not UTF-8"))?;
+    match text.strip_suffix('/') {
+        Some("") | None => Ok(text),
+        Some(t) => Ok(t.to_string()),
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    /// Under an `[[internal]]` prefix: 404, never forwarded.
+    Internal,
+    /// An intercepted upload.
+    Upload(&'a UploadRoute),
+    /// Everything else.
+    Passthrough,
+}
+
+/// Picks the route for a request (SPEC §3, in its order).
+pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'a> {
+    if cfg.internals.iter().any(|i| path.is_under(&i.prefix)) {
+        return Route::Internal;
+    }
+    let best = cfg
+        .uploads
+        .iter()
+        .filter(|u| path.is_under(&u.path))
+        .max_by_key(|u| u.path.len());
+    match best {
+        Some(u) if takes_method(u, method) => Route::Upload(u),
+        _ => Route::Passthrough,
+    }
+}
+
+fn takes_method(u: &UploadRoute, method: &Method) -> bool {
+    match u.kind {
+        Kind::Multipart | Kind::Raw => u.methods.contains(method),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        NormalPath::parse(s).unwrap().display()
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(norm("/"), "/");
+        assert_eq!(norm("/a/b"), "/a/b");
+        assert_eq!(norm("/a/b/"), "/a/b/");
+        assert_eq!(norm("/a/./b/../c"), "/a/c");
+        assert_eq!(norm("/a/.."), "/");
+        assert_eq!(norm("/../../etc"), "/etc");
+        assert_eq!(norm("/%2e%2e/x"), "/x");
+        assert_eq!(norm("/a%2Fb"), "/a/b");
+        assert_eq!(norm("//a///b"), "/a/b");
+        assert_eq!(norm("/%75pload"), "/upload");
+        assert_eq!(norm("/bad%zz"), "/bad%zz");
+        assert_eq!(NormalPath::parse("/a%00b"), Err(PathError::Nul));
+        assert_eq!(NormalPath::parse("a"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = NormalPath::parse("/upload/x").unwrap();
+        assert!(p.is_under("/upload"));
+        assert!(p.is_under("/"));
+        assert!(!p.is_under("/up"));
+        assert!(NormalPath::parse("/upload").unwrap().is_under("/upload"));
+        assert!(NormalPath::parse("/upload/").unwrap().is_under("/upload"));
+        assert!(!NormalPath::parse("/uploads").unwrap().is_under("/upload"));
+        assert!(NormalPath::parse("/c/").unwrap().is_exactly("/c"));
+        assert!(!NormalPath::parse("/c/d").unwrap().is_exactly("/c"));
+    }
+
+    #[test]
+    fn canonical_form() {
+        let p = NormalPath::parse("/f%C3%BCr/a b/%7Euser/x;y=1").unwrap();
+        assert_eq!(p.canonical(), "/f%C3%BCr/a%20b/~user/x%3By%3D1");
+        assert_eq!(
+            canonical_encode(b"/ok:@&+$,-_.!~*'()"),
+            "/ok:@&+$,-_.!~*'()"
+        );
+    }
+
+    #[test]
+    fn config_paths() {
+        assert_eq!(normalize_route_path("/upload/"), Ok("/upload".into()));
+        assert_eq!(normalize_route_path("/"), Ok("/".into()));
+        assert!(normalize_route_path("upload").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! Local files: partial files in `storage.temp`, finished ones in `storage.root/ab/cd/<id>`.
+//!
+//! A partial file is `flock`ed while its upload is alive, so a sweep (at start-up or by
+//! `porter gc`, possibly in another process) removes exactly the orphans: a file it can
+//! lock has no writer. Temp and root share a filesystem, so the final move is one
+//! atomic `rename`, and nothing partial is ever visible under `root`.
+
+use super::{Location, PartFile, Store, StoreError};
+use crate::config::Storage;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Partial files end with this, so a sweep never touches anything else in `temp`.
+const PART_SUFFIX: &str = ".part";
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    cfg: Storage,
+}
+
+impl LocalStore {
+    /// Creates `root` and `temp` if missing.
+    pub fn open(cfg: &Storage) -> io::Result<LocalStore> {
+        ensure_dir(&cfg.root, cfg.dir_mode)?;
+        ensure_dir(&cfg.temp, cfg.dir_mode)?;
+        Ok(LocalStore { cfg: cfg.clone() })
+    }
+
+    fn final_dir(&self, id: &str) -> PathBuf {
+        self.cfg.root.join(&id[0..2]).join(&id[2..4])
+    }
+}
+
+/// Creates `dir` and missing parents with `mode` (umask would otherwise strip the
+/// group bits `dir_mode` exists for).
+fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent, mode)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store for LocalStore {
+    fn create(&self, id: Uuid) -> Result<Box<dyn PartFile>, StoreError> {
+        let id = id.simple().to_string();
+        let path = self.cfg.temp.join(format!("{id}{PART_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.cfg.file_mode)
+            .open(&path)?;
+        let part = LocalPart {
+            file: Some(file),
+            temp: path,
+            id,
+            store: self.clone(),
+        };
+        let f = part
+            .file
+            .as_ref()
+            .ok_or(StoreError::Io(io::ErrorKind::Other.into()))?;
+        f.set_permissions(fs::Permissions::from_mode(self.cfg.file_mode))?;
+        f.try_lock()
+            .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?;
+        Ok(Box::new(part))
+    }
+
+    fn remove(&self, loc: &Location) -> io::Result<()> {
+        let Some(path) = &loc.path else { return Ok(()) };
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn free_bytes(&self) -> io::Result<u64> {
+        free_bytes(&self.cfg.temp)
+    }
+
+    fn sweep(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.cfg.temp)? {
+            let path = entry?.path();
+            if !path.to_string_lossy().ends_with(PART_SUFFIX) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Free bytes available to unprivileged users on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of
+    // the right type; statvfs(3) fills it completely when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: rc == 0, so statvfs initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+struct LocalPart {
+    /// `None` once committed (or moved out), so `Drop` knows nothing is left to delete.
+    file: Option<File>,
+    temp: PathBuf,
+    id: String,
+    store: LocalStore,
+}
+
+impl PartFile for LocalPart {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        match &mut self.file {
+            Some(f) => Ok(f.write_all(buf)?),
+            None => Err(StoreError::Io(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<Location, StoreError> {
+        let file = self
+            .file
+            .take()
+            .ok_or(StoreError::Io(io::ErrorKind::BrokenPipe.into()))?;
+        let cfg = &self.store.cfg;
+        let result = (|| -> io::Result<Location> {
+            if cfg.fsync {
+                file.sync_all()?;
+            }
+            let dir = self.store.final_dir(&self.id);
+            ensure_dir(&dir, cfg.dir_mode)?;
+            let dest = dir.join(&self.id);
+            fs::rename(&self.temp, &dest)?;
+            if cfg.fsync {
+                sync_dir(&dir)?;
+            }
+            Ok(Location {
+                key: format!("{}/{}/{}", &self.id[0..2], &self.id[2..4], self.id),
+                path: Some(dest),
+                bucket: String::new(),
+            })
+        })();
+        drop(file);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        Ok(result?)
+    }
+}
+
+impl Drop for LocalPart {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> LocalStore {
+        LocalStore::open(&Storage {
+            root: dir.join("root"),
+            temp: dir.join("tmp"),
+            fsync: true,
+            min_free: 0,
+            file_mode: 0o640,
+            dir_mode: 0o2750,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn commit_moves_into_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let id = Uuid::new_v4();
+        let mut p = s.create(id).unwrap();
+        p.write_all(b"hello").unwrap();
+        let loc = p.commit().unwrap();
+        let hex = id.simple().to_string();
+        assert_eq!(loc.key, format!("{}/{}/{hex}", &hex[..2], &hex[2..4]));
+        let path = loc.path.clone().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        s.remove(&loc).unwrap();
+        assert!(!path.exists());
+        s.remove(&loc).unwrap();
+    }
+
+    #[test]
+    fn dropped_part_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut p = s.create(Uuid::new_v4()).unwrap();
+        p.write_all(b"x").unwrap();
+        drop(p);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sweep_spares_live_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let live = s.create(Uuid::new_v4()).unwrap();
+        fs::write(dir.path().join("tmp").join("orphan.part"), b"x").unwrap();
+        fs::write(dir.path().join("tmp").join("other.txt"), b"x").unwrap();
+        assert_eq!(s.sweep().unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 2);
+        drop(live);
+        assert!(s.free_bytes().unwrap() > 0);
+    }
+}

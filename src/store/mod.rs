@@ -1,0 +1,76 @@
+//! Where upload bytes live: a trait, so a second store (S3) slots in without touching
+//! the protocol front-ends (tusd's datastore shape).
+//!
+//! Methods are blocking: the sink calls them from tokio's blocking pool, in large
+//! batches, so file I/O never stalls the async workers.
+
+pub mod local;
+
+use std::io;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+pub use local::LocalStore;
+
+/// Where a finished file lives, as the backend is told (SPEC §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Absolute path (local storage), `None` for object stores.
+    pub path: Option<PathBuf>,
+    /// `ab/cd/<id>`: the path relative to `storage.root`, or the object key.
+    pub key: String,
+    /// The bucket (object stores), else empty.
+    pub bucket: String,
+}
+
+/// Why a store operation failed: full storage is a 507, anything else a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage is full")]
+    Full,
+    #[error("storage failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::Full,
+            _ => StoreError::Io(e),
+        }
+    }
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        use crate::error::{Error, ErrorKind};
+        match e {
+            StoreError::Full => {
+                Error::new(ErrorKind::InsufficientStorage, "not enough storage space")
+            }
+            StoreError::Io(io) => {
+                tracing::error!(error = %io, "storage failure");
+                Error::internal("storage failure")
+            }
+        }
+    }
+}
+
+/// A store of uploaded files.
+pub trait Store: Send + Sync + 'static {
+    /// Opens a new, empty, locked partial file for upload `id`.
+    fn create(&self, id: Uuid) -> Result<Box<dyn PartFile>, StoreError>;
+    /// Deletes a finished file; a missing file is not an error.
+    fn remove(&self, loc: &Location) -> io::Result<()>;
+    /// Free bytes where new uploads land (`min_free` is checked against this).
+    fn free_bytes(&self) -> io::Result<u64>;
+    /// Removes partial files that no live upload holds; returns how many.
+    fn sweep(&self) -> io::Result<usize>;
+}
+
+/// A file being written. Dropping it without `commit` deletes it.
+pub trait PartFile: Send {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError>;
+    /// Makes the bytes durable (per config) and moves them to their final place.
+    fn commit(self: Box<Self>) -> Result<Location, StoreError>;
+}

@@ -1,0 +1,242 @@
+//! Intercepted uploads. Every kind has the same shape:
+//!
+//! 1. **admit**: limits that need no body byte (Content-Length, `min_free`,
+//!    `max_concurrent_uploads`) — nothing is read before they pass, so a client's
+//!    `Expect: 100-continue` is answered with the final status instead;
+//! 2. **receive**: a protocol front-end (`form` for multipart) streams each file
+//!    through a `FileReceiver` → sink (hashes + writer) → store;
+//! 3. **deliver**: the metadata request goes to the app, signed, and the files are
+//!    kept or deleted by its answer (SPEC §4.3).
+
+pub mod accept;
+mod file;
+mod form;
+pub mod metadata;
+pub mod multipart;
+pub mod names;
+
+use crate::app::App;
+use crate::backend::{Generated, relay};
+use crate::config::{Kind, UploadRoute};
+use crate::error::{Error, ErrorKind};
+use crate::http::Body;
+use crate::http::body::GuardedBody;
+use crate::http::headers::{Peer, for_backend};
+use crate::route::NormalPath;
+use file::StoredFile;
+use form::Received;
+use http::{HeaderMap, Request, Response, header};
+use hyper::body::Incoming;
+use metadata::Item;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// How long a refused upload's remaining body is read and discarded, so the client
+/// gets to read the error instead of a connection reset (nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Multipart framing allowance per part when judging Content-Length up front.
+const PART_OVERHEAD: u64 = 16 * 1024;
+
+pub async fn handle(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let result = match route.kind {
+        Kind::Multipart => multipart(app, route, peer, path, req).await,
+        other => Err(Error::internal(format!(
+            "kind {} is not available",
+            other.name()
+        ))),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::info!(route = %route.path, error = %e, "upload refused");
+        e.into_response()
+    })
+}
+
+async fn multipart(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let boundary = boundary(req.headers())?;
+    let limits = &app.config.limits;
+    let cap = route
+        .max_files
+        .saturating_mul(route.max_file_size)
+        .saturating_add(limits.max_fields_bytes)
+        .saturating_add(limits.max_parts.saturating_mul(PART_OVERHEAD));
+    let _permit = admit(&app, req.headers(), cap)?;
+    let (parts, body) = req.into_parts();
+    let target = target(path, &parts.uri);
+    let headers = backend_headers(&app, &parts, peer);
+    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX);
+    let received = match form::receive(&app, route, &mut body, &boundary).await {
+        Ok(r) => r,
+        Err(e) => {
+            linger(body);
+            return Err(e);
+        }
+    };
+    let mut files = Vec::new();
+    let mut items = Vec::new();
+    for r in received {
+        match r {
+            Received::Field { name, value } => items.push(Item::Field { name, value }),
+            Received::File(f) => {
+                items.push(Item::File(f.meta.clone()));
+                files.push(f);
+            }
+        }
+    }
+    let (content_type, body) = metadata::encode(route.forward, &route.field_names, &items);
+    let generated = Generated {
+        method: parts.method.clone(),
+        target,
+        headers,
+        content_type: Some(content_type),
+        body,
+    };
+    Ok(deliver(app.clone(), route.clone(), generated, files).await)
+}
+
+/// Limits checked before any body byte is read.
+fn admit(app: &App, headers: &HeaderMap, max_body: u64) -> Result<OwnedSemaphorePermit, Error> {
+    if let Some(len) = content_length(headers)?
+        && len > max_body
+    {
+        return Err(Error::too_large(format!(
+            "the body is larger than {max_body} bytes"
+        )));
+    }
+    match app.store.free_bytes() {
+        Ok(free) if free < app.config.storage.min_free => {
+            tracing::warn!(
+                free,
+                min_free = app.config.storage.min_free,
+                "storage below min_free"
+            );
+            return Err(Error::new(
+                ErrorKind::InsufficientStorage,
+                "not enough storage space",
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read free storage space"),
+        _ => {}
+    }
+    app.uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::new(ErrorKind::Busy, "too many uploads in progress; retry later"))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Error::bad_request("bad Content-Length"))
+        })
+        .transpose()
+}
+
+fn boundary(headers: &HeaderMap) -> Result<String, Error> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (ty, params) = multipart::parse_params(ct);
+    if ty != "multipart/form-data" {
+        return Err(Error::bad_request("expected a multipart/form-data body"));
+    }
+    params
+        .into_iter()
+        .find(|(k, _)| k == "boundary")
+        .map(|(_, v)| v)
+        .filter(|b| (1..=70).contains(&b.len()))
+        .ok_or_else(|| Error::bad_request("the multipart body has no valid boundary"))
+}
+
+/// The request target for the app: §3's canonical path plus the client's raw query.
+fn target(path: &NormalPath, uri: &http::Uri) -> String {
+    match uri.query() {
+        Some(q) => format!("{}?{q}", path.canonical()),
+        None => path.canonical(),
+    }
+}
+
+/// The client's headers as the app should see them on a generated request.
+fn backend_headers(app: &App, parts: &http::request::Parts, peer: Peer) -> HeaderMap {
+    let mut headers = parts.headers.clone();
+    for_backend(
+        &mut headers,
+        &parts.uri,
+        &peer,
+        &app.config.server.trusted_proxies,
+        false,
+    );
+    headers
+}
+
+/// Sends the metadata and settles the files by the answer (SPEC §4.3). Runs as its own
+/// task: once the metadata request is sent, a client that goes away cancels nothing.
+async fn deliver(
+    app: Arc<App>,
+    route: UploadRoute,
+    req: Generated,
+    files: Vec<StoredFile>,
+) -> Response<Body> {
+    let task = tokio::spawn(async move {
+        let mut files = files;
+        let answer = app.backend.send_generated(req).await;
+        match answer {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if route.cleans_up_on(status) {
+                    tracing::info!(
+                        status,
+                        files = files.len(),
+                        "backend refused the upload; files deleted"
+                    );
+                } else {
+                    files.iter_mut().for_each(StoredFile::keep);
+                }
+                drop(files);
+                let limits = &app.config.limits;
+                Ok(relay(
+                    resp,
+                    limits.response_buffer,
+                    app.config.server.idle_timeout,
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata request failed; files deleted");
+                Err(Error::from(e))
+            }
+        }
+    });
+    match task.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => Error::internal(format!("delivery failed: {e}")).into_response(),
+    }
+}
+
+/// Reads and discards the rest of a refused body for a while, in the background.
+fn linger(mut body: GuardedBody<Incoming>) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(Some(_)) = body.next_data().await {}
+        })
+        .await;
+    });
+}
