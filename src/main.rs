@@ -43,7 +43,7 @@ fn config_path(arg: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/porter/porter.toml"))
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EXIT_CONFIG)

@@ -100,12 +100,12 @@ pub fn format_size(n: u64) -> String {
 /// Formats a duration the way it would be written in the config.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
     for (unit, mult) in [("d", 86400), ("h", 3600), ("m", 60)] {
-        if s != 0 && s % mult == 0 {
+        if s != 0 && s.is_multiple_of(mult) {
             return format!("{}{unit}", s / mult);
         }
     }

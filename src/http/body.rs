@@ -122,12 +122,13 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = self.inner.size_hint();
         let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        hint.set_lower(hint.lower() + extra);
-        if let Some(u) = hint.upper() {
+        let mut hint = SizeHint::new();
+        if let Some(u) = inner.upper() {
             hint.set_upper(u + extra);
         }
+        hint.set_lower(inner.lower() + extra);
         hint
     }
 }

@@ -123,6 +123,7 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     }
     // SAFETY: rc == 0, so statvfs initialised `st`.
     let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 

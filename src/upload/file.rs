@@ -145,10 +145,10 @@ impl StoredFile {
 
 impl Drop for StoredFile {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = self.store.remove(&self.location) {
-                tracing::error!(key = %self.location.key, error = %e, "cannot delete a stored file");
-            }
+        if !self.keep
+            && let Err(e) = self.store.remove(&self.location)
+        {
+            tracing::error!(key = %self.location.key, error = %e, "cannot delete a stored file");
         }
     }
 }

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 /// One part of the form, received.
 pub enum Received {
     Field { name: String, value: Bytes },
-    File(StoredFile),
+    File(Box<StoredFile>),
 }
 
 /// The part being read.
@@ -117,7 +117,9 @@ pub async fn receive(
                 Current::Skip | Current::None => {}
             },
             Some(Event::PartEnd) => match std::mem::replace(&mut current, Current::None) {
-                Current::File(rx) => out.push(Received::File(rx.finish(app.store.clone()).await?)),
+                Current::File(rx) => out.push(Received::File(Box::new(
+                    rx.finish(app.store.clone()).await?,
+                ))),
                 Current::Field { name, value } => out.push(Received::Field {
                     name,
                     value: value.into(),

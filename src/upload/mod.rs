@@ -92,7 +92,7 @@ async fn multipart(
             Received::Field { name, value } => items.push(Item::Field { name, value }),
             Received::File(f) => {
                 items.push(Item::File(f.meta.clone()));
-                files.push(f);
+                files.push(*f);
             }
         }
     }

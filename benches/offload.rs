@@ -1,0 +1,311 @@
+//! Upload offload throughput: one multipart upload of N bytes (1 GiB; 64 MiB with
+//! `--quick`) through a release `porter serve`, per storage location and hash set,
+//! against the same body streamed over loopback straight to the fake backend.
+//!
+//!     cargo bench --bench offload [-- --quick]
+//!
+//! Prints a Markdown table: throughput in MiB/s, the ratio to the loopback ceiling and
+//! porter's peak RSS (VmHWM). Each upload is checked: 200 from the backend, exactly one
+//! stored file of N bytes (deleted afterwards), and only a small metadata request
+//! reaching the backend.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const CHUNK: usize = 256 * 1024;
+/// The body repeats with this period: odd, so consecutive chunks differ.
+const PERIOD: usize = 1024 * 1024 + 7;
+const BOUNDARY: &str = "porter-bench-7MA4YWxkTrZu0gW";
+
+/// What the fake backend has seen since the last `take`.
+#[derive(Default)]
+struct Recorder {
+    requests: AtomicU64,
+    body_bytes: AtomicU64,
+}
+
+impl Recorder {
+    fn take(&self) -> (u64, u64) {
+        let n = self.requests.swap(0, Ordering::SeqCst);
+        (n, self.body_bytes.swap(0, Ordering::SeqCst))
+    }
+}
+
+/// The app: answers 200 `{"ok":true}` to everything, after reading and discarding the body.
+async fn fake_backend() -> (SocketAddr, Arc<Recorder>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    let rec = Arc::new(Recorder::default());
+    let shared = rec.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let rec = shared.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let rec = rec.clone();
+                async move {
+                    let mut body = req.into_body();
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame?.into_data() {
+                            rec.body_bytes
+                                .fetch_add(data.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                    rec.requests.fetch_add(1, Ordering::SeqCst);
+                    let mut res = Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
+                    let json = HeaderValue::from_static("application/json");
+                    res.headers_mut().insert(CONTENT_TYPE, json);
+                    Ok::<_, hyper::Error>(res)
+                }
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (addr, rec)
+}
+
+/// Streams one multipart upload of `size` pattern bytes over HTTP/1.1 with
+/// Content-Length; returns the wall time from connect to the end of a 200 response.
+async fn upload(addr: SocketAddr, size: u64) -> Result<Duration, String> {
+    let part = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    let length = part.len() as u64 + size + tail.len() as u64;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; \
+         boundary={BOUNDARY}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{part}"
+    );
+    let pattern: Vec<u8> = (0..PERIOD + CHUNK)
+        .map(|i| {
+            let x = (i % PERIOD) as u32;
+            (x.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (x >> 8) as u8
+        })
+        .collect();
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let sent = async {
+        s.write_all(head.as_bytes()).await?;
+        let mut done = 0u64;
+        while done < size {
+            let n = (size - done).min(CHUNK as u64) as usize;
+            let at = (done % PERIOD as u64) as usize;
+            s.write_all(&pattern[at..at + n]).await?;
+            done += n as u64;
+        }
+        s.write_all(tail.as_bytes()).await?;
+        s.flush().await
+    }
+    .await;
+    let mut response = Vec::new();
+    let read = s.read_to_end(&mut response).await;
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&response);
+    match (sent, read) {
+        (Ok(()), Ok(_)) if text.starts_with("HTTP/1.1 200 ") => Ok(elapsed),
+        (sent, read) => Err(format!(
+            "send: {sent:?}, read: {read:?}, response: {text:?}"
+        )),
+    }
+}
+
+/// A running `porter serve`, stopped on drop (SIGTERM; SIGKILL if still alive after 10 s).
+struct Porter {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Porter {
+    fn start(config: &Path) -> Porter {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_porter"))
+            .args(["serve", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn porter");
+        let stderr = child.stderr.take().expect("porter stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the port from `... INFO porter: listening local=127.0.0.1:PORT`, then
+        // keeps draining stderr so porter never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let (mut tx, mut seen) = (Some(tx), Vec::new());
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Some(sender) = &tx else { continue };
+                match listening_port(&line) {
+                    Some(port) => {
+                        let _ = sender.send(Ok(port));
+                        tx = None;
+                    }
+                    None => seen.push(line),
+                }
+            }
+            if let Some(tx) = tx {
+                drop(tx.send(Err(seen.join("\n"))));
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(Ok(port)) => port,
+            Ok(Err(log)) => panic!("porter exited without listening:\n{log}"),
+            Err(e) => panic!("no `listening` line from porter: {e}"),
+        };
+        Porter {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// Peak resident set size (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<porter>/status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"));
+        let kib: f64 = line
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM in /proc/<porter>/status");
+        kib / 1024.0
+    }
+}
+
+impl Drop for Porter {
+    fn drop(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with our own child's pid; it only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..500 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port in porter's `listening local=127.0.0.1:PORT` log line (ANSI colours or not).
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = line.split_once("listening")?.1.split_once("127.0.0.1:")?.1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn write_config(dir: &Path, backend: SocketAddr, hashes: &[&str]) -> PathBuf {
+    let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let hashes: Vec<String> = hashes.iter().map(|h| format!("{h:?}")).collect();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nshutdown_grace = \"2s\"\n\n\
+         [backend]\nurl = \"http://{backend}\"\n\n\
+         [storage]\nroot = {}\ntemp = {}\nfsync = true\nmin_free = \"0\"\n\n\
+         [[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nmax_file_size = \"8GiB\"\n\
+         hashes = [{}]\n",
+        quoted(dir.join("root")),
+        quoted(dir.join("tmp")),
+        hashes.join(", "),
+    );
+    let path = dir.join("porter.toml");
+    std::fs::write(&path, text).expect("write porter.toml");
+    path
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(dir).expect("list storage.root");
+    let mut out = Vec::new();
+    for path in entries.map(|e| e.expect("storage.root entry").path()) {
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn mib_s(size: u64, t: Duration) -> f64 {
+    size as f64 / MIB / t.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let (backend, rec) = fake_backend().await;
+    let mut locations = Vec::new();
+    if Path::new("/dev/shm").is_dir() {
+        locations.push(("tmpfs (/dev/shm)", PathBuf::from("/dev/shm")));
+    }
+    let disk = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    locations.push(("disk (target/tmp)", disk));
+    let hash_sets: [(&str, &[&str]); 2] = [("none", &[]), ("md5+sha256", &["md5", "sha256"])];
+
+    let mut rows = Vec::new();
+    for (label, base) in &locations {
+        for (hash_label, hashes) in hash_sets {
+            let dir = tempfile::Builder::new()
+                .prefix("porter-bench-")
+                .tempdir_in(base)
+                .expect("temp dir for storage");
+            // The ceiling: best of three straight to the backend (the first warms up).
+            let mut ceiling = Duration::MAX;
+            for _ in 0..3 {
+                ceiling = ceiling.min(upload(backend, size).await.expect("loopback upload"));
+            }
+            let (_, got) = rec.take();
+            assert!(got >= 3 * size, "backend read {got} of 3 x {size} bytes");
+
+            let porter = Porter::start(&write_config(dir.path(), backend, hashes));
+            let took = upload(porter.addr, size)
+                .await
+                .expect("upload through porter");
+            let rss = porter.peak_rss_mib();
+            drop(porter);
+            let (requests, got) = rec.take();
+            assert_eq!(requests, 1, "backend requests per upload");
+            assert!(got < 1 << 20, "backend got {got} bytes: not offloaded");
+            let stored = files_under(&dir.path().join("root"));
+            assert_eq!(stored.len(), 1, "stored files: {stored:?}");
+            let len = std::fs::metadata(&stored[0]).expect("stat stored").len();
+            assert_eq!(len, size, "stored file size");
+            std::fs::remove_file(&stored[0]).expect("delete stored file");
+
+            let (p, c) = (mib_s(size, took), mib_s(size, ceiling));
+            eprintln!("{label} / {hash_label}: {p:.0} MiB/s (loopback {c:.0})");
+            rows.push(format!(
+                "| {label} | {hash_label} | {p:.0} | {c:.0} | {:.2} | {rss:.1} |",
+                p / c
+            ));
+        }
+    }
+    println!(
+        "\nporter offload, one multipart upload of {} MiB, fsync = true\n",
+        size >> 20
+    );
+    println!("| storage | hashes | porter MiB/s | loopback MiB/s | ratio | porter peak RSS MiB |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for row in rows {
+        println!("{row}");
+    }
+}

@@ -1,0 +1,216 @@
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn route(extra: &str) -> String {
+    format!("[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\n{extra}")
+}
+
+fn post(porter: &Porter, form: Form) -> http::Request<Full<Bytes>> {
+    let (ct, body) = form.finish();
+    request("POST", &porter.url("/upload"))
+        .header("content-type", ct)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+#[tokio::test]
+async fn over_limits_are_413_and_never_reach_the_backend() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &format!(
+            "[limits]\nmax_fields = 2\nmax_field_bytes = 100\n{}",
+            route("max_file_size = \"100KiB\"\nmax_files = 2\n")
+        ),
+    )
+    .await;
+    let cases = [
+        (
+            "declared length",
+            Form::new().file("f", "a.bin", "x/y", &vec![0u8; 20 << 20]),
+        ),
+        (
+            "streamed file",
+            Form::new().file("f", "a.bin", "x/y", &vec![0u8; 200 << 10]),
+        ),
+        (
+            "files",
+            Form::new()
+                .file("f", "1", "x/y", b"1")
+                .file("f", "2", "x/y", b"2")
+                .file("f", "3", "x/y", b"3"),
+        ),
+        (
+            "fields",
+            Form::new().field("a", "1").field("b", "2").field("c", "3"),
+        ),
+        ("field bytes", Form::new().field("a", &"x".repeat(101))),
+    ];
+    for (what, form) in cases {
+        let reply = send(post(&porter, form)).await;
+        assert_eq!(reply.status, 413, "{what}");
+        assert_eq!(reply.json()["error"], "too_large", "{what}");
+        assert_eq!(reply.json()["accepted"], false);
+    }
+    assert_eq!(backend.count(), 0);
+    assert!(porter.wait_empty().await.is_empty());
+}
+
+#[tokio::test]
+async fn accept_checks_extension_and_sniffed_type() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, &route("accept = [\"image/*\", \".csv\"]\n")).await;
+    let reply = send(post(
+        &porter,
+        Form::new().file("f", "x.csv", "text/csv", PNG),
+    ))
+    .await;
+    assert_eq!(reply.status, 415);
+    assert_eq!(reply.json()["error"], "unsupported_type");
+    assert_eq!(reply.json()["file"], "x.csv");
+    let reply = send(post(
+        &porter,
+        Form::new().file("f", "x.exe", "image/png", b"MZ"),
+    ))
+    .await;
+    assert_eq!(reply.status, 415);
+    assert_eq!(backend.count(), 0);
+    assert!(porter.wait_empty().await.is_empty());
+    let reply = send(post(
+        &porter,
+        Form::new()
+            .file("f", "ok.png", "image/png", PNG)
+            .file("g", "t.csv", "text/csv", b"a,b\n"),
+    ))
+    .await;
+    assert_eq!(reply.status, 200);
+    let form = parse_form(&backend.requests()[0]);
+    assert_eq!(one(&form, "f.detected_type"), "image/png");
+    assert_eq!(one(&form, "g.detected_type"), "");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, &route("")).await;
+    let bad = [
+        (
+            "multipart/form-data; boundary=abc",
+            "--abc\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\ntruncated",
+        ),
+        ("multipart/form-data", "--abc--"),
+        ("application/json", "{}"),
+        (
+            "multipart/form-data; boundary=abc",
+            "--abc\r\nno-colon-header\r\n\r\nx\r\n--abc--",
+        ),
+    ];
+    for (ct, body) in bad {
+        let reply = send(
+            request("POST", &porter.url("/upload"))
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{ct} {body}");
+        assert_eq!(reply.json()["error"], "bad_request");
+    }
+    assert_eq!(backend.count(), 0);
+    assert!(porter.wait_empty().await.is_empty());
+}
+
+/// Starts a multipart upload on a raw socket and sends `n` bytes of file data.
+async fn start_upload(porter: &Porter, n: usize) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let head = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n\r\n";
+    let req = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n{head}",
+        head.len() + 10_000_000
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(&data(n, 5)).await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_upload_leaves_nothing() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, &route("")).await;
+    let s = start_upload(&porter, 3_000_000).await;
+    // Wait until porter has written part of the file, then vanish.
+    for _ in 0..100 {
+        if !porter.stored_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!porter.stored_files().is_empty(), "the upload had started");
+    drop(s);
+    assert_eq!(porter.wait_empty().await, Vec::<std::path::PathBuf>::new());
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408_and_cleanup() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &format!("[server]\nidle_timeout = \"1s\"\n{}", route("")),
+    )
+    .await;
+    let mut s = start_upload(&porter, 100_000).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "porter ended the stalled request");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"timeout\""), "{text}");
+    assert!(porter.wait_empty().await.is_empty());
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn low_disk_space_is_507() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start_with(
+        &format!(
+            "[backend]\nurl = \"http://{}\"\n[storage]\nmin_free = \"1000TiB\"\n",
+            backend.addr
+        ),
+        &route(""),
+    )
+    .await;
+    let reply = send(post(&porter, Form::new().file("f", "a", "x/y", b"1"))).await;
+    assert_eq!(reply.status, 507);
+    assert_eq!(reply.json()["error"], "insufficient_storage");
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn max_concurrent_uploads_is_503_with_retry_after() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &format!("[limits]\nmax_concurrent_uploads = 1\n{}", route("")),
+    )
+    .await;
+    let first = start_upload(&porter, 1000).await;
+    for _ in 0..100 {
+        if !porter.stored_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = send(post(&porter, Form::new().file("f", "a", "x/y", b"1"))).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"], "busy");
+    assert!(reply.headers.contains_key("retry-after"));
+    drop(first);
+}

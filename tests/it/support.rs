@@ -1,0 +1,379 @@
+//! Test harness: a recording fake backend, a porter server on an ephemeral port, and a
+//! real HTTP client. Every test gets its own ports and directories.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request as the backend received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Answer = Arc<dyn Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A fake app on 127.0.0.1:0 that records every request (linkerd's test server idea).
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+pub fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).expect("status");
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("ct"));
+    r
+}
+
+impl Backend {
+    pub async fn ok() -> Backend {
+        Backend::start(|_| answer(200, r#"{"ok":true}"#)).await
+    }
+
+    pub async fn start(
+        f: impl Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let f: Answer = Arc::new(f);
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (rec, f) = (rec.clone(), f.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (rec, f) = (rec.clone(), f.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let r = Recorded {
+                                method: parts.method,
+                                target: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            };
+                            let resp = f(&r);
+                            rec.lock().expect("lock").push(r);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+/// A porter server on 127.0.0.1:0, with its own storage directories.
+pub struct Porter {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Porter {
+    /// Starts porter in front of `backend` with `extra` TOML appended to a base config.
+    pub async fn start(backend: SocketAddr, extra: &str) -> Porter {
+        Porter::start_with(&format!("[backend]\nurl = \"http://{backend}\"\n"), extra).await
+    }
+
+    pub async fn start_with(backend_table: &str, extra: &str) -> Porter {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = if backend_table.contains("[storage]\n") {
+            backend_table.replace(
+                "[storage]\n",
+                "[storage]\nroot = \"root\"\ntemp = \"tmp\"\n",
+            )
+        } else {
+            format!("{backend_table}\n[storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n")
+        };
+        let text = format!(
+            "{head}\n{}\n{extra}",
+            if extra.contains("[server]") {
+                ""
+            } else {
+                "[server]\nidle_timeout = \"5s\"\n"
+            }
+        );
+        let path = dir.path().join("porter.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let cfg = porter::config::parse(&text, &path).unwrap_or_else(|p| panic!("config: {p:?}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            porter::run(vec![listener], cfg, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("porter run");
+        });
+        Porter {
+            addr,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn temp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    pub fn secret(&self) -> porter::backend::sign::Secret {
+        let bytes = std::fs::read(self.dir.path().join("secret")).expect("secret file");
+        porter::backend::sign::Secret::from_bytes(bytes).expect("secret")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every regular file under the storage directories.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut out = files_under(&self.root());
+        out.extend(files_under(&self.temp()));
+        out
+    }
+
+    /// Waits (bounded) until no file is left in storage.
+    pub async fn wait_empty(&self) -> Vec<PathBuf> {
+        for _ in 0..100 {
+            if self.stored_files().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stored_files()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A finished response, body collected.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends one request over a fresh HTTP/1.1 connection with hyper's client.
+pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn request(method: &str, url: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(url)
+}
+
+/// A multipart body under construction.
+pub struct Form {
+    pub boundary: String,
+    body: Vec<u8>,
+}
+
+impl Form {
+    pub fn new() -> Form {
+        Form {
+            boundary: "----testBoundary7MA4YWxkTrZu0gW".into(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn field(mut self, name: &str, value: &str) -> Form {
+        self.body.extend(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+                self.boundary
+            )
+            .bytes(),
+        );
+        self
+    }
+
+    pub fn file(mut self, name: &str, filename: &str, ct: &str, data: &[u8]) -> Form {
+        self.body.extend(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {ct}\r\n\r\n",
+                self.boundary
+            )
+            .bytes(),
+        );
+        self.body.extend_from_slice(data);
+        self.body.extend(b"\r\n");
+        self
+    }
+
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    pub fn finish(mut self) -> (String, Vec<u8>) {
+        self.body
+            .extend(format!("--{}--\r\n", self.boundary).bytes());
+        (self.content_type(), self.body)
+    }
+}
+
+/// Parses a multipart body the backend received into `(name, value)` pairs.
+pub fn parse_form(r: &Recorded) -> Vec<(String, String)> {
+    let ct = r.header("content-type").expect("content-type");
+    let boundary = ct.split("boundary=").nth(1).expect("boundary");
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    let mut out = Vec::new();
+    for part in body.split(&format!("--{boundary}")) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let name = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("name");
+        out.push((
+            name.to_string(),
+            value.strip_suffix("\r\n").unwrap_or(value).to_string(),
+        ));
+    }
+    out
+}
+
+pub fn get<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    form.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+pub fn one<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    let v = get(form, name);
+    assert_eq!(v.len(), 1, "expected one {name:?} in {form:?}");
+    v[0]
+}
+
+/// Deterministic test data that is not all one byte.
+pub fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2654435761)
+                .wrapping_add(seed as u32)
+                .to_le_bytes()[1]
+        })
+        .collect()
+}
+
+pub fn md5_hex(d: &[u8]) -> String {
+    use md5::Digest;
+    porter::sink::hashes::hex(&md5::Md5::digest(d))
+}
+
+pub fn sha256_hex(d: &[u8]) -> String {
+    use sha2::Digest;
+    porter::sink::hashes::hex(&sha2::Sha256::digest(d))
+}
+
+/// Runs curl (a real peer) and returns (status, body).
+pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl runs");
+    let stdout = out.stdout;
+    let cut = stdout.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&stdout[cut..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, stdout[..cut].to_vec())
+}
