@@ -1,18 +1,12 @@
-//! Upload offload throughput: one multipart upload of N bytes (1 GiB; 64 MiB with
-//! `--quick`) through a release `porter serve`, per storage location and hash set,
-//! against the same body streamed over loopback straight to the fake backend.
-//!
-//!     cargo bench --bench offload [-- --quick]
-//!
-//! Prints a Markdown table: throughput in MiB/s, the ratio to the loopback ceiling and
-//! porter's peak RSS (VmHWM). Each upload is checked: 200 from the backend, exactly one
-//! stored file of N bytes (deleted afterwards), and only a small metadata request
-//! reaching the backend.
+//! `cargo bench --bench offload [-- --quick]`: one multipart upload of 1 GiB (64 MiB with
+//! `--quick`) through a release `porter serve` per storage location and hash set, against
+//! the same body straight to the fake backend over loopback; prints a Markdown table. Each
+//! upload must get a 200, store one file of N bytes (deleted after) and send the backend
+//! only a small metadata request.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io::{BufRead, BufReader};
@@ -25,24 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MIB: f64 = 1024.0 * 1024.0;
 const CHUNK: usize = 256 * 1024;
 /// The body repeats with this period: odd, so consecutive chunks differ.
 const PERIOD: usize = 1024 * 1024 + 7;
 const BOUNDARY: &str = "porter-bench-7MA4YWxkTrZu0gW";
 
-/// What the fake backend has seen since the last `take`.
+/// What the fake backend has seen.
 #[derive(Default)]
 struct Recorder {
     requests: AtomicU64,
     body_bytes: AtomicU64,
-}
-
-impl Recorder {
-    fn take(&self) -> (u64, u64) {
-        let n = self.requests.swap(0, Ordering::SeqCst);
-        (n, self.body_bytes.swap(0, Ordering::SeqCst))
-    }
 }
 
 /// The app: answers 200 `{"ok":true}` to everything, after reading and discarding the body.
@@ -68,8 +54,8 @@ async fn fake_backend() -> (SocketAddr, Arc<Recorder>) {
                     }
                     rec.requests.fetch_add(1, Ordering::SeqCst);
                     let mut res = Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
-                    let json = HeaderValue::from_static("application/json");
-                    res.headers_mut().insert(CONTENT_TYPE, json);
+                    let json = hyper::header::HeaderValue::from_static("application/json");
+                    res.headers_mut().insert(hyper::header::CONTENT_TYPE, json);
                     Ok::<_, hyper::Error>(res)
                 }
             });
@@ -147,28 +133,21 @@ impl Porter {
             .expect("spawn porter");
         let stderr = child.stderr.take().expect("porter stderr");
         let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the port from `... INFO porter: listening local=127.0.0.1:PORT`, then
-        // keeps draining stderr so porter never blocks on a full pipe.
         std::thread::spawn(move || {
-            let (mut tx, mut seen) = (Some(tx), Vec::new());
+            // Keeps draining after `rx` is gone, so porter never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Some(sender) = &tx else { continue };
-                match listening_port(&line) {
-                    Some(port) => {
-                        let _ = sender.send(Ok(port));
-                        tx = None;
-                    }
-                    None => seen.push(line),
-                }
-            }
-            if let Some(tx) = tx {
-                drop(tx.send(Err(seen.join("\n"))));
+                let _ = tx.send(line);
             }
         });
-        let port = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(Ok(port)) => port,
-            Ok(Err(log)) => panic!("porter exited without listening:\n{log}"),
-            Err(e) => panic!("no `listening` line from porter: {e}"),
+        let mut log = Vec::new();
+        let port = loop {
+            match rx.recv_timeout(Duration::from_secs(15)) {
+                Ok(line) => match listening_port(&line) {
+                    Some(port) => break port,
+                    None => log.push(line),
+                },
+                Err(e) => panic!("no `listening` line from porter ({e}):\n{}", log.join("\n")),
+            }
         };
         Porter {
             child,
@@ -180,12 +159,9 @@ impl Porter {
     fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read /proc/<porter>/status");
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"));
-        let kib: f64 = line
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .expect("VmHWM in /proc/<porter>/status");
-        kib / 1024.0
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+        let kib = kib.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+        kib.expect("VmHWM in /proc/<porter>/status") / 1024.0
     }
 }
 
@@ -244,25 +220,33 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn mib_s(size: u64, t: Duration) -> f64 {
-    size as f64 / MIB / t.as_secs_f64()
-}
-
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
     let (backend, rec) = fake_backend().await;
-    let mut locations = Vec::new();
-    if Path::new("/dev/shm").is_dir() {
-        locations.push(("tmpfs (/dev/shm)", PathBuf::from("/dev/shm")));
-    }
-    let disk = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    locations.push(("disk (target/tmp)", disk));
+    let take = || {
+        let requests = rec.requests.swap(0, Ordering::SeqCst);
+        (requests, rec.body_bytes.swap(0, Ordering::SeqCst))
+    };
+    let mib_s = |t: Duration| size as f64 / t.as_secs_f64() / f64::from(1 << 20);
+    let locations = [
+        ("tmpfs (/dev/shm)", "/dev/shm"),
+        ("disk (target/tmp)", env!("CARGO_TARGET_TMPDIR")),
+    ];
     let hash_sets: [(&str, &[&str]); 2] = [("none", &[]), ("md5+sha256", &["md5", "sha256"])];
 
-    let mut rows = Vec::new();
-    for (label, base) in &locations {
+    println!(
+        "\nporter offload: one multipart upload of {} MiB, fsync = true\n",
+        size >> 20
+    );
+    println!("| storage | hashes | porter MiB/s | loopback MiB/s | ratio | porter peak RSS MiB |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (label, base) in locations {
+        if !Path::new(base).is_dir() {
+            eprintln!("skipping {label}: {base} is absent");
+            continue;
+        }
         for (hash_label, hashes) in hash_sets {
             let dir = tempfile::Builder::new()
                 .prefix("porter-bench-")
@@ -273,7 +257,7 @@ async fn main() {
             for _ in 0..3 {
                 ceiling = ceiling.min(upload(backend, size).await.expect("loopback upload"));
             }
-            let (_, got) = rec.take();
+            let (_, got) = take();
             assert!(got >= 3 * size, "backend read {got} of 3 x {size} bytes");
 
             let porter = Porter::start(&write_config(dir.path(), backend, hashes));
@@ -282,7 +266,7 @@ async fn main() {
                 .expect("upload through porter");
             let rss = porter.peak_rss_mib();
             drop(porter);
-            let (requests, got) = rec.take();
+            let (requests, got) = take();
             assert_eq!(requests, 1, "backend requests per upload");
             assert!(got < 1 << 20, "backend got {got} bytes: not offloaded");
             let stored = files_under(&dir.path().join("root"));
@@ -291,21 +275,11 @@ async fn main() {
             assert_eq!(len, size, "stored file size");
             std::fs::remove_file(&stored[0]).expect("delete stored file");
 
-            let (p, c) = (mib_s(size, took), mib_s(size, ceiling));
-            eprintln!("{label} / {hash_label}: {p:.0} MiB/s (loopback {c:.0})");
-            rows.push(format!(
+            let (p, c) = (mib_s(took), mib_s(ceiling));
+            println!(
                 "| {label} | {hash_label} | {p:.0} | {c:.0} | {:.2} | {rss:.1} |",
                 p / c
-            ));
+            );
         }
-    }
-    println!(
-        "\nporter offload, one multipart upload of {} MiB, fsync = true\n",
-        size >> 20
-    );
-    println!("| storage | hashes | porter MiB/s | loopback MiB/s | ratio | porter peak RSS MiB |");
-    println!("|---|---|---:|---:|---:|---:|");
-    for row in rows {
-        println!("{row}");
     }
 }
