@@ -13,7 +13,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,32 +31,27 @@ struct Recorder {
 }
 
 /// The app: answers 200 `{"ok":true}` to everything, after reading and discarding the body.
-async fn fake_backend() -> (SocketAddr, Arc<Recorder>) {
+async fn fake_backend() -> (SocketAddr, &'static Recorder) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
     let addr = listener.local_addr().expect("backend address");
-    let rec = Arc::new(Recorder::default());
-    let shared = rec.clone();
+    let rec: &'static Recorder = Box::leak(Box::default());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let rec = shared.clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let rec = rec.clone();
-                async move {
-                    let mut body = req.into_body();
-                    while let Some(frame) = body.frame().await {
-                        if let Ok(data) = frame?.into_data() {
-                            rec.body_bytes
-                                .fetch_add(data.len() as u64, Ordering::SeqCst);
-                        }
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                let mut body = req.into_body();
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame?.into_data() {
+                        rec.body_bytes
+                            .fetch_add(data.len() as u64, Ordering::SeqCst);
                     }
-                    rec.requests.fetch_add(1, Ordering::SeqCst);
-                    let mut res = Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
-                    let json = hyper::header::HeaderValue::from_static("application/json");
-                    res.headers_mut().insert(hyper::header::CONTENT_TYPE, json);
-                    Ok::<_, hyper::Error>(res)
                 }
+                rec.requests.fetch_add(1, Ordering::SeqCst);
+                let mut res = Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
+                let json = hyper::header::HeaderValue::from_static("application/json");
+                res.headers_mut().insert(hyper::header::CONTENT_TYPE, json);
+                Ok::<_, hyper::Error>(res)
             });
             tokio::spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -248,10 +242,7 @@ async fn main() {
             continue;
         }
         for (hash_label, hashes) in hash_sets {
-            let dir = tempfile::Builder::new()
-                .prefix("porter-bench-")
-                .tempdir_in(base)
-                .expect("temp dir for storage");
+            let dir = tempfile::tempdir_in(base).expect("temp dir for storage");
             // The ceiling: best of three straight to the backend (the first warms up).
             let mut ceiling = Duration::MAX;
             for _ in 0..3 {
@@ -271,7 +262,7 @@ async fn main() {
             assert!(got < 1 << 20, "backend got {got} bytes: not offloaded");
             let stored = files_under(&dir.path().join("root"));
             assert_eq!(stored.len(), 1, "stored files: {stored:?}");
-            let len = std::fs::metadata(&stored[0]).expect("stat stored").len();
+            let len = stored[0].metadata().expect("stat the stored file").len();
             assert_eq!(len, size, "stored file size");
             std::fs::remove_file(&stored[0]).expect("delete stored file");
 
