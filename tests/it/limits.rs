@@ -214,3 +214,71 @@ async fn max_concurrent_uploads_is_503_with_retry_after() {
     assert!(reply.headers.contains_key("retry-after"));
     drop(first);
 }
+
+#[tokio::test]
+async fn slow_request_head_is_cut_at_header_timeout() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, "[server]\nheader_timeout = \"1s\"\n").await;
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let done = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(done.is_ok(), "the connection was closed");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, "[limits]\nmax_header_bytes = \"16KiB\"\n").await;
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 << 10)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_upload_in_flight_finish() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, &route("")).await;
+    let head = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n";
+    let tail = "\r\n--B--\r\n";
+    let payload = data(500_000, 1);
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let req = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n{head}",
+        head.len() + payload.len() + tail.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(&payload[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = porter.addr;
+    let stopping = tokio::spawn(porter.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections while draining"
+    );
+    s.write_all(&payload[1000..]).await.unwrap();
+    s.write_all(tail.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    assert_eq!(backend.count(), 1);
+    stopping.await.unwrap();
+}
