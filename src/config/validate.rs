@@ -428,7 +428,7 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
                     Kind::Multipart
                 }),
         };
-    if kind != Kind::Multipart {
+    if !matches!(kind, Kind::Multipart | Kind::Raw) {
         c.fail(
             k("kind"),
             format!("kind {:?} is not available in this build yet", kind.name()),

@@ -48,6 +48,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let result = match route.kind {
         Kind::Multipart => multipart(app, route, peer, path, req).await,
+        Kind::Raw => raw(app, route, peer, path, req).await,
         other => Err(Error::internal(format!(
             "kind {} is not available",
             other.name()
@@ -85,6 +86,83 @@ async fn multipart(
             return Err(e);
         }
     };
+    Ok(settle(app, route, parts.method, target, headers, received).await)
+}
+
+/// A `raw` upload: the body is the file (SPEC §4.5).
+async fn raw(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let _permit = admit(&app, req.headers(), route.max_file_size)?;
+    let (parts, body) = req.into_parts();
+    let filename = raw_file_name(&parts.headers, path);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let target = target(path, &parts.uri);
+    let headers = backend_headers(&app, &parts, peer);
+    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX);
+    let received = async {
+        let mut rx =
+            file::FileReceiver::start(&app, route, &route.field, &filename, content_type).await?;
+        while let Some(data) = body.next_data().await? {
+            rx.push(data).await?;
+        }
+        rx.finish(app.store.clone()).await
+    }
+    .await;
+    match received {
+        Ok(stored) => {
+            let received = vec![Received::File(Box::new(stored))];
+            Ok(settle(app.clone(), route, parts.method, target, headers, received).await)
+        }
+        Err(e) => {
+            linger(body);
+            Err(e)
+        }
+    }
+}
+
+/// The file name of a raw upload: `Content-Disposition`'s filename, else `X-File-Name`,
+/// else the last path segment.
+fn raw_file_name(headers: &HeaderMap, path: &NormalPath) -> String {
+    let from_disposition = headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart::disposition_filename);
+    let from_header = || {
+        headers.get("x-file-name").map(|v| {
+            String::from_utf8_lossy(&crate::route::percent_decode(v.as_bytes())).into_owned()
+        })
+    };
+    let from_path = || {
+        let p = path.display();
+        p.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    from_disposition
+        .or_else(from_header)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(from_path)
+}
+
+/// Turns the received parts into the metadata request and settles the files by the answer.
+async fn settle(
+    app: Arc<App>,
+    route: &UploadRoute,
+    method: http::Method,
+    target: String,
+    headers: HeaderMap,
+    received: Vec<Received>,
+) -> Response<Body> {
     let mut files = Vec::new();
     let mut items = Vec::new();
     for r in received {
@@ -98,13 +176,13 @@ async fn multipart(
     }
     let (content_type, body) = metadata::encode(route.forward, &route.field_names, &items);
     let generated = Generated {
-        method: parts.method.clone(),
+        method,
         target,
         headers,
         content_type: Some(content_type),
         body,
     };
-    Ok(deliver(app.clone(), route.clone(), generated, files).await)
+    deliver(app, route.clone(), generated, files).await
 }
 
 /// Limits checked before any body byte is read.

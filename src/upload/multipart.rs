@@ -213,6 +213,21 @@ enum Step {
     NeedMore,
 }
 
+/// The file name in a `Content-Disposition` value (`filename*` preferred).
+pub fn disposition_filename(value: &str) -> Option<String> {
+    let (_, params) = parse_params(value);
+    let star = params
+        .iter()
+        .find(|(k, _)| k == "filename*")
+        .and_then(|(_, v)| decode_ext_value(v));
+    star.or_else(|| {
+        params
+            .into_iter()
+            .find(|(k, _)| k == "filename")
+            .map(|(_, v)| v)
+    })
+}
+
 fn parse_head(raw: &[u8]) -> Result<PartHead, MultipartError> {
     let text = String::from_utf8_lossy(raw);
     let mut lines: Vec<String> = Vec::new();
@@ -235,18 +250,11 @@ fn parse_head(raw: &[u8]) -> Result<PartHead, MultipartError> {
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-disposition") {
             let (_, params) = parse_params(value);
-            let mut filename_star = None;
-            for (k, v) in params {
-                match k.as_str() {
-                    "name" => head.name = Some(v),
-                    "filename" => head.filename = Some(v),
-                    "filename*" => filename_star = decode_ext_value(&v),
-                    _ => {}
-                }
-            }
-            if filename_star.is_some() {
-                head.filename = filename_star;
-            }
+            head.name = params
+                .into_iter()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v);
+            head.filename = disposition_filename(value);
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(value.to_string());
         }

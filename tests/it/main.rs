@@ -5,4 +5,5 @@ mod cli;
 mod limits;
 mod multipart;
 mod passthrough;
+mod raw;
 mod support;
