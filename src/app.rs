@@ -15,6 +15,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// One permit per upload in progress: `max_concurrent_uploads`.
     pub uploads: Arc<Semaphore>,
+    /// Uploads that carry an `X-Progress-ID`.
+    pub progress: Arc<crate::progress::Registry>,
 }
 
 /// Why the server could not start (exit code 2).
@@ -46,6 +48,7 @@ impl App {
             backend: Backend::new(&config.backend, secret),
             store: Arc::new(store),
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
+            progress: Arc::default(),
             config,
         })
     }

@@ -29,9 +29,11 @@
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod listen;
+pub mod progress;
 pub mod proxy;
 pub mod route;
 pub mod service;

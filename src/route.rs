@@ -5,7 +5,7 @@
 //! `/x/../upload` cannot slip past a route or into an `[[internal]]` prefix. Requests
 //! porter generates for the backend use that same path re-encoded canonically.
 
-use crate::config::{Config, Kind, UploadRoute};
+use crate::config::{Config, Kind, Static, UploadRoute};
 use http::Method;
 
 /// A request path after percent-decoding and dot-segment removal. Bytes, not `str`:
@@ -148,6 +148,10 @@ pub fn normalize_route_path(s: &str) -> Result<String, String> {
 pub enum Route<'a> {
     /// Under an `[[internal]]` prefix: 404, never forwarded.
     Internal,
+    /// The `[progress]` endpoint.
+    Progress,
+    /// A `[[static]]` location (GET and HEAD; other methods pass through).
+    Static(&'a Static),
     /// An intercepted upload.
     Upload(&'a UploadRoute),
     /// Everything else.
@@ -158,6 +162,19 @@ pub enum Route<'a> {
 pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'a> {
     if cfg.internals.iter().any(|i| path.is_under(&i.prefix)) {
         return Route::Internal;
+    }
+    if cfg.progress.as_deref().is_some_and(|p| path.is_exactly(p)) {
+        return Route::Progress;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        let hit = cfg
+            .statics
+            .iter()
+            .filter(|s| path.is_under(&s.prefix))
+            .max_by_key(|s| s.prefix.len());
+        if let Some(s) = hit {
+            return Route::Static(s);
+        }
     }
     let best = cfg
         .uploads

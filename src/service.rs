@@ -2,6 +2,8 @@
 //! pass the answer through the one response path, and log it.
 
 use crate::app::App;
+use crate::config::Static;
+use crate::download::{self, Ask};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::with_guard;
@@ -33,9 +35,12 @@ pub async fn handle(
         _in_flight: in_flight,
     };
     strip_porter(req.headers_mut());
+    let ask = Ask::of(req.method(), req.headers());
     let resp = match NormalPath::parse(req.uri().path()) {
         Err(e) => Error::bad_request(e.to_string()).into_response(),
         Ok(path) => match route(&app.config, req.method(), &path) {
+            Route::Progress => app.progress.respond(req.method(), req.uri(), req.headers()),
+            Route::Static(s) => serve_static(&app, &ask, s, &path).await,
             Route::Internal => {
                 tracing::info!(path = %path.display(), "refused a direct request for an internal location");
                 Error::new(ErrorKind::NotFound, "not found").into_response()
@@ -44,7 +49,39 @@ pub async fn handle(
             Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
         },
     };
+    let resp = if download::requested(&resp) {
+        download::from_backend(&app, &ask, resp).await
+    } else {
+        resp
+    };
     respond(resp, log)
+}
+
+/// A `[[static]]` location: public files straight from disk, GET and HEAD only.
+async fn serve_static(app: &App, ask: &Ask, s: &Static, path: &NormalPath) -> Response<Body> {
+    let rest = &path.as_bytes()[s.prefix.len().min(path.as_bytes().len())..];
+    let rel = String::from_utf8_lossy(rest).into_owned();
+    let candidate =
+        match download::resolve::by_prefix(&[("".into(), s.root.clone())], &format!("/{rel}")) {
+            Ok(c) => c.path,
+            Err(reason) => {
+                tracing::debug!(reason, "static target refused");
+                return Error::new(ErrorKind::NotFound, "not found").into_response();
+            }
+        };
+    let mut headers = http::HeaderMap::new();
+    if let Some(age) = s.max_age
+        && let Ok(v) = http::HeaderValue::from_str(&format!("max-age={}", age.as_secs()))
+    {
+        headers.insert(http::header::CACHE_CONTROL, v);
+    }
+    download::add_headers(&mut headers, &s.headers);
+    let opts = download::Options {
+        headers,
+        rate: None,
+        charset: None,
+    };
+    download::serve(app, ask, &s.root, &candidate, opts).await
 }
 
 /// The one response path every route's answer takes: `X-Accel-*` and `X-Sendfile`

@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: Limits,
     pub uploads: Vec<UploadRoute>,
     pub internals: Vec<Internal>,
+    pub statics: Vec<Static>,
     pub progress: Option<String>,
     pub metrics: Option<SocketAddr>,
     pub log: Log,
@@ -195,6 +196,16 @@ pub struct Internal {
     pub prefix: String,
     pub root: PathBuf,
     pub headers: Vec<(String, String)>,
+}
+
+/// A `[[static]]` location: public files served from disk.
+#[derive(Debug, Clone)]
+pub struct Static {
+    pub prefix: String,
+    pub root: PathBuf,
+    pub headers: Vec<(String, String)>,
+    /// `Cache-Control: max-age` to send, if any.
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub uploads: Vec<RawUpload>,
     #[serde(default, rename = "internal", skip_serializing_if = "Vec::is_empty")]
     pub internals: Vec<RawInternal>,
+    #[serde(default, rename = "static", skip_serializing_if = "Vec::is_empty")]
+    pub statics: Vec<RawStatic>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<RawProgress>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +193,18 @@ pub struct RawInternal {
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RawStatic {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Human>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RawProgress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -266,6 +280,9 @@ impl RawConfig {
         }
         for i in &mut self.internals {
             set(&mut i.headers, BTreeMap::new());
+        }
+        for s in &mut self.statics {
+            set(&mut s.headers, BTreeMap::new());
         }
         let log = &mut self.log;
         set(&mut log.level, "info".into());

@@ -98,6 +98,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
     let storage = storage(&mut c, &raw, base);
     let limits = limits(&mut c, &raw);
     let internals = internals(&mut c, &raw, base);
+    let statics = statics(&mut c, &raw, base);
     let uploads: Vec<UploadRoute> = raw
         .uploads
         .iter()
@@ -128,12 +129,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
     if metrics.is_some() {
         c.fail("metrics", "metrics are not available in this build yet");
     }
-    if progress.is_some() {
-        c.fail(
-            "progress",
-            "the progress endpoint is not available in this build yet",
-        );
-    }
     let log = log(&mut c, &raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -146,6 +141,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
         limits,
         uploads,
         internals,
+        statics,
         progress,
         metrics,
         log,
@@ -366,26 +362,58 @@ fn internals(c: &mut Check, raw: &RawConfig, base: &Path) -> Vec<Internal> {
             c.fail(format!("{key}.root"), "is required");
             continue;
         };
-        let headers = int
-            .headers
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect::<Vec<_>>();
-        for (name, value) in &headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || http::HeaderValue::from_str(value).is_err()
-            {
-                c.fail(
-                    format!("{key}.headers"),
-                    format!("{name:?} is not a valid header"),
-                );
-            }
-        }
+        let headers = header_table(c, &key, &int.headers);
         out.push(Internal {
             prefix,
             root: resolve(base, root),
             headers,
+        });
+    }
+    out
+}
+
+fn header_table(
+    c: &mut Check,
+    key: &str,
+    table: &Option<std::collections::BTreeMap<String, String>>,
+) -> Vec<(String, String)> {
+    let headers = table
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect::<Vec<_>>();
+    for (name, value) in &headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            c.fail(
+                format!("{key}.headers"),
+                format!("{name:?} is not a valid header"),
+            );
+        }
+    }
+    headers
+}
+
+fn statics(c: &mut Check, raw: &RawConfig, base: &Path) -> Vec<Static> {
+    let mut out = Vec::new();
+    for (i, s) in raw.statics.iter().enumerate() {
+        let key = format!("static[{i}]");
+        let (Some(prefix), Some(root)) = (&s.prefix, &s.root) else {
+            c.fail(key, "needs prefix and root");
+            continue;
+        };
+        let prefix = c.route_path(&format!("{key}.prefix"), prefix);
+        let headers = header_table(c, &key, &s.headers);
+        let max_age = s
+            .max_age
+            .as_ref()
+            .map(|_| c.duration(&format!("{key}.max_age"), &s.max_age));
+        out.push(Static {
+            prefix,
+            root: resolve(base, root),
+            headers,
+            max_age,
         });
     }
     out

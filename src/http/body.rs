@@ -44,6 +44,8 @@ pub struct GuardedBody<B> {
     limit: u64,
     seen: u64,
     failed: bool,
+    /// Counts received bytes for the progress endpoint.
+    progress: Option<crate::progress::Tracker>,
 }
 
 impl<B> GuardedBody<B> {
@@ -56,7 +58,14 @@ impl<B> GuardedBody<B> {
             limit,
             seen: 0,
             failed: false,
+            progress: None,
         }
+    }
+
+    /// Reports every received byte to `tracker`.
+    pub fn with_progress(mut self, tracker: Option<crate::progress::Tracker>) -> Self {
+        self.progress = tracker;
+        self
     }
 
     /// Puts bytes already taken from the body back in front of it.
@@ -95,6 +104,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
+                    if let Some(t) = &this.progress {
+                        t.add(d.len());
+                    }
                     if this.seen > this.limit {
                         this.failed = true;
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
@@ -245,6 +257,16 @@ impl<G: Unpin> HttpBody for WithGuard<G> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Adapts a tokio receiver to the `Stream` that `StreamBody` takes.
+pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.poll_recv(cx)
     }
 }
 

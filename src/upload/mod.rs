@@ -22,7 +22,8 @@ use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::GuardedBody;
 use crate::http::headers::{Peer, for_backend};
-use crate::route::NormalPath;
+use crate::progress::{self, Tracker};
+use crate::route::{NormalPath, canonical_encode};
 use file::StoredFile;
 use form::Received;
 use http::{HeaderMap, Request, Response, header};
@@ -46,18 +47,63 @@ pub async fn handle(
     path: &NormalPath,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let result = match route.kind {
-        Kind::Multipart => multipart(app, route, peer, path, req).await,
-        Kind::Raw => raw(app, route, peer, path, req).await,
-        other => Err(Error::internal(format!(
-            "kind {} is not available",
-            other.name()
-        ))),
-    };
-    result.unwrap_or_else(|e| {
+    let mut progress = ProgressGuard(None);
+    let result = async {
+        progress.0 = track(&app, &req)?;
+        let tracker = progress.0.clone();
+        match route.kind {
+            Kind::Multipart => multipart(app, route, peer, path, req, tracker).await,
+            Kind::Raw => raw(app, route, peer, path, req, tracker).await,
+            other => Err(Error::internal(format!(
+                "kind {} is not available",
+                other.name()
+            ))),
+        }
+    }
+    .await;
+    let resp = result.unwrap_or_else(|e| {
         tracing::info!(route = %route.path, error = %e, "upload refused");
         e.into_response()
-    })
+    });
+    progress.finish(resp.status().as_u16());
+    resp
+}
+
+/// Starts progress tracking when the request carries an `X-Progress-ID`.
+fn track(app: &App, req: &Request<Incoming>) -> Result<Option<Tracker>, Error> {
+    let Some(id) = progress::id_of(req.uri(), req.headers()) else {
+        return Ok(None);
+    };
+    if !progress::valid_id(&id) {
+        return Err(Error::bad_request(
+            "X-Progress-ID must be 8 to 128 of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let size = content_length(req.headers())?.unwrap_or(0);
+    Ok(app.progress.start(&id, size))
+}
+
+/// Finishes a progress entry exactly once: with the response status, or as a client
+/// abort (499, nginx's "client closed request") if the request is dropped.
+struct ProgressGuard(Option<Tracker>);
+
+impl ProgressGuard {
+    fn finish(&mut self, status: u16) {
+        if let Some(t) = self.0.take() {
+            t.finish(status);
+        }
+    }
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.finish(499);
+    }
+}
+
+/// The request body, guarded by `idle_timeout` and reporting progress.
+fn guarded(app: &App, body: Incoming, progress: Option<Tracker>) -> GuardedBody<Incoming> {
+    GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX).with_progress(progress)
 }
 
 async fn multipart(
@@ -66,6 +112,7 @@ async fn multipart(
     peer: Peer,
     path: &NormalPath,
     req: Request<Incoming>,
+    progress: Option<Tracker>,
 ) -> Result<Response<Body>, Error> {
     let boundary = boundary(req.headers())?;
     let limits = &app.config.limits;
@@ -75,10 +122,13 @@ async fn multipart(
         .saturating_add(limits.max_fields_bytes)
         .saturating_add(limits.max_parts.saturating_mul(PART_OVERHEAD));
     let _permit = admit(&app, req.headers(), cap)?;
+    if let Some(refusal) = authorize(&app, route, &req, peer).await? {
+        return Ok(refusal);
+    }
     let (parts, body) = req.into_parts();
     let target = target(path, &parts.uri);
     let headers = backend_headers(&app, &parts, peer);
-    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX);
+    let mut body = guarded(&app, body, progress);
     let received = match form::receive(&app, route, &mut body, &boundary).await {
         Ok(r) => r,
         Err(e) => {
@@ -96,8 +146,12 @@ async fn raw(
     peer: Peer,
     path: &NormalPath,
     req: Request<Incoming>,
+    progress: Option<Tracker>,
 ) -> Result<Response<Body>, Error> {
     let _permit = admit(&app, req.headers(), route.max_file_size)?;
+    if let Some(refusal) = authorize(&app, route, &req, peer).await? {
+        return Ok(refusal);
+    }
     let (parts, body) = req.into_parts();
     let filename = raw_file_name(&parts.headers, path);
     let content_type = parts
@@ -106,7 +160,7 @@ async fn raw(
         .and_then(|v| v.to_str().ok());
     let target = target(path, &parts.uri);
     let headers = backend_headers(&app, &parts, peer);
-    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX);
+    let mut body = guarded(&app, body, progress);
     let received = async {
         let mut rx =
             file::FileReceiver::start(&app, route, &route.field, &filename, content_type).await?;
@@ -250,6 +304,61 @@ fn target(path: &NormalPath, uri: &http::Uri) -> String {
         Some(q) => format!("{}?{q}", path.canonical()),
         None => path.canonical(),
     }
+}
+
+/// Asks the app whether this upload may proceed (SPEC §4.6), before any body byte is
+/// read. `Some(response)`: the app said no, and its answer goes to the client as is.
+async fn authorize(
+    app: &App,
+    route: &UploadRoute,
+    req: &Request<Incoming>,
+    peer: Peer,
+) -> Result<Option<Response<Body>>, Error> {
+    let Some(path) = &route.authorize else {
+        return Ok(None);
+    };
+    let mut headers = req.headers().clone();
+    for_backend(
+        &mut headers,
+        req.uri(),
+        &peer,
+        &app.config.server.trusted_proxies,
+        false,
+    );
+    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let extra = [
+        ("x-original-uri", Some(original.to_string())),
+        ("x-original-method", Some(req.method().to_string())),
+        (
+            "x-upload-length",
+            content_length(req.headers())?.map(|n| n.to_string()),
+        ),
+    ];
+    for (name, value) in extra {
+        if let Some(v) = value.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    let answer = app
+        .backend
+        .send_generated(Generated {
+            method: http::Method::GET,
+            target: canonical_encode(path.as_bytes()),
+            headers,
+            content_type: None,
+            body: bytes::Bytes::new(),
+        })
+        .await?;
+    if answer.status().is_success() {
+        return Ok(None);
+    }
+    tracing::info!(status = answer.status().as_u16(), route = %route.path, "authorize refused the upload");
+    let limits = &app.config.limits;
+    Ok(Some(relay(
+        answer,
+        limits.response_buffer,
+        app.config.server.idle_timeout,
+    )))
 }
 
 /// The client's headers as the app should see them on a generated request.

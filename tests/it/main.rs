@@ -1,9 +1,12 @@
 //! Integration tests: the real server on ephemeral loopback ports, real clients
 //! (hyper, curl, raw sockets), a recording backend, and checks of bytes on disk.
 
+mod authorize;
 mod cli;
+mod download;
 mod limits;
 mod multipart;
 mod passthrough;
+mod progress;
 mod raw;
 mod support;

@@ -1,0 +1,285 @@
+//! Serving files (SPEC §5): targets of `X-Accel-Redirect` / `X-Sendfile` from the app,
+//! and `[[static]]` locations. The pipeline, in order:
+//!
+//! 1. resolve the target beneath its root (`resolve`): refusals are 404 + a log line;
+//! 2. open it off the async workers and derive its validators (ETag, Last-Modified);
+//! 3. evaluate conditionals in RFC 9110 order (`conditional`): 412, 304, or serve;
+//! 4. apply `Range` (`range`): 200, 206 (one range or `multipart/byteranges`), or 416;
+//! 5. stream the bytes in large blocks, rate-limited if asked (`stream`).
+
+pub mod conditional;
+pub mod range;
+pub mod resolve;
+mod stream;
+
+use crate::app::App;
+use crate::error::{Error, ErrorKind};
+use crate::http::{Body, empty};
+use crate::sink::hashes::hex;
+use bytes::Bytes;
+use conditional::{Outcome, Validators};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use range::Ranges;
+use std::path::{Path, PathBuf};
+use stream::Piece;
+
+/// What the client asked for, as far as serving a file cares.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub method: Method,
+    /// Only the `Range` and conditional headers.
+    pub headers: HeaderMap,
+}
+
+impl Ask {
+    pub fn of(method: &Method, headers: &HeaderMap) -> Ask {
+        let mut kept = HeaderMap::new();
+        for name in [
+            header::RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ] {
+            if let Some(v) = headers.get(&name) {
+                kept.insert(name, v.clone());
+            }
+        }
+        // A file is fetched with GET (or HEAD) whatever the original method.
+        let method = if method == Method::HEAD {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        Ask {
+            method,
+            headers: kept,
+        }
+    }
+}
+
+/// The app's headers a served file keeps (SPEC §5).
+const KEPT: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_DISPOSITION,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+    header::SET_COOKIE,
+];
+
+/// Whether an app's response asks porter to serve a file instead.
+pub fn requested<B>(resp: &Response<B>) -> bool {
+    resp.headers().contains_key("x-accel-redirect") || resp.headers().contains_key("x-sendfile")
+}
+
+fn not_found(reason: &str) -> Response<Body> {
+    tracing::warn!(reason, "refused a file target");
+    Error::new(ErrorKind::NotFound, "not found").into_response()
+}
+
+/// How a file is to be served, besides its location.
+pub struct Options {
+    /// Headers the response starts from (kept app headers, `[[internal]]` headers).
+    pub headers: HeaderMap,
+    /// Bytes per second, `None` for no limit.
+    pub rate: Option<u64>,
+    pub charset: Option<String>,
+}
+
+/// Replaces an app response carrying `X-Accel-Redirect` / `X-Sendfile` by the file.
+pub async fn from_backend(app: &App, ask: &Ask, resp: Response<Body>) -> Response<Body> {
+    let entries: Vec<(String, PathBuf)> = app
+        .config
+        .internals
+        .iter()
+        .map(|i| (i.prefix.clone(), i.root.clone()))
+        .collect();
+    let h = resp.headers();
+    let text = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let target = match (text("x-accel-redirect"), text("x-sendfile")) {
+        (Some(v), _) => resolve::by_prefix(&entries, &v),
+        (None, Some(v)) => resolve::by_path(&entries, &v),
+        (None, None) => return resp,
+    };
+    let candidate = match target {
+        Ok(c) => c,
+        Err(reason) => return not_found(&reason),
+    };
+    let internal = &app.config.internals[candidate.entry];
+    let mut headers = HeaderMap::new();
+    for name in KEPT {
+        for v in h.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    add_headers(&mut headers, &internal.headers);
+    let opts = Options {
+        headers,
+        rate: text("x-accel-limit-rate")
+            .and_then(|r| r.trim().parse().ok())
+            .filter(|r| *r > 0),
+        charset: text("x-accel-charset").filter(|c| !c.is_empty()),
+    };
+    drop(resp);
+    serve(app, ask, &internal.root, &candidate.path, opts).await
+}
+
+pub fn add_headers(h: &mut HeaderMap, extra: &[(String, String)]) {
+    for (k, v) in extra {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+}
+
+/// Serves `path`, which must resolve beneath `root`.
+pub async fn serve(
+    app: &App,
+    ask: &Ask,
+    root: &Path,
+    path: &Path,
+    opts: Options,
+) -> Response<Body> {
+    let (root, path) = (root.to_path_buf(), path.to_path_buf());
+    let opened =
+        tokio::task::spawn_blocking(move || resolve::open_beneath(&root, &path).map(|o| (o, path)))
+            .await;
+    let ((file, meta), path) = match opened {
+        Ok(Ok(o)) => o,
+        Ok(Err(reason)) => return not_found(&reason),
+        Err(e) => return Error::internal(e.to_string()).into_response(),
+    };
+    let len = meta.len();
+    let v = Validators::new(meta.modified().unwrap_or(std::time::UNIX_EPOCH), len);
+    let mut h = opts.headers;
+    set_content_type(&mut h, &path, opts.charset.as_deref());
+    h.insert(header::ETAG, value(&v.etag));
+    h.insert(header::LAST_MODIFIED, value(&v.last_modified()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    let ranges = match conditional::evaluate(&ask.method, &ask.headers, &v) {
+        Outcome::PreconditionFailed => return bare(StatusCode::PRECONDITION_FAILED, h),
+        Outcome::NotModified => {
+            h.remove(header::CONTENT_TYPE);
+            return bare(StatusCode::NOT_MODIFIED, h);
+        }
+        Outcome::Serve { ranges: false } => Ranges::Ignore,
+        Outcome::Serve { ranges: true } => {
+            match ask.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
+                Some(r) => range::parse(r, len),
+                None => Ranges::Ignore,
+            }
+        }
+    };
+    let (status, pieces) = match ranges {
+        Ranges::Ignore => (StatusCode::OK, vec![Piece::File { offset: 0, len }]),
+        Ranges::Unsatisfiable => {
+            h.insert(header::CONTENT_RANGE, value(&format!("bytes */{len}")));
+            h.remove(header::CONTENT_TYPE);
+            return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
+        }
+        Ranges::Satisfiable(list) if list.len() == 1 => {
+            let (a, b) = list[0];
+            h.insert(
+                header::CONTENT_RANGE,
+                value(&format!("bytes {a}-{b}/{len}")),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                vec![Piece::File {
+                    offset: a,
+                    len: b - a + 1,
+                }],
+            )
+        }
+        Ranges::Satisfiable(list) => (StatusCode::PARTIAL_CONTENT, byteranges(&mut h, &list, len)),
+    };
+    let total: u64 = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::File { len, .. } => *len,
+        })
+        .sum();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    let block = app.config.limits.buffer.max(64 << 10);
+    let block = opts
+        .rate
+        .map_or(block, |r| block.min((r / 8).max(1024) as usize));
+    let body = if ask.method == Method::HEAD || total == 0 {
+        empty()
+    } else {
+        stream::body(file, pieces, block, opts.rate)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = h;
+    resp
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn bare(status: StatusCode, headers: HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+fn set_content_type(h: &mut HeaderMap, path: &Path, charset: Option<&str>) {
+    let ct = match h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) => ct.to_string(),
+        None => mime_guess::from_path(path)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_string(),
+    };
+    let ct = match charset {
+        Some(cs) if !ct.to_ascii_lowercase().contains("charset=") => format!("{ct}; charset={cs}"),
+        _ => ct,
+    };
+    h.insert(header::CONTENT_TYPE, value(&ct));
+}
+
+/// The pieces of a `multipart/byteranges` body, setting its Content-Type.
+fn byteranges(h: &mut HeaderMap, list: &[(u64, u64)], len: u64) -> Vec<Piece> {
+    let part_type = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut raw = [0u8; 8];
+    let _ = getrandom::fill(&mut raw);
+    let boundary = hex(&raw);
+    let mut pieces = Vec::new();
+    for (a, b) in list {
+        let head = format!(
+            "\r\n--{boundary}\r\nContent-Type: {part_type}\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n"
+        );
+        pieces.push(Piece::Bytes(Bytes::from(head)));
+        pieces.push(Piece::File {
+            offset: *a,
+            len: b - a + 1,
+        });
+    }
+    pieces.push(Piece::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    h.insert(
+        header::CONTENT_TYPE,
+        value(&format!("multipart/byteranges; boundary={boundary}")),
+    );
+    pieces
+}

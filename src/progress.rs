@@ -1,0 +1,258 @@
+//! Upload progress (SPEC §6), as nginx-upload-progress reports it: uploads carrying an
+//! `X-Progress-ID` are tracked, and `GET <progress.path>?X-Progress-ID=<id>` answers with
+//! their state, once as JSON or as a `text/event-stream` of changes.
+//!
+//! Each entry is a `watch` channel: the upload updates it per received chunk without a
+//! lock, and probes read or subscribe. Finished entries are kept for `KEEP`.
+
+use crate::error::Error;
+use crate::http::{Body, BoxError, full};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a finished upload's state stays visible.
+pub const KEEP: Duration = Duration::from_secs(60);
+
+/// Most entries tracked at once; beyond it, new uploads are not tracked.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Uploading { received: u64, size: u64 },
+    Done,
+    Error { status: u16 },
+}
+
+impl State {
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            State::Starting => serde_json::json!({"state": "starting"}),
+            State::Uploading { received, size } => {
+                serde_json::json!({"state": "uploading", "received": received, "size": size})
+            }
+            State::Done => serde_json::json!({"state": "done"}),
+            State::Error { status } => serde_json::json!({"state": "error", "status": status}),
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        matches!(self, State::Done | State::Error { .. })
+    }
+}
+
+struct Entry {
+    state: watch::Sender<State>,
+    finished: Mutex<Option<Instant>>,
+}
+
+/// All tracked uploads.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+/// An upload's handle on its entry.
+#[derive(Clone)]
+pub struct Tracker(Arc<Entry>);
+
+impl Tracker {
+    pub fn add(&self, n: usize) {
+        self.0.state.send_modify(|s| {
+            if let State::Uploading { received, .. } = s {
+                *received += n as u64;
+            }
+        });
+    }
+
+    /// Records the final status of the upload's response.
+    pub fn finish(&self, status: u16) {
+        let state = if status < 400 {
+            State::Done
+        } else {
+            State::Error { status }
+        };
+        self.0.state.send_replace(state);
+        if let Ok(mut f) = self.0.finished.lock() {
+            *f = Some(Instant::now());
+        }
+    }
+}
+
+/// Whether `id` is a valid progress id: 8–128 of `[A-Za-z0-9_-]`.
+pub fn valid_id(id: &str) -> bool {
+    (8..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The `X-Progress-ID` of a request: query parameter first, then header.
+pub fn id_of(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    let from_query = uri.query().and_then(|q| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.eq_ignore_ascii_case("X-Progress-ID")
+                .then(|| v.to_string())
+        })
+    });
+    from_query.or_else(|| {
+        headers
+            .get("x-progress-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+impl Registry {
+    fn purge(map: &mut HashMap<String, Arc<Entry>>) {
+        map.retain(|_, e| {
+            e.finished
+                .lock()
+                .ok()
+                .and_then(|f| *f)
+                .is_none_or(|t| t.elapsed() < KEEP)
+        });
+    }
+
+    /// Starts tracking an upload of `size` bytes (0 when unknown).
+    pub fn start(&self, id: &str, size: u64) -> Option<Tracker> {
+        let mut map = self.entries.lock().ok()?;
+        Self::purge(&mut map);
+        if map.len() >= MAX_ENTRIES {
+            return None;
+        }
+        let entry = Arc::new(Entry {
+            state: watch::Sender::new(State::Uploading { received: 0, size }),
+            finished: Mutex::new(None),
+        });
+        map.insert(id.to_string(), entry.clone());
+        Some(Tracker(entry))
+    }
+
+    fn entry(&self, id: &str) -> Option<Arc<Entry>> {
+        let mut map = self.entries.lock().ok()?;
+        Self::purge(&mut map);
+        map.get(id).cloned()
+    }
+
+    pub fn state(&self, id: &str) -> State {
+        self.entry(id)
+            .map_or(State::Starting, |e| *e.state.borrow())
+    }
+
+    /// Answers a progress probe.
+    pub fn respond(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = Error::bad_request("progress probes are GET or HEAD").into_response();
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let Some(id) = id_of(uri, headers).filter(|id| valid_id(id)) else {
+            return Error::bad_request("X-Progress-ID must be 8 to 128 of A-Z a-z 0-9 _ -")
+                .into_response();
+        };
+        let wants_stream = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream"));
+        let (ct, body) = if wants_stream {
+            ("text/event-stream", self.stream(&id))
+        } else {
+            ("application/json", full(self.state(&id).json().to_string()))
+        };
+        let mut r = Response::new(body);
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    }
+
+    /// Server-sent events: the state now and at every change, until a final state.
+    fn stream(self: &Arc<Self>, id: &str) -> Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            let event = |s: &State| Ok(Frame::data(Bytes::from(format!("data: {}\n\n", s.json()))));
+            // An unknown id is `starting` until its upload begins: poll for it.
+            let entry = loop {
+                if let Some(e) = me.entry(&id) {
+                    break e;
+                }
+                if tx.send(event(&State::Starting)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            let mut rx = entry.state.subscribe();
+            loop {
+                let s = *rx.borrow_and_update();
+                if tx.send(event(&s)).await.is_err() || s.is_final() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                // Coalesce bursts of chunk updates into a few events a second.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("abcd1234"));
+        assert!(valid_id(&"a".repeat(128)));
+        assert!(!valid_id("short"));
+        assert!(!valid_id(&"a".repeat(129)));
+        assert!(!valid_id("abcd1234/.."));
+        let uri: http::Uri = "/progress?a=1&X-Progress-ID=abcdefgh".parse().unwrap();
+        assert_eq!(id_of(&uri, &HeaderMap::new()).as_deref(), Some("abcdefgh"));
+    }
+
+    #[test]
+    fn lifecycle() {
+        let r = Registry::default();
+        assert_eq!(r.state("unknownid"), State::Starting);
+        let t = r.start("upload01", 100).unwrap();
+        t.add(40);
+        assert_eq!(
+            r.state("upload01"),
+            State::Uploading {
+                received: 40,
+                size: 100
+            }
+        );
+        assert_eq!(
+            r.state("upload01").json(),
+            serde_json::json!({"state":"uploading","received":40,"size":100})
+        );
+        t.finish(413);
+        assert_eq!(
+            r.state("upload01").json(),
+            serde_json::json!({"state":"error","status":413})
+        );
+        t.finish(200);
+        assert_eq!(r.state("upload01"), State::Done);
+    }
+}
