@@ -203,6 +203,14 @@ fn serve(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&cfg);
+    if let Err(e) = porter::store::LocalStore::open(&cfg.storage) {
+        eprintln!("storage: {e}");
+        return ExitCode::from(EXIT_START);
+    }
+    let problems = config::check_paths(&cfg);
+    if !problems.is_empty() {
+        return print_problems(&path, problems);
+    }
     raise_nofile(cfg.server.max_connections);
     let mut listeners = Vec::new();
     for l in &cfg.server.listen {
@@ -233,18 +241,16 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let result = runtime.block_on(async move {
-        let app_paths = config::check_paths(&cfg);
-        let result = porter::run(listeners, cfg, shutdown_signal()).await;
-        (app_paths, result)
-    });
-    match result {
-        (_, Err(e)) => {
+    match runtime.block_on(porter::run(listeners, cfg, shutdown_signal())) {
+        Err(porter::StartError::Secret(e)) => {
+            eprintln!("{}: backend.secret_file: {e}", path.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
             eprintln!("{e}");
             ExitCode::from(EXIT_START)
         }
-        (problems, Ok(())) if !problems.is_empty() => print_problems(&path, problems),
-        _ => {
+        Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }

@@ -37,6 +37,8 @@ pub async fn handle(
     strip_porter(req.headers_mut());
     let ask = Ask::of(req.method(), req.headers());
     let resp = match NormalPath::parse(req.uri().path()) {
+        // `OPTIONS *` names the server, not a path: the app answers it.
+        Err(_) if req.uri().path() == "*" => proxy::forward(app.clone(), peer, req).await,
         Err(e) => Error::bad_request(e.to_string()).into_response(),
         Ok(path) => match route(&app.config, req.method(), &path) {
             Route::Progress => app.progress.respond(req.method(), req.uri(), req.headers()),

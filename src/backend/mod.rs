@@ -3,6 +3,7 @@
 //! requests porter generates (metadata, later notify/complete/authorize), signed.
 
 mod connector;
+mod ended;
 pub mod sign;
 
 use crate::config;
@@ -91,22 +92,33 @@ impl Backend {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(BackendError::Unavailable(error_chain(&e))),
-            Err(_) => Err(BackendError::Timeout(self.response_timeout)),
+        // `response_timeout` counts from the end of the request body: a slow upload
+        // through passthrough is the client's pace, not the app's.
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let req = req.map(|b| ended::Ended::wrap(b, sent_tx));
+        let timer = async {
+            let _ = sent_rx.await;
+            tokio::time::sleep(self.response_timeout).await;
+        };
+        tokio::select! {
+            r = self.client.request(req) => r.map_err(|e| BackendError::Unavailable(error_chain(&e))),
+            _ = timer => Err(BackendError::Timeout(self.response_timeout)),
         }
     }
 
     /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.
     pub async fn send_generated(&self, g: Generated) -> Result<Response<Incoming>, BackendError> {
         let mut headers = g.headers;
-        for h in [
-            header::CONTENT_LENGTH,
-            header::CONTENT_TYPE,
-            header::TRANSFER_ENCODING,
-            header::EXPECT,
-        ] {
+        // The client's body headers describe a body the app never sees.
+        let body_headers: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("content-"))
+            .cloned()
+            .collect();
+        for h in body_headers
+            .into_iter()
+            .chain([header::TRANSFER_ENCODING, header::EXPECT])
+        {
             headers.remove(h);
         }
         if let Some(ct) = &g.content_type

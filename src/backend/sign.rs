@@ -20,9 +20,6 @@ impl Secret {
     pub fn from_bytes(mut bytes: Vec<u8>) -> Result<Secret, String> {
         if bytes.last() == Some(&b'\n') {
             bytes.pop();
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
         }
         if bytes.len() < 32 {
             return Err(format!(

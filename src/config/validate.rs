@@ -531,6 +531,9 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
     if kind == Kind::Chunked && complete.is_none() {
         c.fail(k("complete"), "is required for kind \"chunked\"");
     }
+    if u.cors_origins.as_ref().is_some_and(|c| !c.is_empty()) {
+        c.fail(k("cors_origins"), "CORS is not available in this build yet");
+    }
     let field = u.field.clone().unwrap_or_else(|| "file".into());
     if field.is_empty() {
         c.fail(k("field"), "must not be empty");

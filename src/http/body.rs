@@ -46,6 +46,9 @@ pub struct GuardedBody<B> {
     failed: bool,
     /// Counts received bytes for the progress endpoint.
     progress: Option<crate::progress::Tracker>,
+    /// Why the body failed, for whoever handed it on (a passthrough request body is
+    /// read by hyper's client, which reports only "body error").
+    failure: Arc<std::sync::OnceLock<crate::error::Error>>,
 }
 
 impl<B> GuardedBody<B> {
@@ -59,7 +62,31 @@ impl<B> GuardedBody<B> {
             seen: 0,
             failed: false,
             progress: None,
+            failure: Arc::default(),
         }
+    }
+
+    /// Where the reason for a failure is recorded.
+    pub fn failure(&self) -> Arc<std::sync::OnceLock<crate::error::Error>> {
+        self.failure.clone()
+    }
+
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.failed = true;
+        let err = match &e {
+            BodyError::Idle(d) => crate::error::Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!("no body bytes for {d:?}"),
+            ),
+            BodyError::TooLarge(n) => {
+                crate::error::Error::too_large(format!("the body is larger than {n} bytes"))
+            }
+            BodyError::Client(c) => {
+                crate::error::Error::bad_request(format!("the client connection failed: {c}"))
+            }
+        };
+        let _ = self.failure.set(err);
+        Poll::Ready(Some(Err(e)))
     }
 
     /// Reports every received byte to `tracker`.
@@ -108,23 +135,20 @@ where
                         t.add(d.len());
                     }
                     if this.seen > this.limit {
-                        this.failed = true;
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                        let limit = this.limit;
+                        return this.fail(BodyError::TooLarge(limit));
                     }
                 }
                 let deadline = Instant::now() + this.idle;
                 this.sleep.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.failed = true;
-                Poll::Ready(Some(Err(BodyError::Client(e.into()))))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(BodyError::Client(e.into())),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 ready!(this.sleep.as_mut().poll(cx));
-                this.failed = true;
-                Poll::Ready(Some(Err(BodyError::Idle(this.idle))))
+                let idle = this.idle;
+                this.fail(BodyError::Idle(idle))
             }
         }
     }
@@ -205,6 +229,13 @@ where
 struct ReadAhead {
     rx: mpsc::UnboundedReceiver<Item>,
     permits: Arc<Semaphore>,
+}
+
+impl Drop for ReadAhead {
+    /// The client is gone: wake the pump so it stops reading from the app.
+    fn drop(&mut self) {
+        self.permits.close();
+    }
 }
 
 impl HttpBody for ReadAhead {

@@ -44,6 +44,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
     if !keep_upgrade {
         h.remove(header::UPGRADE);
+    } else if h.contains_key(header::UPGRADE) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -74,16 +76,27 @@ pub fn is_trusted(trusted: &[Cidr], peer: &Peer) -> bool {
 pub fn set_forwarded(h: &mut HeaderMap, peer: &Peer, trusted: bool, host: Option<&str>) {
     let ip = peer.addr.ip().to_string();
     if trusted {
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
-        };
+        let prev: Vec<&str> = h
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let xff = prev
+            .into_iter()
+            .chain([ip.as_str()])
+            .collect::<Vec<_>>()
+            .join(", ");
         insert(h, "x-forwarded-for", &xff);
         if !h.contains_key("x-real-ip") {
             insert(h, "x-real-ip", &ip);
         }
         if !h.contains_key("x-forwarded-proto") {
             insert(h, "x-forwarded-proto", proto(peer));
+        }
+        if let Some(host) = host.filter(|_| !h.contains_key("x-forwarded-host")) {
+            insert(h, "x-forwarded-host", host);
         }
         return;
     }
@@ -118,6 +131,21 @@ pub fn client_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
         .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
+/// HTTP/2 clients may split `Cookie` into several fields; an HTTP/1.1 app expects one,
+/// joined with `"; "` (RFC 9113 §8.2.3).
+fn merge_cookies(h: &mut HeaderMap) {
+    let parts: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if parts.len() > 1
+        && let Ok(v) = HeaderValue::from_str(&parts.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// Prepares a client's headers for the app: hop-by-hop headers removed (`Upgrade`
 /// kept when tunnelling), `X-Forwarded-*` set, and `Host` present (from h2's
 /// `:authority` when the client sent no `Host`).
@@ -130,6 +158,7 @@ pub fn for_backend(
 ) {
     let host = client_host(headers, uri);
     strip_hop_by_hop(headers, keep_upgrade);
+    merge_cookies(headers);
     set_forwarded(headers, peer, is_trusted(trusted, peer), host.as_deref());
     if let Some(h) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
         headers.insert(header::HOST, h);

@@ -32,6 +32,11 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds since `start` (plus one) when a write started to block; 0: not blocked.
     write_blocked_since: AtomicU64,
+    /// Milliseconds since `start` (plus one) when the current request head began (the
+    /// connection opened, or the first byte after a finished request); 0: no head
+    /// pending. hyper's own header timeout would also run while a keep-alive
+    /// connection idles, cutting `keepalive_timeout` short, so porter keeps this clock.
+    head_since: AtomicU64,
 }
 
 impl Activity {
@@ -41,6 +46,7 @@ impl Activity {
             last: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             write_blocked_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(1),
         }
     }
 
@@ -55,15 +61,32 @@ impl Activity {
     /// Marks a request as started; the returned guard ends it.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
-    fn expired(&self, idle: Duration, keepalive: Duration) -> bool {
+    /// A byte arrived: if no request is in progress, a new head has begun.
+    fn read_some(&self) {
+        self.touch();
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let since = self.now_ms() + 1;
+            let _ =
+                self.head_since
+                    .compare_exchange(0, since, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    fn expired(&self, t: &Timeouts) -> bool {
         let now = self.now_ms();
         if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let head = self.head_since.load(Ordering::Relaxed);
+            if head != 0 {
+                return now.saturating_sub(head - 1) > t.header.as_millis() as u64;
+            }
             return now.saturating_sub(self.last.load(Ordering::Relaxed))
-                > keepalive.as_millis() as u64;
+                > t.keepalive.as_millis() as u64;
         }
+        let idle = t.idle;
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
         blocked != 0 && now.saturating_sub(blocked - 1) > idle.as_millis() as u64
     }
@@ -94,7 +117,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read_some();
         }
         r
     }
@@ -158,6 +181,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 /// The clocks the watchdog enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    pub header: Duration,
     pub idle: Duration,
     pub keepalive: Duration,
 }
@@ -186,8 +210,8 @@ pub async fn serve(
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let tick = (timeouts.idle.min(timeouts.keepalive) / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let shortest = timeouts.idle.min(timeouts.keepalive).min(timeouts.header);
+    let tick = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     let mut draining = *shutdown.borrow();
     if draining {
@@ -202,7 +226,7 @@ pub async fn serve(
                 return;
             }
             _ = ticker.tick() => {
-                if activity.expired(timeouts.idle, timeouts.keepalive) {
+                if activity.expired(&timeouts) {
                     tracing::debug!(peer = %peer.addr, "closing an idle connection");
                     return;
                 }

@@ -22,7 +22,7 @@ fn builder(cfg: &Config) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(s.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(cfg.limits.max_header_bytes.max(8192))
         .keep_alive(true);
     b.http2()
@@ -41,6 +41,7 @@ pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, shutdown: impl Fu
     let slots = Arc::new(Semaphore::new(max));
     let builder = Arc::new(builder(&cfg));
     let timeouts = Timeouts {
+        header: cfg.server.header_timeout,
         idle: cfg.server.idle_timeout,
         keepalive: cfg.server.keepalive_timeout,
     };

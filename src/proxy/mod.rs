@@ -7,7 +7,7 @@
 
 use crate::app::App;
 use crate::backend::relay;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::http::body::GuardedBody;
 use crate::http::headers::{Peer, for_backend, strip_hop_by_hop};
 use crate::http::{Body, BoxError, empty, full};
@@ -24,7 +24,11 @@ pub async fn forward(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> R
     match send(&app, peer, req, upgrade).await {
         Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => match client_upgrade {
             Some(on_client) => tunnel(on_client, &mut resp),
-            None => Error::bad_request("the backend switched protocols unasked").into_response(),
+            None => Error::new(
+                ErrorKind::BackendUnavailable,
+                "the backend switched protocols unasked",
+            )
+            .into_response(),
         },
         Ok(resp) => relay(
             resp,
@@ -65,6 +69,7 @@ async fn send(
         upgrade,
     );
     let mut body = GuardedBody::new(body, app.config.server.idle_timeout, limits.max_body_size);
+    let failure = body.failure();
     let (prefix, ended) = read_prefix(&mut body, limits.request_buffer).await?;
     let body: Body = if ended {
         parts.headers.remove(header::TRANSFER_ENCODING);
@@ -78,7 +83,11 @@ async fn send(
         body.with_prefix(prefix).map_err(BoxError::from).boxed()
     };
     let req = Request::from_parts(parts, body);
-    Ok(app.backend.send(req).await?)
+    match app.backend.send(req).await {
+        Ok(resp) => Ok(resp),
+        // The client's body broke the request: say why (413, 408, 400), not 502.
+        Err(e) => Err(failure.get().cloned().unwrap_or_else(|| e.into())),
+    }
 }
 
 /// Reads until `limit` bytes are in or the body ends; `true` if it ended.

@@ -9,7 +9,7 @@
 
 pub mod hashes;
 
-use crate::store::{Location, PartFile, Store, StoreError};
+use crate::store::{PartFile, Store, StoreError, Stored};
 use bytes::Bytes;
 use hashes::{Algorithm, Digests, Hashes};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ type Pending = JoinHandle<Result<Box<State>, StoreError>>;
 
 /// One file being received.
 pub struct Sink {
+    store: Arc<dyn Store>,
     /// `None` while a batch is being written (the state travels with the task).
     state: Option<Box<State>>,
     pending: Option<Pending>,
@@ -35,9 +36,9 @@ pub struct Sink {
 }
 
 /// A file fully written, hashed and moved to its final place.
-#[derive(Debug, Clone)]
 pub struct Finished {
-    pub location: Location,
+    /// Deletes the file if dropped before someone keeps it.
+    pub stored: Stored,
     pub size: u64,
     pub digests: Digests,
 }
@@ -53,10 +54,12 @@ impl Sink {
         algos: &[Algorithm],
         buffer: usize,
     ) -> Result<Sink, StoreError> {
-        let file = tokio::task::spawn_blocking(move || store.create(id))
+        let creator = store.clone();
+        let file = tokio::task::spawn_blocking(move || creator.create(id))
             .await
             .map_err(join_error)??;
         Ok(Sink {
+            store,
             state: Some(Box::new(State {
                 file,
                 hashes: Hashes::new(algos),
@@ -114,11 +117,12 @@ impl Sink {
         }
         let state = self.settle().await?;
         let size = self.size;
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let State { file, hashes } = *state;
-            let location = file.commit()?;
+            let stored = Stored::new(file.commit()?, store);
             Ok(Finished {
-                location,
+                stored,
                 size,
                 digests: hashes.finish(),
             })

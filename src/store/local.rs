@@ -157,8 +157,11 @@ impl PartFile for LocalPart {
             ensure_dir(&dir, cfg.dir_mode)?;
             let dest = dir.join(&self.id);
             fs::rename(&self.temp, &dest)?;
-            if cfg.fsync {
-                sync_dir(&dir)?;
+            if cfg.fsync
+                && let Err(e) = sync_dir(&dir)
+            {
+                let _ = fs::remove_file(&dest);
+                return Err(e);
             }
             Ok(Location {
                 key: format!("{}/{}/{}", &self.id[0..2], &self.id[2..4], self.id),

@@ -56,6 +56,43 @@ impl From<StoreError> for crate::error::Error {
     }
 }
 
+/// A finished file, deleted when dropped unless `keep` was called: whoever holds it
+/// (even a task whose requester went away) cannot leave it behind by accident.
+pub struct Stored {
+    location: Location,
+    store: std::sync::Arc<dyn Store>,
+    keep: bool,
+}
+
+impl Stored {
+    pub fn new(location: Location, store: std::sync::Arc<dyn Store>) -> Stored {
+        Stored {
+            location,
+            store,
+            keep: false,
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The file now belongs to the app.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = self.store.remove(&self.location)
+        {
+            tracing::error!(key = %self.location.key, error = %e, "cannot delete a stored file");
+        }
+    }
+}
+
 /// A store of uploaded files.
 pub trait Store: Send + Sync + 'static {
     /// Opens a new, empty, locked partial file for upload `id`.

@@ -52,8 +52,8 @@ fn ext_types(ext: &str) -> Vec<String> {
         .collect()
 }
 
-/// Checks a file's name (and, with no extension, its declared type) before any byte.
-pub fn check_name(rules: &[AcceptRule], name: &str, declared: &str) -> Result<(), String> {
+/// Checks a file's name before any byte: its extension must be allowed.
+pub fn check_name(rules: &[AcceptRule], name: &str) -> Result<(), String> {
     if rules.is_empty() {
         return Ok(());
     }
@@ -61,7 +61,8 @@ pub fn check_name(rules: &[AcceptRule], name: &str, declared: &str) -> Result<()
         Some(ext) => {
             ext_listed(rules, &ext) || ext_types(&ext).iter().any(|m| mime_allowed(rules, m))
         }
-        None => !declared.is_empty() && mime_allowed(rules, declared),
+        // No extension implies no type: a declared type alone is the client's word.
+        None => false,
     };
     if allowed {
         Ok(())
@@ -123,14 +124,14 @@ mod tests {
     #[test]
     fn names() {
         let r = rules(&["image/*", "application/pdf", ".csv"]);
-        assert!(check_name(&r, "a.png", "").is_ok());
-        assert!(check_name(&r, "a.JPG", "").is_ok());
-        assert!(check_name(&r, "a.pdf", "").is_ok());
-        assert!(check_name(&r, "a.csv", "").is_ok());
-        assert!(check_name(&r, "a.exe", "image/png").is_err());
-        assert!(check_name(&r, "noext", "image/png").is_ok());
-        assert!(check_name(&r, "noext", "").is_err());
-        assert!(check_name(&[], "a.exe", "").is_ok());
+        assert!(check_name(&r, "a.png").is_ok());
+        assert!(check_name(&r, "a.JPG").is_ok());
+        assert!(check_name(&r, "a.pdf").is_ok());
+        assert!(check_name(&r, "a.csv").is_ok());
+        assert!(check_name(&r, "a.exe").is_err());
+        assert!(check_name(&r, "noext").is_err());
+        assert!(check_name(&r, "noext").is_err());
+        assert!(check_name(&[], "a.exe").is_ok());
     }
 
     #[test]

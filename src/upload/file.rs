@@ -8,9 +8,8 @@ use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::sink::Sink;
-use crate::store::{Location, Store};
+use crate::store::Stored;
 use bytes::Bytes;
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// A file being received.
@@ -34,7 +33,7 @@ impl<'r> FileReceiver<'r> {
     ) -> Result<FileReceiver<'r>, Error> {
         let name = safe_file_name(filename);
         let (content_type, charset) = split_content_type(content_type);
-        accept::check_name(&route.accept, &name, &content_type)
+        accept::check_name(&route.accept, &name)
             .map_err(|m| Error::new(ErrorKind::UnsupportedType, m).with_file(&name))?;
         let id = Uuid::new_v4();
         let sink = Sink::open(
@@ -97,7 +96,7 @@ impl<'r> FileReceiver<'r> {
     }
 
     /// Completes the file: it is durable and in its final place when this returns.
-    pub async fn finish(mut self, store: Arc<dyn Store>) -> Result<StoredFile, Error> {
+    pub async fn finish(mut self) -> Result<StoredFile, Error> {
         if self.sniffed.is_none() {
             self.check_type()?;
         }
@@ -108,47 +107,33 @@ impl<'r> FileReceiver<'r> {
             .await
             .map_err(|e| Error::from(e).with_file(&name))?;
         let mut meta = self.meta;
+        let loc = done.stored.location();
         meta.size = done.size;
-        meta.path = done
-            .location
+        meta.path = loc
             .path
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        meta.key = done.location.key.clone();
-        meta.bucket = done.location.bucket.clone();
+        meta.key = loc.key.clone();
+        meta.bucket = loc.bucket.clone();
         meta.hashes = done.digests.0;
         Ok(StoredFile {
             meta,
-            location: done.location,
-            store,
-            keep: false,
+            stored: done.stored,
         })
     }
 }
 
-/// A finished file. Deleted when dropped, unless `keep` was called: any failure
-/// between storing and the backend's acceptance leaves nothing behind.
+/// A finished file with its metadata. The file is deleted when this is dropped, unless
+/// `keep` was called: any failure before the app accepts it leaves nothing behind.
 pub struct StoredFile {
     pub meta: FileMeta,
-    location: Location,
-    store: Arc<dyn Store>,
-    keep: bool,
+    stored: Stored,
 }
 
 impl StoredFile {
     /// The file now belongs to the app.
     pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for StoredFile {
-    fn drop(&mut self) {
-        if !self.keep
-            && let Err(e) = self.store.remove(&self.location)
-        {
-            tracing::error!(key = %self.location.key, error = %e, "cannot delete a stored file");
-        }
+        self.stored.keep();
     }
 }

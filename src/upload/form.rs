@@ -79,6 +79,9 @@ pub async fn receive(
                     )));
                 }
                 let name = head.name.unwrap_or_default();
+                if name.is_empty() {
+                    return Err(Error::bad_request("a part has an empty name"));
+                }
                 current = match head.filename {
                     Some(f) if f.is_empty() => Current::Skip,
                     Some(f) => {
@@ -114,12 +117,11 @@ pub async fn receive(
                     }
                     value.extend_from_slice(&data);
                 }
-                Current::Skip | Current::None => {}
+                // Discarded bytes still count, so nothing streams in without a bound.
+                Current::Skip | Current::None => add_field_bytes(app, &mut counts, data.len())?,
             },
             Some(Event::PartEnd) => match std::mem::replace(&mut current, Current::None) {
-                Current::File(rx) => out.push(Received::File(Box::new(
-                    rx.finish(app.store.clone()).await?,
-                ))),
+                Current::File(rx) => out.push(Received::File(Box::new(rx.finish().await?))),
                 Current::Field { name, value } => out.push(Received::Field {
                     name,
                     value: value.into(),

@@ -83,7 +83,7 @@ impl FieldNames {
             let Some((pre, post)) = t.split_once("{field}") else {
                 return false;
             };
-            name.len() > pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
+            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
         })
     }
 }
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(n.name("file", "path"), "file.path");
         assert!(n.is_reserved("file.path"));
         assert!(n.is_reserved("x.y.sha256"));
-        assert!(!n.is_reserved(".path"));
+        assert!(n.is_reserved(".path"), "an empty field name is no escape");
         assert!(!n.is_reserved("file.owner"));
         assert!(!n.is_reserved("title"));
         let p = FieldNames("porter.{field}.{attr}".into());
@@ -220,7 +220,8 @@ mod tests {
         assert!(p.is_reserved("porter.user.name"));
         let rev = FieldNames("{attr}[{field}]".into());
         assert!(rev.is_reserved("path[file]"));
-        assert!(!rev.is_reserved("path[]"));
+        assert!(rev.is_reserved("path[]"));
+        assert!(!rev.is_reserved("path"));
     }
 
     #[test]

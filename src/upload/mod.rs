@@ -102,8 +102,13 @@ impl Drop for ProgressGuard {
 }
 
 /// The request body, guarded by `idle_timeout` and reporting progress.
-fn guarded(app: &App, body: Incoming, progress: Option<Tracker>) -> GuardedBody<Incoming> {
-    GuardedBody::new(body, app.config.server.idle_timeout, u64::MAX).with_progress(progress)
+fn guarded(
+    app: &App,
+    body: Incoming,
+    limit: u64,
+    progress: Option<Tracker>,
+) -> GuardedBody<Incoming> {
+    GuardedBody::new(body, app.config.server.idle_timeout, limit).with_progress(progress)
 }
 
 async fn multipart(
@@ -128,7 +133,7 @@ async fn multipart(
     let (parts, body) = req.into_parts();
     let target = target(path, &parts.uri);
     let headers = backend_headers(&app, &parts, peer);
-    let mut body = guarded(&app, body, progress);
+    let mut body = guarded(&app, body, cap, progress);
     let received = match form::receive(&app, route, &mut body, &boundary).await {
         Ok(r) => r,
         Err(e) => {
@@ -160,14 +165,14 @@ async fn raw(
         .and_then(|v| v.to_str().ok());
     let target = target(path, &parts.uri);
     let headers = backend_headers(&app, &parts, peer);
-    let mut body = guarded(&app, body, progress);
+    let mut body = guarded(&app, body, route.max_file_size, progress);
     let received = async {
         let mut rx =
             file::FileReceiver::start(&app, route, &route.field, &filename, content_type).await?;
         while let Some(data) = body.next_data().await? {
             rx.push(data).await?;
         }
-        rx.finish(app.store.clone()).await
+        rx.finish().await
     }
     .await;
     match received {
