@@ -174,6 +174,30 @@ mod tests {
         );
     }
 
+    /// A vector computed independently with Python's `hmac` module, so a mistake in
+    /// the signed layout cannot hide behind porter verifying itself.
+    #[test]
+    fn independent_vector() {
+        let secret = Secret::from_bytes(vec![b'k'; 32]).unwrap();
+        let req = Signed {
+            method: "POST",
+            host: "example.com",
+            target: "/upload?x=1",
+            content_type: "application/x-www-form-urlencoded",
+            body: b"a=1",
+        };
+        let sig = sign_with(
+            &secret,
+            "1700000000".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+            &req,
+        );
+        assert_eq!(
+            sig.signature,
+            "sha256=5abbbc0b03deed6b25cdf5e618d9d337dc0d5d1abb0d555b09c9d238f9488a9d"
+        );
+    }
+
     #[test]
     fn secret_rules() {
         assert!(Secret::from_bytes(vec![b'a'; 31]).is_err());

@@ -301,3 +301,53 @@ async fn canonical_target_for_generated_requests() {
     assert_eq!(reply.status, 200);
     assert_eq!(backend.requests()[0].target, "/upload/f%C3%BCr/~?x=%2F");
 }
+
+#[tokio::test]
+async fn empty_field_names_cannot_forge_metadata() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let reply = send(post(
+        &porter,
+        "/upload",
+        Form::new()
+            .field(".path", "/etc/shadow")
+            .file("", "a.txt", "text/plain", b"x"),
+    ))
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(backend.count(), 0);
+    assert!(porter.wait_empty().await.is_empty());
+    let reply = send(post(
+        &porter,
+        "/upload",
+        Form::new()
+            .field(".path", "/etc/shadow")
+            .file("f", "a.txt", "text/plain", b"x"),
+    ))
+    .await;
+    assert_eq!(reply.status, 200);
+    let form = parse_form(&backend.requests()[0]);
+    assert!(get(&form, ".path").is_empty());
+}
+
+#[tokio::test]
+async fn chunked_upload_over_the_limit_is_413() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &format!("{ROUTE}max_file_size = \"64KiB\"\nmax_files = 1\n"),
+    )
+    .await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![1u8; 4 << 20]).unwrap();
+    let (status, _) = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-F",
+        &format!("skipped=@{};filename=", file.path().display()),
+        &porter.url("/upload"),
+    ])
+    .await;
+    assert_eq!(status, 413, "bytes of a skipped part count too");
+    assert_eq!(backend.count(), 0);
+}

@@ -157,3 +157,162 @@ async fn oversized_passthrough_body_is_413_before_forwarding() {
     assert_eq!(reply.json()["error"], "too_large");
     assert_eq!(backend.count(), 0);
 }
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw backend that insists on `Connection: upgrade`, answers 101, then echoes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).await.is_ok() {
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if !(text.contains("connection: upgrade") && text.contains("upgrade: websocket")) {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let porter = Porter::start(addr, "").await;
+    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(std::time::Duration::from_secs(5), c.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+}
+
+#[tokio::test]
+async fn keepalive_outlives_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        "[server]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"10s\"\n",
+    )
+    .await;
+    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        c.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    }
+    assert_eq!(backend.count(), 2);
+}
+
+#[tokio::test]
+async fn chunked_passthrough_over_max_body_size_is_413() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        "[limits]\nmax_body_size = \"1KiB\"\nrequest_buffer = 0\n",
+    )
+    .await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![b'x'; 64 << 10]).unwrap();
+    let (status, body) = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        &porter.url("/form"),
+    ])
+    .await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn slow_passthrough_upload_is_not_a_backend_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::ok().await;
+    let porter = Porter::start_with(
+        &format!(
+            "[backend]\nurl = \"http://{}\"\nresponse_timeout = \"1s\"\n",
+            backend.addr
+        ),
+        "[limits]\nrequest_buffer = 0\n",
+    )
+    .await;
+    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    c.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"hello" {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        c.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(backend.requests()[0].body, "hello");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_response_frees_the_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = Bytes::from(vec![b'z'; 64 << 20]);
+    let backend = Backend::start(move |_| {
+        let mut r = answer(200, "");
+        *r.body_mut() = Full::new(big.clone());
+        r
+    })
+    .await;
+    let porter = Porter::start(backend.addr, "").await;
+    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 100_000];
+    c.read_exact(&mut buf).await.unwrap();
+    drop(c);
+    let mut freed = false;
+    for _ in 0..100 {
+        if backend.closed.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(freed, "porter let go of the backend connection");
+}

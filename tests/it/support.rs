@@ -34,6 +34,8 @@ type Answer = Arc<dyn Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync>;
 pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections that have ended (closed by porter or failed).
+    pub closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub fn answer(status: u16, body: &str) -> Response<Full<Bytes>> {
@@ -57,14 +59,16 @@ impl Backend {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let f: Answer = Arc::new(f);
         let rec = seen.clone();
+        let ended = closed.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (rec, f) = (rec.clone(), f.clone());
+                let (rec, f, ended) = (rec.clone(), f.clone(), ended.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (rec, f) = (rec.clone(), f.clone());
@@ -90,10 +94,11 @@ impl Backend {
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
                         .await;
+                    ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
-        Backend { addr, seen }
+        Backend { addr, seen, closed }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
