@@ -5,6 +5,7 @@
 
 use md5::Md5;
 use sha1::Sha1;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256, Sha512};
 use std::fmt;
 use std::str::FromStr;
@@ -99,6 +100,56 @@ impl State {
 /// Running digests for one file.
 pub struct Hashes {
     states: Vec<(Algorithm, State)>,
+    /// Bytes hashed so far (crc32's saved state needs it).
+    len: u64,
+}
+
+/// Serialises a hasher's internal state (RustCrypto's `SerializableState`).
+fn save_state<T: SerializableState>(h: &T) -> Vec<u8> {
+    h.serialize().as_slice().to_vec()
+}
+
+fn load_state<T: SerializableState>(bytes: &[u8]) -> Option<T> {
+    let arr = SerializedState::<T>::try_from(bytes).ok()?;
+    T::deserialize(&arr).ok()
+}
+
+impl State {
+    fn save(&self, len: u64) -> Vec<u8> {
+        match self {
+            State::Md5(h) => save_state(h),
+            State::Sha1(h) => save_state(h),
+            State::Sha256(h) => save_state(h),
+            State::Sha512(h) => save_state(h),
+            State::Crc32(h) => {
+                let mut out = h.clone().finalize().to_le_bytes().to_vec();
+                out.extend_from_slice(&len.to_le_bytes());
+                out
+            }
+        }
+    }
+
+    fn load(algo: Algorithm, b: &[u8]) -> Option<State> {
+        Some(match algo {
+            Algorithm::Md5 => State::Md5(load_state(b)?),
+            Algorithm::Sha1 => State::Sha1(load_state(b)?),
+            Algorithm::Sha256 => State::Sha256(load_state(b)?),
+            Algorithm::Sha512 => State::Sha512(load_state(b)?),
+            Algorithm::Crc32 => {
+                let crc = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
+                let len = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
+                State::Crc32(crc32fast::Hasher::new_with_initial_len(crc, len))
+            }
+        })
+    }
+}
+
+/// A `Hashes` at rest: what a resumable upload persists between requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedHashes {
+    pub len: u64,
+    /// `(algorithm name, hex of the serialised state)`.
+    pub states: Vec<(String, String)>,
 }
 
 /// Finished digests, lowercase hex, in `Algorithm` order.
@@ -121,13 +172,43 @@ impl Hashes {
         algos.dedup();
         Hashes {
             states: algos.into_iter().map(|a| (a, State::new(a))).collect(),
+            len: 0,
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
         for (_, s) in &mut self.states {
             s.update(data);
         }
+    }
+
+    /// The state to persist, so hashing can resume after a restart or elsewhere.
+    pub fn save(&self) -> SavedHashes {
+        SavedHashes {
+            len: self.len,
+            states: self
+                .states
+                .iter()
+                .map(|(a, s)| (a.name().to_string(), hex(&s.save(self.len))))
+                .collect(),
+        }
+    }
+
+    /// Resumes from a saved state; `None` if it is damaged.
+    pub fn restore(saved: &SavedHashes) -> Option<Hashes> {
+        let states = saved
+            .states
+            .iter()
+            .map(|(name, h)| {
+                let algo: Algorithm = name.parse().ok()?;
+                Some((algo, State::load(algo, &unhex(h)?)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Hashes {
+            states,
+            len: saved.len,
+        })
     }
 
     pub fn finish(self) -> Digests {
@@ -138,6 +219,17 @@ impl Hashes {
                 .collect(),
         )
     }
+}
+
+/// Bytes from lowercase or uppercase hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Lowercase hex of a byte string.
@@ -179,6 +271,26 @@ mod tests {
                 .starts_with("ddaf35a193617aba")
         );
         assert_eq!(d.get(Algorithm::Crc32), Some("352441c2"));
+    }
+
+    #[test]
+    fn saved_state_resumes_exactly() {
+        let mut whole = Hashes::new(&Algorithm::ALL);
+        whole.update(b"hello, resumable world");
+        let mut first = Hashes::new(&Algorithm::ALL);
+        first.update(b"hello, ");
+        let saved = first.save();
+        let json = serde_json::to_string(&saved).unwrap();
+        let mut resumed = Hashes::restore(&serde_json::from_str(&json).unwrap()).unwrap();
+        resumed.update(b"resumable world");
+        assert_eq!(resumed.finish(), whole.finish());
+        assert!(
+            Hashes::restore(&SavedHashes {
+                len: 0,
+                states: vec![("md5".into(), "00".into())]
+            })
+            .is_none()
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! previous write to finish, so memory stays within about two buffers per upload and a
 //! slow disk slows the socket (backpressure). Only tasks with work occupy the blocking
 //! pool, so a thousand idle uploads cost no threads.
+//!
+//! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
+//! committed into the store, the resumable engine for appending to a partial upload.
 
 pub mod hashes;
 
@@ -16,60 +19,64 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-struct State {
-    file: Box<dyn PartFile>,
-    hashes: Hashes,
+/// Where a pipe's bytes go; called on the blocking pool.
+pub trait Writer: Send + 'static {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError>;
 }
 
-type Pending = JoinHandle<Result<Box<State>, StoreError>>;
+impl Writer for Box<dyn PartFile> {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        (**self).write_all(buf)
+    }
+}
 
-/// One file being received.
-pub struct Sink {
-    store: Arc<dyn Store>,
+struct State<W> {
+    file: W,
+    hashes: Hashes,
+    /// A second set of digests over just these bytes (a tus chunk checksum).
+    check: Option<Hashes>,
+}
+
+type Pending<W> = JoinHandle<Result<Box<State<W>>, StoreError>>;
+
+/// Batched, pipelined hashing and writing into a `Writer`.
+pub struct Pipe<W: Writer> {
     /// `None` while a batch is being written (the state travels with the task).
-    state: Option<Box<State>>,
-    pending: Option<Pending>,
+    state: Option<Box<State<W>>>,
+    pending: Option<Pending<W>>,
     batch: Vec<Bytes>,
     batch_len: usize,
     buffer: usize,
     size: u64,
 }
 
-/// A file fully written, hashed and moved to its final place.
-pub struct Finished {
-    /// Deletes the file if dropped before someone keeps it.
-    pub stored: Stored,
+/// What a pipe hands back once everything is written.
+pub struct Drained<W> {
+    pub file: W,
+    pub hashes: Hashes,
+    pub check: Option<Hashes>,
+    /// Bytes that went through this pipe.
     pub size: u64,
-    pub digests: Digests,
 }
 
 fn join_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Io(std::io::Error::other(e.to_string()))
 }
 
-impl Sink {
-    pub async fn open(
-        store: Arc<dyn Store>,
-        id: Uuid,
-        algos: &[Algorithm],
-        buffer: usize,
-    ) -> Result<Sink, StoreError> {
-        let creator = store.clone();
-        let file = tokio::task::spawn_blocking(move || creator.create(id))
-            .await
-            .map_err(join_error)??;
-        Ok(Sink {
-            store,
+impl<W: Writer> Pipe<W> {
+    pub fn new(file: W, hashes: Hashes, check: Option<Hashes>, buffer: usize) -> Pipe<W> {
+        Pipe {
             state: Some(Box::new(State {
                 file,
-                hashes: Hashes::new(algos),
+                hashes,
+                check,
             })),
             pending: None,
             batch: Vec::new(),
             batch_len: 0,
             buffer,
             size: 0,
-        })
+        }
     }
 
     /// Bytes accepted so far.
@@ -87,7 +94,7 @@ impl Sink {
         Ok(())
     }
 
-    async fn settle(&mut self) -> Result<Box<State>, StoreError> {
+    async fn settle(&mut self) -> Result<Box<State<W>>, StoreError> {
         if let Some(p) = self.pending.take() {
             return p.await.map_err(join_error)?;
         }
@@ -103,6 +110,9 @@ impl Sink {
         self.pending = Some(tokio::task::spawn_blocking(move || {
             for b in &batch {
                 state.hashes.update(b);
+                if let Some(c) = &mut state.check {
+                    c.update(b);
+                }
                 state.file.write_all(b)?;
             }
             Ok(state)
@@ -110,21 +120,76 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes what is left, makes it durable and moves it into place.
-    pub async fn finish(mut self) -> Result<Finished, StoreError> {
+    /// Writes what is left and hands everything back.
+    pub async fn drain(mut self) -> Result<Drained<W>, StoreError> {
         if !self.batch.is_empty() {
             self.flush().await?;
         }
         let state = self.settle().await?;
-        let size = self.size;
-        let store = self.store.clone();
+        let State {
+            file,
+            hashes,
+            check,
+        } = *state;
+        Ok(Drained {
+            file,
+            hashes,
+            check,
+            size: self.size,
+        })
+    }
+}
+
+/// A new file being received into the store.
+pub struct Sink {
+    pipe: Pipe<Box<dyn PartFile>>,
+    store: Arc<dyn Store>,
+}
+
+/// A file fully written, hashed and moved to its final place.
+pub struct Finished {
+    /// Deletes the file if dropped before someone keeps it.
+    pub stored: Stored,
+    pub size: u64,
+    pub digests: Digests,
+}
+
+impl Sink {
+    pub async fn open(
+        store: Arc<dyn Store>,
+        id: Uuid,
+        algos: &[Algorithm],
+        buffer: usize,
+    ) -> Result<Sink, StoreError> {
+        let creator = store.clone();
+        let file = tokio::task::spawn_blocking(move || creator.create(id))
+            .await
+            .map_err(join_error)??;
+        Ok(Sink {
+            pipe: Pipe::new(file, Hashes::new(algos), None, buffer),
+            store,
+        })
+    }
+
+    /// Bytes accepted so far.
+    pub fn size(&self) -> u64 {
+        self.pipe.size()
+    }
+
+    pub async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
+        self.pipe.write(data).await
+    }
+
+    /// Writes what is left, makes it durable and moves it into place.
+    pub async fn finish(self) -> Result<Finished, StoreError> {
+        let store = self.store;
+        let drained = self.pipe.drain().await?;
         tokio::task::spawn_blocking(move || {
-            let State { file, hashes } = *state;
-            let stored = Stored::new(file.commit()?, store);
+            let stored = Stored::new(drained.file.commit()?, store);
             Ok(Finished {
                 stored,
-                size,
-                digests: hashes.finish(),
+                size: drained.size,
+                digests: drained.hashes.finish(),
             })
         })
         .await
