@@ -17,6 +17,8 @@ pub struct App {
     pub uploads: Arc<Semaphore>,
     /// Uploads that carry an `X-Progress-ID`.
     pub progress: Arc<crate::progress::Registry>,
+    /// Resumable uploads (tus and friends).
+    pub resumable: crate::resumable::Engine,
 }
 
 /// Why the server could not start (exit code 2).
@@ -44,11 +46,14 @@ impl App {
             Some(secret)
         };
         let store = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
+        let resumable = crate::resumable::store::LocalResumable::open(store.clone())
+            .map_err(StartError::Storage)?;
         Ok(App {
             backend: Backend::new(&config.backend, secret),
             store: Arc::new(store),
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
             progress: Arc::default(),
+            resumable: crate::resumable::Engine::new(Arc::new(resumable)),
             config,
         })
     }

@@ -35,6 +35,7 @@ pub mod http;
 pub mod listen;
 pub mod progress;
 pub mod proxy;
+pub mod resumable;
 pub mod route;
 pub mod service;
 pub mod sink;

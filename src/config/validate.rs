@@ -456,7 +456,7 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
                     Kind::Multipart
                 }),
         };
-    if !matches!(kind, Kind::Multipart | Kind::Raw) {
+    if !matches!(kind, Kind::Multipart | Kind::Raw | Kind::Tus) {
         c.fail(
             k("kind"),
             format!("kind {:?} is not available in this build yet", kind.name()),
@@ -531,8 +531,11 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
     if kind == Kind::Chunked && complete.is_none() {
         c.fail(k("complete"), "is required for kind \"chunked\"");
     }
-    if u.cors_origins.as_ref().is_some_and(|c| !c.is_empty()) {
-        c.fail(k("cors_origins"), "CORS is not available in this build yet");
+    if kind != Kind::Tus && u.cors_origins.as_ref().is_some_and(|c| !c.is_empty()) {
+        c.fail(
+            k("cors_origins"),
+            "only resumable routes (tus) take cors_origins",
+        );
     }
     let field = u.field.clone().unwrap_or_else(|| "file".into());
     if field.is_empty() {

@@ -49,6 +49,7 @@ pub struct GuardedBody<B> {
     /// Why the body failed, for whoever handed it on (a passthrough request body is
     /// read by hyper's client, which reports only "body error").
     failure: Arc<std::sync::OnceLock<crate::error::Error>>,
+    trailers: Option<http::HeaderMap>,
 }
 
 impl<B> GuardedBody<B> {
@@ -63,6 +64,7 @@ impl<B> GuardedBody<B> {
             failed: false,
             progress: None,
             failure: Arc::default(),
+            trailers: None,
         }
     }
 
@@ -177,11 +179,21 @@ where
     /// The next chunk of data, skipping trailers; `None` at the end.
     pub async fn next_data(&mut self) -> Result<Option<Bytes>, BodyError> {
         while let Some(frame) = self.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                return Ok(Some(data));
+            match frame?.into_data() {
+                Ok(data) => return Ok(Some(data)),
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        self.trailers = Some(t);
+                    }
+                }
             }
         }
         Ok(None)
+    }
+
+    /// Trailers that came after the body, if any (tus checksum trailers).
+    pub fn trailers(&self) -> Option<&http::HeaderMap> {
+        self.trailers.as_ref()
     }
 }
 

@@ -29,6 +29,35 @@ impl LocalStore {
         Ok(LocalStore { cfg: cfg.clone() })
     }
 
+    /// Moves a complete file (open as `file`, at `temp`) to `root/ab/cd/<id>`, durably
+    /// when `fsync` is set. On failure nothing is left under `root`.
+    pub fn adopt(&self, file: &File, temp: &Path, id: &str) -> io::Result<Location> {
+        let cfg = &self.cfg;
+        if cfg.fsync {
+            file.sync_all()?;
+        }
+        let dir = self.final_dir(id);
+        ensure_dir(&dir, cfg.dir_mode)?;
+        let dest = dir.join(id);
+        fs::rename(temp, &dest)?;
+        if cfg.fsync
+            && let Err(e) = sync_dir(&dir)
+        {
+            let _ = fs::remove_file(&dest);
+            return Err(e);
+        }
+        Ok(Location {
+            key: format!("{}/{}/{id}", &id[0..2], &id[2..4]),
+            path: Some(dest),
+            bucket: String::new(),
+        })
+    }
+
+    /// The storage settings.
+    pub fn settings(&self) -> &Storage {
+        &self.cfg
+    }
+
     fn final_dir(&self, id: &str) -> PathBuf {
         self.cfg.root.join(&id[0..2]).join(&id[2..4])
     }
@@ -36,7 +65,7 @@ impl LocalStore {
 
 /// Creates `dir` and missing parents with `mode` (umask would otherwise strip the
 /// group bits `dir_mode` exists for).
-fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -50,7 +79,7 @@ fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -148,27 +177,7 @@ impl PartFile for LocalPart {
             .file
             .take()
             .ok_or(StoreError::Io(io::ErrorKind::BrokenPipe.into()))?;
-        let cfg = &self.store.cfg;
-        let result = (|| -> io::Result<Location> {
-            if cfg.fsync {
-                file.sync_all()?;
-            }
-            let dir = self.store.final_dir(&self.id);
-            ensure_dir(&dir, cfg.dir_mode)?;
-            let dest = dir.join(&self.id);
-            fs::rename(&self.temp, &dest)?;
-            if cfg.fsync
-                && let Err(e) = sync_dir(&dir)
-            {
-                let _ = fs::remove_file(&dest);
-                return Err(e);
-            }
-            Ok(Location {
-                key: format!("{}/{}/{}", &self.id[0..2], &self.id[2..4], self.id),
-                path: Some(dest),
-                bucket: String::new(),
-            })
-        })();
+        let result = self.store.adopt(&file, &self.temp, &self.id);
         drop(file);
         if result.is_err() {
             let _ = fs::remove_file(&self.temp);

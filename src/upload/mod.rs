@@ -54,6 +54,9 @@ pub async fn handle(
         match route.kind {
             Kind::Multipart => multipart(app, route, peer, path, req, tracker).await,
             Kind::Raw => raw(app, route, peer, path, req, tracker).await,
+            Kind::Tus => {
+                Ok(crate::resumable::tus::handle(app, route, peer, path, req, tracker).await)
+            }
             other => Err(Error::internal(format!(
                 "kind {} is not available",
                 other.name()
@@ -102,7 +105,7 @@ impl Drop for ProgressGuard {
 }
 
 /// The request body, guarded by `idle_timeout` and reporting progress.
-fn guarded(
+pub(crate) fn guarded(
     app: &App,
     body: Incoming,
     limit: u64,
@@ -245,7 +248,11 @@ async fn settle(
 }
 
 /// Limits checked before any body byte is read.
-fn admit(app: &App, headers: &HeaderMap, max_body: u64) -> Result<OwnedSemaphorePermit, Error> {
+pub(crate) fn admit(
+    app: &App,
+    headers: &HeaderMap,
+    max_body: u64,
+) -> Result<OwnedSemaphorePermit, Error> {
     if let Some(len) = content_length(headers)?
         && len > max_body
     {
@@ -274,7 +281,7 @@ fn admit(app: &App, headers: &HeaderMap, max_body: u64) -> Result<OwnedSemaphore
         .map_err(|_| Error::new(ErrorKind::Busy, "too many uploads in progress; retry later"))
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {
@@ -313,7 +320,7 @@ fn target(path: &NormalPath, uri: &http::Uri) -> String {
 
 /// Asks the app whether this upload may proceed (SPEC §4.6), before any body byte is
 /// read. `Some(response)`: the app said no, and its answer goes to the client as is.
-async fn authorize(
+pub(crate) async fn authorize(
     app: &App,
     route: &UploadRoute,
     req: &Request<Incoming>,
@@ -367,7 +374,7 @@ async fn authorize(
 }
 
 /// The client's headers as the app should see them on a generated request.
-fn backend_headers(app: &App, parts: &http::request::Parts, peer: Peer) -> HeaderMap {
+pub(crate) fn backend_headers(app: &App, parts: &http::request::Parts, peer: Peer) -> HeaderMap {
     let mut headers = parts.headers.clone();
     for_backend(
         &mut headers,

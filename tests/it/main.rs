@@ -10,3 +10,4 @@ mod passthrough;
 mod progress;
 mod raw;
 mod support;
+mod tus;

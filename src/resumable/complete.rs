@@ -1,0 +1,199 @@
+//! A finished resumable upload becomes the app's metadata request (SPEC §4.1–4.3):
+//! same fields, signature and hashes as multipart, then the app's answer decides.
+//!
+//! * 2xx: the file belongs to the app; the answer is kept for repeated requests.
+//! * 4xx: final: file and data are deleted, and the upload answers 410 from then on.
+//! * 5xx, or no answer (502/504): the file and state stay for `retry_window`, and the
+//!   client's retry sends the metadata again.
+
+use super::Engine;
+use super::state::{Completion, Upload, now};
+use crate::app::App;
+use crate::backend::Generated;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::sink::hashes::Hashes;
+use crate::upload::accept;
+use crate::upload::metadata::{self, FileMeta, Item};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+
+/// The app's answer, read whole (it is small: the app answers metadata).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the completing request brings besides the upload.
+pub struct Request {
+    pub method: http::Method,
+    /// Canonical target (the route's `notify` or `complete` path, query included).
+    pub target: String,
+    /// The client's headers, prepared for the app.
+    pub headers: HeaderMap,
+    /// Extra fields to send beside the metadata (chunked: `upload_id`, `md5`, ...).
+    pub fields: Vec<(String, String)>,
+}
+
+fn gone() -> Error {
+    Error::new(ErrorKind::Expired, "the app refused this upload")
+}
+
+/// Sends the metadata of a complete upload (again, on a retry) and settles it.
+pub async fn complete(
+    app: &App,
+    route: &UploadRoute,
+    engine: &Engine,
+    up: &mut Upload,
+    req: Request,
+) -> Result<Answer, Error> {
+    match &up.completion {
+        Some(Completion::Refused) => return Err(gone()),
+        Some(Completion::Accepted {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = content_type.parse() {
+                headers.insert(http::header::CONTENT_TYPE, v);
+            }
+            return Ok(Answer {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                headers,
+                body: Bytes::from(body.clone()),
+            });
+        }
+        _ => {}
+    }
+    if up.stored.is_none() {
+        let head = engine.read_at(&up.id, 0, accept::SNIFF_BYTES).await?;
+        up.detected_type = accept::sniff(&head)
+            .map(|s| s.mime.to_string())
+            .unwrap_or_default();
+        engine.commit(up).await?;
+    }
+    let meta = file_meta(route, up)?;
+    let mut items: Vec<Item> = req
+        .fields
+        .into_iter()
+        .filter(|(name, _)| !route.field_names.is_reserved(name))
+        .map(|(name, value)| Item::Field {
+            name,
+            value: Bytes::from(value),
+        })
+        .collect();
+    items.push(Item::File(meta));
+    let (content_type, body) = metadata::encode(route.forward, &route.field_names, &items);
+    let sent = app
+        .backend
+        .send_generated(Generated {
+            method: req.method,
+            target: req.target,
+            headers: req.headers,
+            content_type: Some(content_type),
+            body,
+        })
+        .await;
+    let answer = match sent {
+        Ok(resp) => read_answer(resp, app.config.limits.response_buffer).await,
+        Err(e) => Err(Error::from(e)),
+    };
+    settle(engine, route, up, answer).await
+}
+
+async fn read_answer(
+    resp: http::Response<hyper::body::Incoming>,
+    max: usize,
+) -> Result<Answer, Error> {
+    let (parts, body) = resp.into_parts();
+    let limited = http_body_util::Limited::new(body, max);
+    let body = limited
+        .collect()
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::BackendUnavailable,
+                format!("the app's answer failed: {e}"),
+            )
+        })?
+        .to_bytes();
+    let mut headers = parts.headers;
+    crate::http::headers::strip_hop_by_hop(&mut headers, false);
+    headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Answer {
+        status: parts.status,
+        headers,
+        body,
+    })
+}
+
+async fn settle(
+    engine: &Engine,
+    route: &UploadRoute,
+    up: &mut Upload,
+    answer: Result<Answer, Error>,
+) -> Result<Answer, Error> {
+    let status = match &answer {
+        Ok(a) => a.status.as_u16(),
+        Err(e) => e.kind.status().as_u16(),
+    };
+    match status {
+        200..=299 => {
+            let a = answer.as_ref().map_err(Clone::clone)?;
+            up.completion = Some(Completion::Accepted {
+                status,
+                content_type: a
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+                body: String::from_utf8_lossy(&a.body).into_owned(),
+            });
+            engine.save(up).await?;
+        }
+        400..=499 => {
+            tracing::info!(id = %up.id, status, "the app refused a resumable upload; deleted");
+            engine.remove(up).await?;
+            up.completion = Some(Completion::Refused);
+            up.stored = None;
+            engine.save(up).await?;
+        }
+        _ => {
+            tracing::warn!(id = %up.id, status, "the app did not accept a finished upload; kept for a retry");
+            let until = match up.completion {
+                Some(Completion::Pending { until, .. }) => until,
+                _ => now() + route.retry_window.as_secs(),
+            };
+            up.completion = Some(Completion::Pending { until, status });
+            engine.save(up).await?;
+        }
+    }
+    answer
+}
+
+fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {
+    let (key, path) = up.stored.clone().unwrap_or_default();
+    let hashes =
+        Hashes::restore(&up.hashes).ok_or_else(|| Error::internal("damaged hash state"))?;
+    let id = uuid::Uuid::parse_str(&up.id)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| up.id.clone());
+    Ok(FileMeta {
+        field: route.field.clone(),
+        name: crate::upload::names::safe_file_name(&up.name),
+        content_type: up.content_type.clone(),
+        charset: String::new(),
+        detected_type: up.detected_type.clone(),
+        path,
+        key,
+        bucket: String::new(),
+        id,
+        size: up.offset,
+        hashes: hashes.finish().0,
+    })
+}

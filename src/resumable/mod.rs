@@ -1,0 +1,242 @@
+//! Resumable uploads: one engine, several protocols (tusd's shape).
+//!
+//! * `state`: what is persisted about an upload;
+//! * `store`: where data and state live (`ResumableStore`; local files now);
+//! * this module: the `Engine`: per-upload locks, create / load / append / commit /
+//!   remove / expire, all protocol-neutral;
+//! * `complete`: turning a finished upload into the app's metadata request, with
+//!   SPEC §4.3's rules for what the app's answer means;
+//! * `tus`: the tus 1.0 front-end.
+
+pub mod complete;
+pub mod state;
+pub mod store;
+pub mod tus;
+
+use crate::error::{Error, ErrorKind};
+use crate::http::body::GuardedBody;
+use crate::sink::Pipe;
+use crate::sink::hashes::{Algorithm, Hashes};
+use crate::store::StoreError;
+use state::Upload;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use store::{DataFile, ResumableStore};
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Error::from),
+        Err(e) => Err(Error::internal(e.to_string())),
+    }
+}
+
+/// An upload held by one request; others get 423 until it is dropped.
+pub struct Lock {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+pub struct Engine {
+    store: Arc<dyn ResumableStore>,
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// The result of one append.
+pub struct Appended {
+    /// Bytes this request brought.
+    pub size: u64,
+    /// The whole-file hash state after them.
+    pub hashes: Hashes,
+    /// The digest of just these bytes, when a checksum was asked for.
+    pub check: Option<Hashes>,
+    /// Set when the body would go past the upload's length or the size limit: nothing
+    /// of this request may be kept.
+    pub overflow: bool,
+    /// The body broke off early (client gone, idle): the bytes received are kept.
+    pub broken: Option<Error>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn ResumableStore>) -> Engine {
+        Engine {
+            store,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes the upload's lock, or `None` if another request holds it.
+    pub fn try_lock(&self, id: &str) -> Option<Lock> {
+        let mut map = self.locks.lock().ok()?;
+        map.retain(|_, w| w.strong_count() > 0);
+        let m = match map.get(id).and_then(Weak::upgrade) {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(tokio::sync::Mutex::new(()));
+                map.insert(id.to_string(), Arc::downgrade(&m));
+                m
+            }
+        };
+        m.try_lock_owned().ok().map(|g| Lock { _guard: g })
+    }
+
+    pub async fn create(&self, up: &Upload) -> Result<(), Error> {
+        let (s, up) = (self.store.clone(), up.clone());
+        blocking(move || s.create(&up)).await
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Option<Upload>, Error> {
+        let (s, id) = (self.store.clone(), id.to_string());
+        blocking(move || s.load(&id)).await
+    }
+
+    pub async fn save(&self, up: &Upload) -> Result<(), Error> {
+        let (s, up) = (self.store.clone(), up.clone());
+        blocking(move || s.save(&up)).await
+    }
+
+    /// Deletes an upload's data, state and finished file.
+    pub async fn remove(&self, up: &Upload) -> Result<(), Error> {
+        let (s, id) = (self.store.clone(), up.id.clone());
+        let stored = up.stored.as_ref().map(|(_, path)| path.clone());
+        blocking(move || s.remove(&id, stored.as_deref())).await
+    }
+
+    pub async fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
+        let (s, id) = (self.store.clone(), id.to_string());
+        blocking(move || s.read_at(&id, offset, len)).await
+    }
+
+    /// Moves the finished data to its final place and records where.
+    pub async fn commit(&self, up: &mut Upload) -> Result<(), Error> {
+        if up.stored.is_some() {
+            return Ok(());
+        }
+        let (s, id) = (self.store.clone(), up.id.clone());
+        let loc = blocking(move || s.commit(&id)).await?;
+        let path = loc
+            .path
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        up.stored = Some((loc.key, path));
+        self.save(up).await
+    }
+
+    pub async fn ids(&self) -> Result<Vec<String>, Error> {
+        let s = self.store.clone();
+        blocking(move || s.ids()).await
+    }
+
+    /// Appends the body at the upload's offset. The caller decides, from the result,
+    /// whether to keep the bytes (update the offset and save) or not (leave the state as
+    /// it was: the next open cuts the bytes off).
+    pub async fn append<B>(
+        &self,
+        up: &Upload,
+        body: &mut GuardedBody<B>,
+        max_size: u64,
+        check: &[Algorithm],
+        buffer: usize,
+    ) -> Result<Appended, Error>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: Into<crate::http::BoxError>,
+    {
+        let (s, id, offset) = (self.store.clone(), up.id.clone(), up.offset);
+        let file = blocking(move || s.open_at(&id, offset)).await?;
+        let hashes =
+            Hashes::restore(&up.hashes).ok_or_else(|| Error::internal("damaged hash state"))?;
+        let check = (!check.is_empty()).then(|| Hashes::new(check));
+        let room = up
+            .length
+            .unwrap_or(max_size)
+            .min(max_size)
+            .saturating_sub(offset);
+        let mut pipe = Pipe::new(file, hashes, check, buffer);
+        let mut overflow = false;
+        let mut broken = None;
+        loop {
+            match body.next_data().await {
+                Ok(Some(d)) if pipe.size() + d.len() as u64 > room => {
+                    overflow = true;
+                    break;
+                }
+                Ok(Some(d)) => pipe.write(d).await?,
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(Error::from(e));
+                    break;
+                }
+            }
+        }
+        let drained = pipe.drain().await?;
+        let mut file: Box<dyn DataFile> = drained.file;
+        blocking(move || file.sync()).await?;
+        Ok(Appended {
+            size: drained.size,
+            hashes: drained.hashes,
+            check: drained.check,
+            overflow,
+            broken,
+        })
+    }
+
+    /// Writes `blocks` at `offset`, hashing them; returns the new offset and hashes.
+    pub async fn write_blocks(
+        &self,
+        id: &str,
+        offset: u64,
+        blocks: Vec<bytes::Bytes>,
+        mut hashes: Hashes,
+    ) -> Result<(u64, Hashes), Error> {
+        let (s, id) = (self.store.clone(), id.to_string());
+        blocking(move || {
+            let mut f = s.open_at(&id, offset)?;
+            let mut at = offset;
+            for b in &blocks {
+                hashes.update(b);
+                f.write_all(b)?;
+                at += b.len() as u64;
+            }
+            f.sync()?;
+            Ok((at, hashes))
+        })
+        .await
+    }
+
+    /// Removes expired uploads and settled completions; returns how many.
+    pub async fn collect(&self) -> Result<usize, Error> {
+        let now = state::now();
+        let mut removed = 0;
+        for id in self.ids().await? {
+            let Some(_lock) = self.try_lock(&id) else {
+                continue;
+            };
+            let Some(up) = self.load(&id).await? else {
+                continue;
+            };
+            let expired = match &up.completion {
+                // An accepted file belongs to the app: only the state goes.
+                Some(state::Completion::Accepted { .. }) => up.expires <= now,
+                Some(state::Completion::Pending { until, .. }) => *until <= now,
+                _ => up.expires <= now,
+            };
+            if !expired {
+                continue;
+            }
+            let mut gone = up.clone();
+            if matches!(up.completion, Some(state::Completion::Accepted { .. })) {
+                gone.stored = None;
+            }
+            self.remove(&gone).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// The error for an upload id that does not exist (or was collected).
+pub fn not_found() -> Error {
+    Error::new(ErrorKind::NotFound, "no such upload")
+}

@@ -1,0 +1,90 @@
+//! The state of one resumable upload, persisted beside its data.
+
+use crate::sink::hashes::SavedHashes;
+use serde::{Deserialize, Serialize};
+
+/// The protocol that created an upload (the engine is shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Tus,
+    Chunked,
+    NginxResumable,
+}
+
+/// tus concatenation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Concat {
+    Partial,
+    /// The ids of the partial uploads, in order.
+    Final {
+        parts: Vec<String>,
+    },
+}
+
+/// Where an upload stands once its last byte is in (SPEC §4.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Completion {
+    /// Stored; the app has not accepted it yet (its answer was 5xx, or none): the
+    /// metadata is sent again on the client's retry until `until`.
+    Pending { until: u64, status: u16 },
+    /// The app accepted it; its answer is kept for repeated `complete` requests.
+    Accepted {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+    /// The app refused it with a 4xx: the files are gone; 410 from now on.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    pub protocol: Protocol,
+    /// The `[[upload]]` route's path.
+    pub route: String,
+    /// Bytes stored and acknowledged, counted from the start of the file.
+    pub offset: u64,
+    /// Total size, once known.
+    pub length: Option<u64>,
+    /// Client metadata as name/value pairs (tus `Upload-Metadata`, chunked fields).
+    pub metadata: Vec<(String, String)>,
+    /// `Upload-Metadata` exactly as the client sent it (tus HEAD echoes it).
+    pub raw_metadata: Option<String>,
+    pub name: String,
+    pub content_type: String,
+    /// The type sniffed from the first bytes, once complete.
+    #[serde(default)]
+    pub detected_type: String,
+    pub concat: Option<Concat>,
+    /// Hash state after `offset` bytes (in-order protocols).
+    pub hashes: SavedHashes,
+    /// Unix seconds after which the upload is expired.
+    pub expires: u64,
+    /// nginx-resumable: received byte ranges, merged, inclusive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<(u64, u64)>,
+    /// Set once every byte is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<Completion>,
+    /// Where the finished file lives (`ab/cd/<id>` and the absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<(String, String)>,
+}
+
+impl Upload {
+    pub fn is_complete(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,209 @@
+//! Where resumable uploads live: a trait (so an object store can slot in later, as
+//! tusd's data stores do) and the local implementation.
+//!
+//! Local layout: `storage.temp/resumable/<id>.part` (data) and `<id>.json` (state).
+//! Durability rule: data is fsync'd before a state that counts it is written, and the
+//! state is replaced atomically (write, fsync, rename), so after a crash the state's
+//! offset never claims bytes that are not on disk. Bytes past the offset (written but
+//! never acknowledged) are cut off when the upload is next opened.
+
+use super::state::Upload;
+use crate::sink::Writer;
+use crate::store::{LocalStore, Location, StoreError};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+/// A partial upload's data, open for writing.
+pub trait DataFile: Writer {
+    /// Writes at an absolute position (segments that arrive out of order).
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError>;
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// A store of resumable uploads. Methods block: the engine runs them off the workers.
+pub trait ResumableStore: Send + Sync + 'static {
+    fn create(&self, up: &Upload) -> Result<(), StoreError>;
+    fn load(&self, id: &str) -> Result<Option<Upload>, StoreError>;
+    fn save(&self, up: &Upload) -> Result<(), StoreError>;
+    /// Opens the data for appending at `offset`, cutting off anything beyond it.
+    fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError>;
+    /// Reads up to `len` bytes at `offset`.
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
+    /// Moves the complete data to its final place.
+    fn commit(&self, id: &str) -> Result<Location, StoreError>;
+    /// Deletes the data and the state (the finished file too, if `stored` is given).
+    fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError>;
+    /// Every upload id, for garbage collection.
+    fn ids(&self) -> Result<Vec<String>, StoreError>;
+}
+
+pub struct LocalResumable {
+    dir: PathBuf,
+    files: LocalStore,
+}
+
+struct LocalData(File);
+
+impl Writer for LocalData {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        Ok(self.0.write_all(buf)?)
+    }
+}
+
+impl DataFile for LocalData {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
+        Ok(self.0.write_all_at(buf, offset)?)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(self.0.sync_data()?)
+    }
+}
+
+/// Upload ids are 32 lowercase hex digits; anything else is refused before it is
+/// used in a path.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl LocalResumable {
+    pub fn open(files: LocalStore) -> io::Result<LocalResumable> {
+        let cfg = files.settings();
+        let dir = cfg.temp.join("resumable");
+        crate::store::local::ensure_dir(&dir, cfg.dir_mode)?;
+        Ok(LocalResumable { dir, files })
+    }
+
+    fn data(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.data"))
+    }
+
+    fn state(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    fn check(id: &str) -> Result<(), StoreError> {
+        if valid_id(id) {
+            Ok(())
+        } else {
+            Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad upload id",
+            )))
+        }
+    }
+}
+
+impl ResumableStore for LocalResumable {
+    fn create(&self, up: &Upload) -> Result<(), StoreError> {
+        Self::check(&up.id)?;
+        let mode = self.files.settings().file_mode;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(self.data(&up.id))?;
+        f.sync_all()?;
+        self.save(up)
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        match fs::read(self.state(id)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn save(&self, up: &Upload) -> Result<(), StoreError> {
+        Self::check(&up.id)?;
+        let tmp = self.dir.join(format!("{}.json.tmp", up.id));
+        let bytes = serde_json::to_vec(up).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.state(&up.id))?;
+        crate::store::local::sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
+        Self::check(id)?;
+        let mut f = OpenOptions::new().write(true).open(self.data(id))?;
+        if f.metadata()?.len() != offset {
+            f.set_len(offset)?;
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(LocalData(f)))
+    }
+
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        Self::check(id)?;
+        let f = File::open(self.data(id))?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = f.read_at(&mut buf[got..], offset + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    fn commit(&self, id: &str) -> Result<Location, StoreError> {
+        Self::check(id)?;
+        let path = self.data(id);
+        let f = File::open(&path)?;
+        Ok(self.files.adopt(&f, &path, id)?)
+    }
+
+    fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError> {
+        Self::check(id)?;
+        for p in [self.data(id), self.state(id)] {
+            match fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        if let Some(path) = stored {
+            let loc = Location {
+                path: Some(path.into()),
+                key: String::new(),
+                bucket: String::new(),
+            };
+            crate::store::Store::remove(&self.files, &loc)?;
+        }
+        Ok(())
+    }
+
+    fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id)) {
+                out.push(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Writer for Box<dyn DataFile> {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        (**self).write_all(buf)
+    }
+}

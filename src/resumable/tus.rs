@@ -1,0 +1,753 @@
+//! tus 1.0.0 (https://tus.io/protocols/resumable-upload) on the resumable engine, with
+//! the extensions creation, creation-with-upload, creation-defer-length, expiration,
+//! checksum, checksum-trailer, termination and concatenation (SPEC §4.5).
+//!
+//! `POST path` creates, `path/<id>` takes HEAD / PATCH / DELETE, `OPTIONS path`
+//! describes the server. Every response but OPTIONS carries `Tus-Resumable`.
+
+use super::complete::{self, Answer};
+use super::state::{Completion, Concat, Protocol, Upload, now};
+use super::{Engine, not_found};
+use crate::app::App;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::http::headers::{Peer, is_trusted};
+use crate::http::{Body, empty, full};
+use crate::progress::Tracker;
+use crate::route::{NormalPath, canonical_encode};
+use crate::sink::hashes::{Algorithm, Hashes};
+use crate::upload::{admit, authorize, backend_headers, guarded};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub const VERSION: &str = "1.0.0";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
+const CHECKSUMS: &str = "md5,sha1,sha256";
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+/// Every tus header a browser client must be allowed to read.
+const EXPOSE: &str = "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Expires, Upload-Checksum";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum";
+
+/// The request as tus sees it.
+struct Ctx<'a> {
+    app: Arc<App>,
+    route: &'a UploadRoute,
+    peer: Peer,
+    progress: Option<Tracker>,
+}
+
+impl Ctx<'_> {
+    fn engine(&self) -> &Engine {
+        &self.app.resumable
+    }
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = code;
+    r
+}
+
+pub async fn handle(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+    progress: Option<Tracker>,
+) -> Response<Body> {
+    let origin = text(req.headers(), "origin").map(str::to_string);
+    let is_options = req.method() == Method::OPTIONS;
+    let ctx = Ctx {
+        app,
+        route,
+        peer,
+        progress,
+    };
+    let mut resp = match dispatch(&ctx, path, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(route = %route.path, error = %e, "tus request refused");
+            e.into_response()
+        }
+    };
+    let h = resp.headers_mut();
+    if !is_options {
+        h.insert("tus-resumable", HeaderValue::from_static(VERSION));
+    }
+    if let Some(o) = origin.filter(|o| cors_allowed(route, o)) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&o));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE),
+        );
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+fn cors_allowed(route: &UploadRoute, origin: &str) -> bool {
+    route
+        .cors_origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+}
+
+async fn dispatch(
+    ctx: &Ctx<'_>,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let method = match text(req.headers(), "x-http-method-override") {
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::bad_request("bad X-HTTP-Method-Override"))?,
+        None => req.method().clone(),
+    };
+    let rest = &path.as_bytes()[ctx
+        .route
+        .path
+        .trim_end_matches('/')
+        .len()
+        .min(path.as_bytes().len())..];
+    let rest = String::from_utf8_lossy(rest).trim_matches('/').to_string();
+    if method == Method::OPTIONS {
+        return Ok(options(ctx, req.headers()));
+    }
+    if text(req.headers(), "tus-resumable") != Some(VERSION) {
+        let mut r =
+            Error::new(ErrorKind::BadRequest, "Tus-Resumable 1.0.0 is required").into_response();
+        *r.status_mut() = StatusCode::PRECONDITION_FAILED;
+        r.headers_mut()
+            .insert("tus-version", HeaderValue::from_static(VERSION));
+        return Ok(r);
+    }
+    match (method, rest.as_str()) {
+        (Method::POST, "") => create(ctx, req).await,
+        (_, "") => Ok(not_allowed("POST, OPTIONS")),
+        (_, id) if id.contains('/') || !super::store::valid_id(id) => Err(not_found()),
+        (Method::HEAD, id) => head(ctx, id, req).await,
+        (Method::PATCH, id) => patch(ctx, id, req).await,
+        (Method::DELETE, id) => delete(ctx, id).await,
+        _ => Ok(not_allowed("HEAD, PATCH, DELETE, OPTIONS")),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn options(ctx: &Ctx<'_>, h: &HeaderMap) -> Response<Body> {
+    let preflight = h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut r = status(if preflight {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::OK
+    });
+    let out = r.headers_mut();
+    out.insert("tus-version", HeaderValue::from_static(VERSION));
+    out.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    out.insert("tus-max-size", HeaderValue::from(ctx.route.max_file_size));
+    out.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUMS),
+    );
+    if preflight && text(h, "origin").is_some_and(|o| cors_allowed(ctx.route, o)) {
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, HEAD, PATCH, DELETE, OPTIONS"),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    r
+}
+
+/// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional).
+pub fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, Error> {
+    let bad = || Error::bad_request("malformed Upload-Metadata");
+    let mut out = Vec::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut it = pair.split(' ').filter(|x| !x.is_empty());
+        let key = it.next().ok_or_else(bad)?;
+        let value = match it.next() {
+            Some(v) => String::from_utf8_lossy(&base64_decode(v).ok_or_else(bad)?).into_owned(),
+            None => String::new(),
+        };
+        if it.next().is_some() || key.contains(|c: char| c.is_control()) {
+            return Err(bad());
+        }
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Standard base64 with padding (tus uses RFC 4648 §4).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+fn lookup<'a>(meta: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
+}
+
+fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
+    text(h, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Error::bad_request(format!("bad {name}")))
+        })
+        .transpose()
+}
+
+/// The URL of an upload, honouring `X-Forwarded-*` only from trusted proxies.
+fn location(ctx: &Ctx<'_>, h: &HeaderMap, id: &str) -> String {
+    let trusted = is_trusted(&ctx.app.config.server.trusted_proxies, &ctx.peer);
+    let fwd = |name| {
+        if trusted {
+            text(h, name)
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+        } else {
+            None
+        }
+    };
+    let scheme = fwd("x-forwarded-proto").unwrap_or(if ctx.peer.tls { "https" } else { "http" });
+    let host = fwd("x-forwarded-host")
+        .or_else(|| text(h, "host"))
+        .unwrap_or("localhost");
+    let base = ctx.route.path.trim_end_matches('/');
+    format!(
+        "{scheme}://{host}{}/{id}",
+        canonical_encode(base.as_bytes())
+    )
+}
+
+fn expires_header(up: &Upload) -> HeaderValue {
+    hv(&httpdate::fmt_http_date(
+        UNIX_EPOCH + Duration::from_secs(up.expires),
+    ))
+}
+
+/// The hashes every upload computes: the route's, plus md5 for chunked completion.
+fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
+    route.hashes.clone()
+}
+
+fn part_id(ctx: &Ctx<'_>, url: &str) -> Option<String> {
+    let path = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.find('/').map(|i| &r[i..]))
+        .unwrap_or(url);
+    let base = ctx.route.path.trim_end_matches('/');
+    let id = path.strip_prefix(base)?.trim_start_matches('/');
+    super::store::valid_id(id).then(|| id.to_string())
+}
+
+async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let h = req.headers();
+    let route = ctx.route;
+    let concat = match text(h, "upload-concat") {
+        None => None,
+        Some("partial") => Some(Concat::Partial),
+        Some(v) if v.starts_with("final;") => {
+            let parts = v["final;".len()..]
+                .split(' ')
+                .filter(|p| !p.is_empty())
+                .map(|u| {
+                    part_id(ctx, u)
+                        .ok_or_else(|| Error::bad_request(format!("{u} is not an upload here")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if parts.is_empty() {
+                return Err(Error::bad_request("Upload-Concat final names no uploads"));
+            }
+            Some(Concat::Final { parts })
+        }
+        Some(_) => return Err(Error::bad_request("bad Upload-Concat")),
+    };
+    let length = parse_u64(h, "upload-length")?;
+    let defer = text(h, "upload-defer-length") == Some("1");
+    let is_final = matches!(concat, Some(Concat::Final { .. }));
+    if !is_final && length.is_some() == defer {
+        return Err(Error::bad_request(
+            "send Upload-Length or Upload-Defer-Length: 1",
+        ));
+    }
+    if length.is_some_and(|l| l > route.max_file_size) {
+        return Err(Error::too_large(format!(
+            "the upload is larger than {} bytes",
+            route.max_file_size
+        )));
+    }
+    let raw_metadata = text(h, "upload-metadata").map(str::to_string);
+    let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
+    let _permit = admit(&ctx.app, h, u64::MAX)?;
+    if let Some(refusal) = authorize(&ctx.app, route, &req, ctx.peer).await? {
+        return Ok(refusal);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut up = Upload {
+        id: id.clone(),
+        protocol: Protocol::Tus,
+        route: route.path.clone(),
+        offset: 0,
+        length,
+        name: lookup(&metadata, &["filename", "name"])
+            .unwrap_or("")
+            .to_string(),
+        content_type: lookup(&metadata, &["filetype", "type"])
+            .unwrap_or("")
+            .to_string(),
+        detected_type: String::new(),
+        metadata,
+        raw_metadata,
+        concat,
+        hashes: Hashes::new(&algorithms(route)).save(),
+        expires: now() + route.expire.as_secs(),
+        ranges: Vec::new(),
+        completion: None,
+        stored: None,
+    };
+    if let Some(Concat::Final { parts }) = up.concat.clone() {
+        concatenate(ctx, &mut up, &parts).await?;
+    } else {
+        ctx.engine().create(&up).await?;
+    }
+    let _lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
+    let loc = location(ctx, h, &id);
+    let with_body = text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM));
+    let (parts, body) = req.into_parts();
+    if with_body {
+        let mut body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
+        append(ctx, &mut up, &mut body, &parts.headers).await?;
+    }
+    let mut resp = status(StatusCode::CREATED);
+    if up.is_complete() && up.concat != Some(Concat::Partial) {
+        let answer = finish(ctx, &mut up, &parts).await?;
+        if !answer.status.is_success() {
+            return Ok(relay(answer));
+        }
+    }
+    let out = resp.headers_mut();
+    out.insert(header::LOCATION, hv(&loc));
+    out.insert("upload-expires", expires_header(&up));
+    if with_body {
+        out.insert("upload-offset", HeaderValue::from(up.offset));
+    }
+    Ok(resp)
+}
+
+fn locked() -> Error {
+    Error::new(ErrorKind::Locked, "the upload is busy in another request")
+}
+
+/// Builds a final upload from complete partial ones.
+async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result<(), Error> {
+    let engine = ctx.engine();
+    let mut total = 0u64;
+    let mut uploads = Vec::new();
+    for id in parts {
+        let p = engine.load(id).await?.ok_or_else(not_found)?;
+        if p.concat != Some(Concat::Partial) {
+            return Err(Error::bad_request(format!("{id} is not a partial upload")));
+        }
+        if !p.is_complete() {
+            return Err(Error::bad_request(format!("{id} is not complete yet")));
+        }
+        total += p.offset;
+        uploads.push(p);
+    }
+    if total > ctx.route.max_file_size {
+        return Err(Error::too_large(format!(
+            "the upload is larger than {} bytes",
+            ctx.route.max_file_size
+        )));
+    }
+    up.length = Some(total);
+    engine.create(up).await?;
+    let mut hashes = Hashes::new(&algorithms(ctx.route));
+    let mut offset = 0u64;
+    let block = ctx.app.config.limits.buffer.max(64 << 10);
+    for p in &uploads {
+        let mut read = 0u64;
+        let mut buf = Vec::new();
+        while read < p.offset {
+            let chunk = engine.read_at(&p.id, read, block).await?;
+            if chunk.is_empty() {
+                return Err(Error::internal(
+                    "a partial upload is shorter than its offset",
+                ));
+            }
+            read += chunk.len() as u64;
+            buf.push(bytes::Bytes::from(chunk));
+            if buf.iter().map(|b| b.len()).sum::<usize>() >= block || read == p.offset {
+                let data = std::mem::take(&mut buf);
+                (offset, hashes) = engine.write_blocks(&up.id, offset, data, hashes).await?;
+            }
+        }
+    }
+    up.offset = offset;
+    up.hashes = hashes.save();
+    engine.save(up).await
+}
+
+/// Appends a PATCH (or creation) body, applying the checksum and length rules.
+async fn append(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    body: &mut crate::http::body::GuardedBody<Incoming>,
+    h: &HeaderMap,
+) -> Result<(), Error> {
+    let declared = match text(h, "upload-checksum") {
+        Some(v) => Some(parse_checksum(v)?),
+        None => None,
+    };
+    let trailer =
+        text(h, "trailer").is_some_and(|t| t.to_ascii_lowercase().contains("upload-checksum"));
+    let check: Vec<Algorithm> = match (&declared, trailer) {
+        (Some((a, _)), _) => vec![*a],
+        (None, true) => vec![Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha256],
+        (None, false) => Vec::new(),
+    };
+    let limits = &ctx.app.config.limits;
+    let got = ctx
+        .engine()
+        .append(up, body, ctx.route.max_file_size, &check, limits.buffer)
+        .await?;
+    if got.overflow {
+        return Err(Error::too_large(
+            "the body goes past Upload-Length; nothing of it was kept",
+        ));
+    }
+    let expected = match declared {
+        Some(d) => Some(d),
+        None if got.broken.is_none() => body
+            .trailers()
+            .and_then(|t| t.get("upload-checksum"))
+            .and_then(|v| v.to_str().ok())
+            .map(parse_checksum)
+            .transpose()?,
+        None => None,
+    };
+    if let (Some((algo, want)), Some(check)) = (expected, got.check) {
+        if got.broken.is_some() {
+            return Err(got
+                .broken
+                .unwrap_or_else(|| Error::bad_request("the body broke off")));
+        }
+        let digest = check.finish();
+        let have = digest
+            .get(algo)
+            .and_then(crate::sink::hashes::unhex)
+            .unwrap_or_default();
+        if have != want {
+            return Err(Error::new(
+                ErrorKind::ChecksumMismatch,
+                "the chunk's checksum does not match; it was discarded",
+            ));
+        }
+    }
+    up.offset += got.size;
+    up.hashes = got.hashes.save();
+    up.expires = now() + ctx.route.expire.as_secs();
+    ctx.engine().save(up).await?;
+    match got.broken {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
+    let (algo, b64) = v
+        .split_once(' ')
+        .ok_or_else(|| Error::bad_request("bad Upload-Checksum"))?;
+    let algo = match algo {
+        "md5" => Algorithm::Md5,
+        "sha1" => Algorithm::Sha1,
+        "sha256" => Algorithm::Sha256,
+        other => {
+            return Err(Error::bad_request(format!(
+                "unsupported checksum algorithm {other:?}"
+            )));
+        }
+    };
+    let want =
+        base64_decode(b64.trim()).ok_or_else(|| Error::bad_request("bad Upload-Checksum"))?;
+    Ok((algo, want))
+}
+
+/// Sends the metadata of a complete upload to `notify` and settles it.
+async fn finish(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    parts: &http::request::Parts,
+) -> Result<Answer, Error> {
+    let headers = backend_headers(&ctx.app, parts, ctx.peer);
+    let notify = ctx
+        .route
+        .notify
+        .clone()
+        .unwrap_or_else(|| ctx.route.path.clone());
+    let fields = up.metadata.clone();
+    let req = complete::Request {
+        method: Method::POST,
+        target: canonical_encode(notify.as_bytes()),
+        headers,
+        fields,
+    };
+    complete::complete(&ctx.app, ctx.route, ctx.engine(), up, req).await
+}
+
+/// The app's answer, relayed to the client.
+fn relay(a: Answer) -> Response<Body> {
+    let mut r = Response::new(full(a.body));
+    *r.status_mut() = a.status;
+    *r.headers_mut() = a.headers;
+    r
+}
+
+/// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
+async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
+    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
+    if up.route != ctx.route.path {
+        return Err(not_found());
+    }
+    if up.completion == Some(Completion::Refused) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app refused this upload",
+        ));
+    }
+    if up.completion.is_none() && up.expires <= now() {
+        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
+    }
+    Ok(up)
+}
+
+/// A complete upload whose metadata the app has not accepted: try again. `Ok(true)`
+/// once accepted.
+async fn retry(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    parts: &http::request::Parts,
+) -> Result<Option<Answer>, Error> {
+    let pending = matches!(up.completion, Some(Completion::Pending { .. }));
+    let unsent = up.is_complete() && up.completion.is_none();
+    if !(pending || unsent)
+    {
+        return Ok(None);
+    }
+    if up.concat == Some(Concat::Partial) {
+        return Ok(None);
+    }
+    finish(ctx, up, parts).await.map(Some)
+}
+
+async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let mut up = load(ctx, id).await?;
+    let (parts, _) = req.into_parts();
+    if let Some(answer) = retry(ctx, &mut up, &parts)
+        .await
+        .or_else(|e| match e.kind {
+            ErrorKind::BackendUnavailable | ErrorKind::BackendTimeout => Ok(None),
+            _ => Err(e),
+        })?
+        && !answer.status.is_success()
+    {
+        // SPEC §4.3: never report a complete offset while the app has not accepted.
+        return Err(Error::new(
+            ErrorKind::Locked,
+            "the upload is complete but the app has not accepted it yet",
+        ));
+    }
+    if matches!(up.completion, Some(Completion::Pending { .. })) {
+        return Err(Error::new(
+            ErrorKind::Locked,
+            "the upload is complete but the app has not accepted it yet",
+        ));
+    }
+    let mut r = status(StatusCode::OK);
+    let out = r.headers_mut();
+    out.insert("upload-offset", HeaderValue::from(up.offset));
+    match up.length {
+        Some(l) => out.insert("upload-length", HeaderValue::from(l)),
+        None => out.insert("upload-defer-length", HeaderValue::from_static("1")),
+    };
+    if let Some(m) = &up.raw_metadata {
+        out.insert("upload-metadata", hv(m));
+    }
+    match &up.concat {
+        Some(Concat::Partial) => {
+            out.insert("upload-concat", HeaderValue::from_static("partial"));
+        }
+        Some(Concat::Final { parts }) => {
+            let base = canonical_encode(ctx.route.path.trim_end_matches('/').as_bytes());
+            let urls: Vec<String> = parts.iter().map(|p| format!("{base}/{p}")).collect();
+            out.insert("upload-concat", hv(&format!("final;{}", urls.join(" "))));
+        }
+        None => {}
+    }
+    out.insert("upload-expires", expires_header(&up));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let h = req.headers();
+    if !text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM)) {
+        let mut r = Error::bad_request(format!("PATCH needs Content-Type: {OFFSET_STREAM}"))
+            .into_response();
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Ok(r);
+    }
+    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let mut up = load(ctx, id).await?;
+    if matches!(up.concat, Some(Concat::Final { .. })) {
+        let mut r = Error::bad_request("a final concatenation cannot be patched").into_response();
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return Ok(r);
+    }
+    let offset = parse_u64(h, "upload-offset")?
+        .ok_or_else(|| Error::bad_request("Upload-Offset is required"))?;
+    if offset != up.offset {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("Upload-Offset is {offset}, the upload is at {}", up.offset),
+        ));
+    }
+    if let Some(l) = parse_u64(h, "upload-length")? {
+        match up.length {
+            Some(have) if have != l => {
+                return Err(Error::bad_request("Upload-Length cannot change"));
+            }
+            Some(_) => {}
+            None if l < up.offset => {
+                return Err(Error::bad_request("Upload-Length is below the offset"));
+            }
+            None if l > ctx.route.max_file_size => {
+                return Err(Error::too_large(format!(
+                    "the upload is larger than {} bytes",
+                    ctx.route.max_file_size
+                )));
+            }
+            None => {
+                up.length = Some(l);
+                ctx.engine().save(&up).await?;
+            }
+        }
+    }
+    let (parts, body) = req.into_parts();
+    if !up.is_complete() {
+        let mut body = guarded(
+            &ctx.app,
+            body,
+            ctx.route.max_file_size,
+            ctx.progress.clone(),
+        );
+        append(ctx, &mut up, &mut body, &parts.headers).await?;
+    }
+    if up.is_complete() && up.concat != Some(Concat::Partial) {
+        let answer = match &up.completion {
+            None | Some(Completion::Pending { .. }) => Some(finish(ctx, &mut up, &parts).await?),
+            _ => None,
+        };
+        if let Some(a) = answer.filter(|a| !a.status.is_success()) {
+            return Ok(relay(a));
+        }
+    }
+    let mut r = status(StatusCode::NO_CONTENT);
+    r.headers_mut()
+        .insert("upload-offset", HeaderValue::from(up.offset));
+    r.headers_mut()
+        .insert("upload-expires", expires_header(&up));
+    Ok(r)
+}
+
+async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
+    if up.route != ctx.route.path {
+        return Err(not_found());
+    }
+    let mut gone = up.clone();
+    if matches!(up.completion, Some(Completion::Accepted { .. })) {
+        // The file belongs to the app now; only porter's record goes.
+        gone.stored = None;
+    }
+    ctx.engine().remove(&gone).await?;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata() {
+        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, filetype YXBwbGljYXRpb24vcGRm").unwrap();
+        assert_eq!(
+            m[0],
+            ("filename".into(), "world_domination_plan.pdf".into())
+        );
+        assert_eq!(m[1], ("is_confidential".into(), String::new()));
+        assert_eq!(m[2], ("filetype".into(), "application/pdf".into()));
+        assert!(parse_metadata("a b c").is_err());
+        assert!(parse_metadata("a !!!").is_err());
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert!(base64_decode("a").is_none());
+        assert!(base64_decode("a$==").is_none());
+    }
+}

@@ -1,0 +1,359 @@
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub const ROUTE: &str = "[[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\nmax_file_size = \"64MiB\"\ncors_origins = [\"https://app.example\"]\n";
+
+fn tus(method: &str, url: &str) -> http::request::Builder {
+    request(method, url).header("tus-resumable", "1.0.0")
+}
+
+async fn create(porter: &Porter, len: u64, meta: &str) -> String {
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", len)
+            .header("upload-metadata", meta)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.headers["tus-resumable"], "1.0.0");
+    assert!(r.headers.contains_key("upload-expires"));
+    let loc = r.headers["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with(&format!("http://{}/files/", porter.addr)),
+        "{loc}"
+    );
+    loc
+}
+
+async fn patch(url: &str, offset: u64, data: &[u8], extra: &[(&str, &str)]) -> Reply {
+    let mut req = tus("PATCH", url)
+        .header("upload-offset", offset)
+        .header("content-type", "application/offset+octet-stream");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    send(req.body(Full::new(Bytes::from(data.to_vec()))).unwrap()).await
+}
+
+async fn head(url: &str) -> Reply {
+    send(tus("HEAD", url).body(Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn create_patch_head_and_notify() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let content = data(300_000, 5);
+    // filename "report.pdf", filetype "application/pdf", plus an app field.
+    let url = create(
+        &porter,
+        300_000,
+        "filename cmVwb3J0LnBkZg==,filetype YXBwbGljYXRpb24vcGRm,album c3VtbWVy",
+    )
+    .await;
+    let h = head(&url).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.headers["upload-offset"], "0");
+    assert_eq!(h.headers["upload-length"], "300000");
+    assert_eq!(h.headers["cache-control"], "no-store");
+    assert_eq!(
+        h.headers["upload-metadata"],
+        "filename cmVwb3J0LnBkZg==,filetype YXBwbGljYXRpb24vcGRm,album c3VtbWVy"
+    );
+    let r = patch(&url, 0, &content[..100_000], &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["upload-offset"], "100000");
+    // Wrong offset: 409; wrong content type: 415.
+    assert_eq!(patch(&url, 5, b"x", &[]).await.status, 409);
+    let r = send(
+        tus("PATCH", &url)
+            .header("upload-offset", 100000)
+            .header("content-type", "text/plain")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(backend.count(), 0);
+    let r = patch(&url, 100_000, &content[100_000..], &[]).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(r.headers["upload-offset"], "300000");
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 1);
+    let n = &seen[0];
+    assert_eq!(n.method, "POST");
+    assert_eq!(n.target, "/uploads/done");
+    assert!(n.header("x-porter-signature").is_some());
+    let form = parse_form(n);
+    assert_eq!(one(&form, "file.name"), "report.pdf");
+    assert_eq!(one(&form, "file.content_type"), "application/pdf");
+    assert_eq!(one(&form, "album"), "summer");
+    assert_eq!(one(&form, "file.size"), "300000");
+    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
+    assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
+    assert_eq!(std::fs::read(one(&form, "file.path")).unwrap(), content);
+    let h = head(&url).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.headers["upload-offset"], "300000");
+}
+
+#[tokio::test]
+async fn protocol_errors() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = send(
+        request("POST", &porter.url("/files"))
+            .header("upload-length", 5)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 412);
+    assert_eq!(r.headers["tus-version"], "1.0.0");
+    let r = send(
+        request("OPTIONS", &porter.url("/files"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert!(r.status == 200 || r.status == 204);
+    assert_eq!(r.headers["tus-version"], "1.0.0");
+    assert!(
+        r.headers["tus-extension"]
+            .to_str()
+            .unwrap()
+            .contains("concatenation")
+    );
+    assert_eq!(r.headers["tus-checksum-algorithm"], "md5,sha1,sha256");
+    assert_eq!(r.headers["tus-max-size"], (64u64 << 20).to_string());
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", 65u64 << 20)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        head(&porter.url("/files/0123456789abcdef0123456789abcdef"))
+            .await
+            .status,
+        404
+    );
+    let url = create(&porter, 10, "").await;
+    // Past Upload-Length: 413, nothing kept.
+    let r = patch(&url, 0, b"0123456789AB", &[]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(head(&url).await.headers["upload-offset"], "0");
+    // Checksums: unknown algorithm 400, mismatch 460 and discarded, match accepted.
+    assert_eq!(
+        patch(&url, 0, b"01234", &[("upload-checksum", "crc99 AAAA")])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        patch(
+            &url,
+            0,
+            b"01234",
+            &[("upload-checksum", "md5 AAAAAAAAAAAAAAAAAAAAAA==")]
+        )
+        .await
+        .status,
+        460
+    );
+    assert_eq!(head(&url).await.headers["upload-offset"], "0");
+    // md5("01234") = 4100c4d44da9177247e44a5fc1546778
+    let r = patch(
+        &url,
+        0,
+        b"01234",
+        &[("upload-checksum", "md5 QQDE1E2pF3JH5EpfwVRneA==")],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["upload-offset"], "5");
+    // DELETE: gone.
+    let r = send(tus("DELETE", &url).body(Full::default()).unwrap()).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(head(&url).await.status, 404);
+    assert_eq!(backend.count(), 0);
+    assert!(
+        porter.wait_empty().await.is_empty(),
+        "DELETE leaves nothing"
+    );
+}
+
+#[tokio::test]
+async fn defer_length_and_method_override_and_cors() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-defer-length", "1")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let url = r.headers["location"].to_str().unwrap().to_string();
+    let h = head(&url).await;
+    assert_eq!(h.headers["upload-defer-length"], "1");
+    let r = send(
+        tus("POST", &url)
+            .header("x-http-method-override", "PATCH")
+            .header("upload-offset", 0)
+            .header("upload-length", 3)
+            .header("content-type", "application/offset+octet-stream")
+            .header("origin", "https://app.example")
+            .body(Full::new(Bytes::from_static(b"abc")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        r.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Upload-Offset")
+    );
+    assert_eq!(
+        backend.count(),
+        1,
+        "complete once the deferred length is reached"
+    );
+    let r = send(
+        request("OPTIONS", &porter.url("/files"))
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert!(!r.headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn creation_with_upload_and_empty_uploads() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", 5)
+            .header("content-type", "application/offset+octet-stream")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.headers["upload-offset"], "5");
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", 0)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(one(&parse_form(&seen[1]), "file.size"), "0");
+}
+
+#[tokio::test]
+async fn concatenation() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let mut urls = Vec::new();
+    for part in [&b"hello "[..], &b"world"[..]] {
+        let r = send(
+            tus("POST", &porter.url("/files"))
+                .header("upload-length", part.len())
+                .header("upload-concat", "partial")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        let url = r.headers["location"].to_str().unwrap().to_string();
+        assert_eq!(patch(&url, 0, part, &[]).await.status, 204);
+        assert_eq!(head(&url).await.headers["upload-concat"], "partial");
+        urls.push(url);
+    }
+    assert_eq!(backend.count(), 0, "partial uploads never notify");
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-concat", format!("final;{} {}", urls[0], urls[1]))
+            .header("upload-metadata", "filename aGVsbG8udHh0")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let final_url = r.headers["location"].to_str().unwrap().to_string();
+    let form = parse_form(&backend.requests()[0]);
+    assert_eq!(one(&form, "file.size"), "11");
+    assert_eq!(one(&form, "file.md5"), md5_hex(b"hello world"));
+    assert_eq!(
+        std::fs::read(one(&form, "file.path")).unwrap(),
+        b"hello world"
+    );
+    assert_eq!(patch(&final_url, 11, b"", &[]).await.status, 403);
+    assert!(
+        head(&final_url).await.headers["upload-concat"]
+            .to_str()
+            .unwrap()
+            .starts_with("final;")
+    );
+}
+
+#[tokio::test]
+async fn backend_failures_follow_spec_4_3() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // The app fails the first notify with 503, then accepts.
+    let backend = Backend::start(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            answer(503, "{\"retry\":true}")
+        } else {
+            answer(200, "{}")
+        }
+    })
+    .await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let url = create(&porter, 3, "").await;
+    let r = patch(&url, 0, b"abc", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["tus-resumable"], "1.0.0");
+    // The retry (a HEAD) sends the metadata again; now accepted.
+    let h = head(&url).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.headers["upload-offset"], "3");
+    assert_eq!(backend.count(), 2);
+    // A 4xx is final: files gone, 410 from then on.
+    let refusing = Backend::start(|_| answer(422, "{\"bad\":1}")).await;
+    let porter2 = Porter::start(refusing.addr, ROUTE).await;
+    let url = create(&porter2, 3, "").await;
+    assert_eq!(patch(&url, 0, b"abc", &[]).await.status, 422);
+    assert_eq!(head(&url).await.status, 410);
+    assert!(tests_root_empty(&porter2));
+}
+
+fn tests_root_empty(p: &Porter) -> bool {
+    files_under(&p.root()).is_empty()
+}
