@@ -171,9 +171,16 @@ impl Backend {
 /// Turns the app's response into the client's: hop-by-hop headers go, and the body is
 /// read ahead up to `budget` bytes so the app's worker is freed early.
 pub fn relay(resp: Response<Incoming>, budget: usize, idle: Duration) -> Response<Body> {
+    use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, read_ahead(body, budget, idle))
+    // An empty answer (X-Accel-Redirect, 204, 304) needs no read-ahead task.
+    let body = if body.is_end_stream() {
+        crate::http::empty()
+    } else {
+        read_ahead(body, budget, idle)
+    };
+    Response::from_parts(parts, body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -578,8 +578,7 @@ async fn retry(
 ) -> Result<Option<Answer>, Error> {
     let pending = matches!(up.completion, Some(Completion::Pending { .. }));
     let unsent = up.is_complete() && up.completion.is_none();
-    if !(pending || unsent)
-    {
+    if !(pending || unsent) {
         return Ok(None);
     }
     if up.concat == Some(Concat::Partial) {
