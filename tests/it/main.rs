@@ -11,3 +11,4 @@ mod progress;
 mod raw;
 mod support;
 mod tus;
+mod tus_clients;
