@@ -154,6 +154,8 @@ pub enum Route<'a> {
     Static(&'a Static),
     /// An intercepted upload.
     Upload(&'a UploadRoute),
+    /// The `complete` path of a `chunked` route.
+    Complete(&'a UploadRoute),
     /// Everything else.
     Passthrough,
 }
@@ -176,6 +178,14 @@ pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'
             return Route::Static(s);
         }
     }
+    let complete = cfg.uploads.iter().find(|u| {
+        u.kind == Kind::Chunked
+            && method == Method::POST
+            && u.complete.as_deref().is_some_and(|c| path.is_exactly(c))
+    });
+    if let Some(u) = complete {
+        return Route::Complete(u);
+    }
     let best = cfg
         .uploads
         .iter()
@@ -190,7 +200,8 @@ pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'
 fn takes_method(u: &UploadRoute, method: &Method) -> bool {
     match u.kind {
         Kind::Multipart | Kind::Raw => u.methods.contains(method),
-        _ => true,
+        Kind::Chunked | Kind::NginxResumable => method == Method::POST,
+        Kind::Tus => true,
     }
 }
 

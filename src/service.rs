@@ -47,6 +47,9 @@ pub async fn handle(
                 tracing::info!(path = %path.display(), "refused a direct request for an internal location");
                 Error::new(ErrorKind::NotFound, "not found").into_response()
             }
+            Route::Complete(r) => {
+                crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
+            }
             Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
             Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
         },

@@ -8,6 +8,7 @@
 //!   SPEC §4.3's rules for what the app's answer means;
 //! * `tus`: the tus 1.0 front-end.
 
+pub mod chunked;
 pub mod complete;
 pub mod state;
 pub mod store;
@@ -205,6 +206,48 @@ impl Engine {
         .await
     }
 
+    /// Appends a spooled chunk (a file of `len` bytes) at the upload's offset, hashing it
+    /// into the upload's running hashes; returns them. The caller saves the state.
+    pub async fn append_file(
+        &self,
+        up: &Upload,
+        spool: std::path::PathBuf,
+        len: u64,
+        block: usize,
+    ) -> Result<Hashes, Error> {
+        let (s, id, offset) = (self.store.clone(), up.id.clone(), up.offset);
+        let mut hashes =
+            Hashes::restore(&up.hashes).ok_or_else(|| Error::internal("damaged hash state"))?;
+        blocking(move || {
+            use std::io::Read;
+            let mut src = std::fs::File::open(&spool)?;
+            let mut dst = s.open_at(&id, offset)?;
+            let mut buf = vec![0u8; block];
+            let mut left = len;
+            while left > 0 {
+                let n = src.read(&mut buf[..block.min(left as usize)])?;
+                if n == 0 {
+                    return Err(StoreError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                hashes.update(&buf[..n]);
+                dst.write_all(&buf[..n])?;
+                left -= n as u64;
+            }
+            dst.sync()?;
+            Ok(hashes)
+        })
+        .await
+    }
+
+    /// A scratch file beside the uploads, for a chunk whose upload is known only once
+    /// the whole request is read. Deleted when the returned guard drops.
+    pub fn spool_path(&self) -> Spool {
+        Spool(
+            self.store
+                .scratch(&uuid::Uuid::new_v4().simple().to_string()),
+        )
+    }
+
     /// Removes expired uploads and settled completions; returns how many.
     pub async fn collect(&self) -> Result<usize, Error> {
         let now = state::now();
@@ -233,6 +276,15 @@ impl Engine {
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+/// A scratch file that is deleted when dropped.
+pub struct Spool(pub std::path::PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

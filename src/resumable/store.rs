@@ -38,6 +38,8 @@ pub trait ResumableStore: Send + Sync + 'static {
     fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError>;
     /// Every upload id, for garbage collection.
     fn ids(&self) -> Result<Vec<String>, StoreError>;
+    /// A local path for scratch data named `name`.
+    fn scratch(&self, name: &str) -> PathBuf;
 }
 
 pub struct LocalResumable {
@@ -188,6 +190,10 @@ impl ResumableStore for LocalResumable {
             crate::store::Store::remove(&self.files, &loc)?;
         }
         Ok(())
+    }
+
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.chunk"))
     }
 
     fn ids(&self) -> Result<Vec<String>, StoreError> {

@@ -57,6 +57,9 @@ pub async fn handle(
             Kind::Tus => {
                 Ok(crate::resumable::tus::handle(app, route, peer, path, req, tracker).await)
             }
+            Kind::Chunked => {
+                Ok(crate::resumable::chunked::chunk(app, route, peer, req, tracker).await)
+            }
             other => Err(Error::internal(format!(
                 "kind {} is not available",
                 other.name()

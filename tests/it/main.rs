@@ -2,6 +2,7 @@
 //! (hyper, curl, raw sockets), a recording backend, and checks of bytes on disk.
 
 mod authorize;
+mod chunked;
 mod cli;
 mod download;
 mod limits;

@@ -1,0 +1,504 @@
+//! The django-chunked-upload protocol (SPEC §4.5 "chunked"), so jQuery-File-Upload
+//! clients keep working: multipart chunks with `Content-Range` to `path`, then a POST
+//! to `complete` with `upload_id` and `md5`. Errors are `{"detail": ...}` with that
+//! package's own sentences, which clients show.
+
+use super::complete::{self, Answer};
+use super::state::{Completion, Protocol, Upload, now};
+use super::{Engine, Spool};
+use crate::app::App;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::http::body::GuardedBody;
+use crate::http::headers::Peer;
+use crate::http::{Body, full};
+use crate::progress::Tracker;
+use crate::route::{NormalPath, percent_decode};
+use crate::sink::hashes::{Algorithm, Hashes};
+use crate::sink::{Pipe, Writer};
+use crate::store::StoreError;
+use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
+use crate::upload::{admit, authorize, backend_headers, guarded};
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// A `{"detail": ...}` answer.
+fn detail(status: u16, text: &str, extra: Option<(&str, serde_json::Value)>) -> Response<Body> {
+    let mut v = serde_json::json!({ "detail": text });
+    if let Some((k, x)) = extra {
+        v[k] = x;
+    }
+    crate::http::json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        &v,
+    )
+}
+
+fn from_error(e: Error) -> Response<Body> {
+    let status = e.kind.status();
+    let mut r = crate::http::json_response(status, &serde_json::json!({ "detail": e.message }));
+    if e.kind == ErrorKind::Busy {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+/// `2026-11-25T18:16:20.551Z` for unix seconds (UTC, milliseconds, `Z`).
+pub fn iso8601(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A chunk written to a scratch file while the form is read.
+struct SpoolWriter(std::fs::File);
+
+impl Writer for SpoolWriter {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        Ok(std::io::Write::write_all(&mut self.0, buf)?)
+    }
+}
+
+/// The form of a chunk or completion request.
+#[derive(Default)]
+struct Form {
+    fields: Vec<(String, String)>,
+    /// The chunk: scratch file, size, client file name, declared type.
+    chunk: Option<(Spool, u64, String, String)>,
+}
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Reads a multipart or urlencoded form; the part named `file_field` is spooled.
+async fn read_form(
+    app: &App,
+    engine: &Engine,
+    h: &HeaderMap,
+    body: &mut GuardedBody<Incoming>,
+    file_field: Option<&str>,
+) -> Result<Form, Error> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (ty, params) = parse_params(ct);
+    let limits = &app.config.limits;
+    if ty == "application/x-www-form-urlencoded" {
+        let mut raw = Vec::new();
+        while let Some(d) = body.next_data().await? {
+            raw.extend_from_slice(&d);
+            if raw.len() as u64 > limits.max_fields_bytes {
+                return Err(Error::too_large("the form is too large"));
+            }
+        }
+        let fields = raw
+            .split(|b| *b == b'&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = match p.iter().position(|b| *b == b'=') {
+                    Some(i) => (&p[..i], &p[i + 1..]),
+                    None => (p, &b""[..]),
+                };
+                let dec = |s: &[u8]| {
+                    let plus: Vec<u8> = s
+                        .iter()
+                        .map(|b| if *b == b'+' { b' ' } else { *b })
+                        .collect();
+                    String::from_utf8_lossy(&percent_decode(&plus)).into_owned()
+                };
+                (dec(k), dec(v))
+            })
+            .collect();
+        return Ok(Form {
+            fields,
+            chunk: None,
+        });
+    }
+    let boundary = params
+        .into_iter()
+        .find(|(k, _)| k == "boundary")
+        .map(|(_, v)| v)
+        .filter(|_| ty == "multipart/form-data")
+        .ok_or_else(|| Error::bad_request("expected a multipart/form-data or urlencoded form"))?;
+    let mut parser = Parser::new(
+        &boundary,
+        ParserLimits {
+            max_header_bytes: limits.max_header_bytes,
+            max_preamble: limits.max_header_bytes,
+        },
+    );
+    let mut buf = BytesMut::new();
+    let (mut eof, mut form) = (false, Form::default());
+    let mut field: Option<(String, Vec<u8>)> = None;
+    let mut pipe: Option<(Pipe<SpoolWriter>, Spool, String, String)> = None;
+    let mut field_bytes = 0u64;
+    loop {
+        match parser
+            .feed(&mut buf, eof)
+            .map_err(|e| Error::bad_request(e.to_string()))?
+        {
+            None => match body.next_data().await? {
+                Some(d) => buf.extend_from_slice(&d),
+                None => eof = true,
+            },
+            Some(Event::Part(head)) => {
+                let name = head.name.unwrap_or_default();
+                if head.filename.is_some()
+                    && file_field == Some(name.as_str())
+                    && form.chunk.is_none()
+                    && pipe.is_none()
+                {
+                    let spool = engine.spool_path();
+                    let f = std::fs::File::create(&spool.0)
+                        .map_err(|e| Error::from(StoreError::from(e)))?;
+                    let p = Pipe::new(SpoolWriter(f), Hashes::new(&[]), None, limits.buffer);
+                    pipe = Some((
+                        p,
+                        spool,
+                        head.filename.unwrap_or_default(),
+                        head.content_type.unwrap_or_default(),
+                    ));
+                } else if head.filename.is_none() {
+                    field = Some((name, Vec::new()));
+                }
+            }
+            Some(Event::Data(d)) => {
+                if let Some((p, ..)) = &mut pipe {
+                    p.write(d).await?;
+                } else if let Some((_, v)) = &mut field {
+                    field_bytes += d.len() as u64;
+                    if field_bytes > limits.max_fields_bytes
+                        || v.len() as u64 + d.len() as u64 > limits.max_field_bytes
+                    {
+                        return Err(Error::too_large("the form's fields are too large"));
+                    }
+                    v.extend_from_slice(&d);
+                }
+            }
+            Some(Event::PartEnd) => {
+                if let Some((p, spool, name, ct)) = pipe.take() {
+                    let drained = p.drain().await?;
+                    form.chunk = Some((spool, drained.size, name, ct));
+                } else if let Some((n, v)) = field.take() {
+                    form.fields
+                        .push((n, String::from_utf8_lossy(&v).into_owned()));
+                }
+            }
+            Some(Event::End) => break,
+        }
+    }
+    while body.next_data().await?.is_some() {}
+    Ok(form)
+}
+
+/// `bytes START-END/TOTAL`.
+fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64, u64)>, Error> {
+    let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let bad = || Error::bad_request("bad Content-Range");
+    let rest = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
+    let (range, total) = rest.split_once('/').ok_or_else(bad)?;
+    let (a, b) = range.split_once('-').ok_or_else(bad)?;
+    let n = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    let (a, b, t) = (n(a)?, n(b)?, n(total)?);
+    if b < a || b >= t {
+        return Err(bad());
+    }
+    Ok(Some((a, b, t)))
+}
+
+fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
+    let mut a = route.hashes.clone();
+    a.push(Algorithm::Md5);
+    a
+}
+
+pub async fn chunk(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    req: Request<Incoming>,
+    progress: Option<Tracker>,
+) -> Response<Body> {
+    match chunk_inner(app, route, peer, req, progress).await {
+        Ok(r) => r,
+        Err(e) => from_error(e),
+    }
+}
+
+async fn chunk_inner(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    req: Request<Incoming>,
+    progress: Option<Tracker>,
+) -> Result<Response<Body>, Error> {
+    let range = content_range(req.headers())?;
+    let _permit = admit(&app, req.headers(), u64::MAX)?;
+    // A chunk at offset 0 creates an upload: ask the app before reading it.
+    if range.is_none_or(|(a, _, _)| a == 0)
+        && let Some(refusal) = authorize(&app, route, &req, peer).await?
+    {
+        return Ok(refusal);
+    }
+    let engine = &app.resumable;
+    let (parts, body) = req.into_parts();
+    let mut body = guarded(
+        &app,
+        body,
+        route
+            .max_file_size
+            .saturating_add(app.config.limits.max_fields_bytes),
+        progress,
+    );
+    let form = read_form(&app, engine, &parts.headers, &mut body, Some(&route.field)).await?;
+    let Some((spool, size, filename, ctype)) = form
+        .chunk
+        .as_ref()
+        .map(|(s, n, f, c)| (&s.0, *n, f.clone(), c.clone()))
+    else {
+        return Ok(detail(400, "No chunk file was submitted", None));
+    };
+    let (start, end, total) = range.unwrap_or((0, size.saturating_sub(1), size));
+    let max = route.max_file_size;
+    if total > max {
+        return Ok(detail(
+            400,
+            &format!("Size of file exceeds the limit ({max} bytes)"),
+            None,
+        ));
+    }
+    let (mut up, _lock) = match form.get("upload_id") {
+        Some(id) => {
+            let lock = engine
+                .try_lock(id)
+                .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
+            let Some(up) = engine
+                .load(id)
+                .await?
+                .filter(|u| u.route == route.path && u.protocol == Protocol::Chunked)
+            else {
+                return Ok(detail(404, "Not found.", None));
+            };
+            if let Some(r) = invalid(&up) {
+                return Ok(r);
+            }
+            (up, lock)
+        }
+        None => {
+            let (name, content_type) = (
+                filename,
+                crate::upload::names::split_content_type(Some(&ctype)).0,
+            );
+            let up = new_upload(route, name, content_type);
+            engine.create(&up).await?;
+            let lock = engine
+                .try_lock(&up.id)
+                .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
+            (up, lock)
+        }
+    };
+    if up.offset != start {
+        return Ok(detail(
+            400,
+            "Offsets do not match",
+            Some(("offset", up.offset.into())),
+        ));
+    }
+    if size != end - start + 1 {
+        return Ok(detail(400, "File size doesn't match headers", None));
+    }
+    let hashes = engine
+        .append_file(
+            &up,
+            spool.clone(),
+            size,
+            app.config.limits.buffer.max(64 << 10),
+        )
+        .await?;
+    up.offset += size;
+    up.length = Some(total);
+    up.hashes = hashes.save();
+    up.expires = now() + route.expire.as_secs();
+    engine.save(&up).await?;
+    drop(form);
+    Ok(crate::http::json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "upload_id": up.id, "offset": up.offset, "expires": iso8601(up.expires) }),
+    ))
+}
+
+fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload {
+    Upload {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        protocol: Protocol::Chunked,
+        route: route.path.clone(),
+        offset: 0,
+        length: None,
+        metadata: Vec::new(),
+        raw_metadata: None,
+        name,
+        content_type,
+        detected_type: String::new(),
+        concat: None,
+        hashes: Hashes::new(&algorithms(route)).save(),
+        expires: now() + route.expire.as_secs(),
+        ranges: Vec::new(),
+        completion: None,
+        stored: None,
+    }
+}
+
+/// django-chunked-upload's `is_valid_chunked_upload`.
+fn invalid(up: &Upload) -> Option<Response<Body>> {
+    match &up.completion {
+        Some(Completion::Refused) => return Some(detail(410, "Upload has expired", None)),
+        Some(_) => {
+            return Some(detail(
+                400,
+                "Upload has already been marked as \"complete\"",
+                None,
+            ));
+        }
+        None => {}
+    }
+    (up.expires <= now()).then(|| detail(410, "Upload has expired", None))
+}
+
+pub async fn finish(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match finish_inner(app, route, peer, path, req).await {
+        Ok(r) => r,
+        Err(e) => from_error(e),
+    }
+}
+
+async fn finish_inner(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let engine = &app.resumable;
+    let authorized = authorize(&app, route, &req, peer).await?;
+    let (parts, body) = req.into_parts();
+    let mut body = guarded(&app, body, app.config.limits.max_fields_bytes, None);
+    let form = read_form(&app, engine, &parts.headers, &mut body, None).await?;
+    let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
+        return Ok(detail(400, "Both 'upload_id' and 'md5' are required", None));
+    };
+    let _lock = engine
+        .try_lock(id)
+        .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
+    let Some(mut up) = engine
+        .load(id)
+        .await?
+        .filter(|u| u.route == route.path && u.protocol == Protocol::Chunked)
+    else {
+        return Ok(detail(404, "Not found.", None));
+    };
+    match &up.completion {
+        Some(Completion::Refused) => return Ok(detail(410, "Upload has expired", None)),
+        Some(Completion::Accepted { .. }) => {}
+        _ if up.expires <= now() && up.completion.is_none() => {
+            return Ok(detail(410, "Upload has expired", None));
+        }
+        _ => {}
+    }
+    if up.completion.is_none() {
+        let have = Hashes::restore(&up.hashes)
+            .map(|h| h.finish())
+            .ok_or_else(|| Error::internal("damaged hash state"))?;
+        if have.get(Algorithm::Md5) != Some(md5.to_ascii_lowercase().as_str()) {
+            return Ok(detail(400, "md5 checksum does not match", None));
+        }
+        up.length = Some(up.offset);
+    }
+    // A refusal of the completion counts as the app's 4xx (SPEC §4.6).
+    if let Some(refusal) = authorized
+        && !matches!(up.completion, Some(Completion::Accepted { .. }))
+    {
+        engine.remove(&up).await?;
+        up.completion = Some(Completion::Refused);
+        up.stored = None;
+        engine.save(&up).await?;
+        return Ok(refusal);
+    }
+    let target = match parts.uri.query() {
+        Some(q) => format!("{}?{q}", path.canonical()),
+        None => path.canonical(),
+    };
+    let req = complete::Request {
+        method: parts.method.clone(),
+        target,
+        headers: backend_headers(&app, &parts, peer),
+        fields: form.fields.clone(),
+    };
+    let answer: Answer = complete::complete(&app, route, engine, &mut up, req).await?;
+    let mut r = Response::new(full(answer.body));
+    *r.status_mut() = answer.status;
+    *r.headers_mut() = answer.headers;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_764_094_580), "2025-11-25T18:16:20.000Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn ranges() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_range(&h).unwrap(), None);
+        h.insert(header::CONTENT_RANGE, "bytes 0-99/1000".parse().unwrap());
+        assert_eq!(content_range(&h).unwrap(), Some((0, 99, 1000)));
+        for bad in [
+            "bytes 5-1/10",
+            "bytes 0-10/10",
+            "items 0-1/2",
+            "bytes x-1/2",
+        ] {
+            h.insert(header::CONTENT_RANGE, bad.parse().unwrap());
+            assert!(content_range(&h).is_err(), "{bad}");
+        }
+    }
+}
