@@ -456,15 +456,6 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
                     Kind::Multipart
                 }),
         };
-    if !matches!(
-        kind,
-        Kind::Multipart | Kind::Raw | Kind::Tus | Kind::Chunked
-    ) {
-        c.fail(
-            k("kind"),
-            format!("kind {:?} is not available in this build yet", kind.name()),
-        );
-    }
     let methods = u
         .methods
         .iter()

@@ -10,6 +10,7 @@
 
 pub mod chunked;
 pub mod complete;
+pub mod nginx;
 pub mod state;
 pub mod store;
 pub mod tus;
@@ -42,6 +43,28 @@ pub struct Lock {
 pub struct Engine {
     store: Arc<dyn ResumableStore>,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Byte ranges being written right now, per upload (segments in parallel).
+    inflight: Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>,
+}
+
+/// A byte range of an upload that one request is writing; released on drop.
+pub struct Claim {
+    map: Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>,
+    id: String,
+    range: (u64, u64),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(v) = m.get_mut(&self.id) {
+                v.retain(|r| *r != self.range);
+                if v.is_empty() {
+                    m.remove(&self.id);
+                }
+            }
+        }
+    }
 }
 
 /// The result of one append.
@@ -64,6 +87,7 @@ impl Engine {
         Engine {
             store,
             locks: Mutex::new(HashMap::new()),
+            inflight: Arc::default(),
         }
     }
 
@@ -80,6 +104,81 @@ impl Engine {
             }
         };
         m.try_lock_owned().ok().map(|g| Lock { _guard: g })
+    }
+
+    /// Claims an inclusive byte range for writing, or `None` if it overlaps a range
+    /// another request is writing.
+    pub fn claim(&self, id: &str, range: (u64, u64)) -> Option<Claim> {
+        let mut m = self.inflight.lock().ok()?;
+        let list = m.entry(id.to_string()).or_default();
+        if list.iter().any(|(a, b)| range.0 <= *b && *a <= range.1) {
+            return None;
+        }
+        list.push(range);
+        Some(Claim {
+            map: self.inflight.clone(),
+            id: id.to_string(),
+            range,
+        })
+    }
+
+    /// Writes a body at `offset` (segments out of order); returns bytes written.
+    pub async fn write_segment<B>(
+        &self,
+        id: &str,
+        offset: u64,
+        body: &mut GuardedBody<B>,
+        buffer: usize,
+    ) -> Result<u64, Error>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: Into<crate::http::BoxError>,
+    {
+        let (s, sid) = (self.store.clone(), id.to_string());
+        let file = blocking(move || s.open_random(&sid)).await?;
+        let mut pipe = Pipe::new(At { file, pos: offset }, Hashes::new(&[]), None, buffer);
+        while let Some(d) = body.next_data().await? {
+            pipe.write(d).await?;
+        }
+        let drained = pipe.drain().await?;
+        let mut at = drained.file;
+        blocking(move || at.file.sync()).await?;
+        Ok(drained.size)
+    }
+
+    /// Hashes a complete upload by reading it (segments that came out of order).
+    pub async fn hash_file(
+        &self,
+        up: &Upload,
+        algos: &[Algorithm],
+        block: usize,
+    ) -> Result<Hashes, Error> {
+        let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
+        let mut hashes = Hashes::new(algos);
+        blocking(move || {
+            let mut at = 0;
+            while at < len {
+                let chunk = s.read_at(&id, at, block.min((len - at) as usize))?;
+                if chunk.is_empty() {
+                    return Err(StoreError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                hashes.update(&chunk);
+                at += chunk.len() as u64;
+            }
+            Ok(hashes)
+        })
+        .await
+    }
+
+    /// Waits for the upload's lock (short critical sections: load, change, save).
+    pub async fn try_lock_wait(&self, id: &str) -> Option<Lock> {
+        for _ in 0..2000 {
+            if let Some(l) = self.try_lock(id) {
+                return Some(l);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        None
     }
 
     pub async fn create(&self, up: &Upload) -> Result<(), Error> {
@@ -276,6 +375,20 @@ impl Engine {
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+/// Positioned writes through the pipe.
+struct At {
+    file: Box<dyn DataFile>,
+    pos: u64,
+}
+
+impl crate::sink::Writer for At {
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        self.file.write_at(buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(())
     }
 }
 

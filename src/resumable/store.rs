@@ -30,6 +30,8 @@ pub trait ResumableStore: Send + Sync + 'static {
     fn save(&self, up: &Upload) -> Result<(), StoreError>;
     /// Opens the data for appending at `offset`, cutting off anything beyond it.
     fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError>;
+    /// Opens the data for writing anywhere, keeping what is there.
+    fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError>;
     /// Reads up to `len` bytes at `offset`.
     fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
     /// Moves the complete data to its final place.
@@ -148,6 +150,13 @@ impl ResumableStore for LocalResumable {
         }
         f.seek(SeekFrom::Start(offset))?;
         Ok(Box::new(LocalData(f)))
+    }
+
+    fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError> {
+        Self::check(id)?;
+        Ok(Box::new(LocalData(
+            OpenOptions::new().write(true).open(self.data(id))?,
+        )))
     }
 
     fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {

@@ -60,10 +60,9 @@ pub async fn handle(
             Kind::Chunked => {
                 Ok(crate::resumable::chunked::chunk(app, route, peer, req, tracker).await)
             }
-            other => Err(Error::internal(format!(
-                "kind {} is not available",
-                other.name()
-            ))),
+            Kind::NginxResumable => {
+                Ok(crate::resumable::nginx::handle(app, route, peer, path, req, tracker).await)
+            }
         }
     }
     .await;

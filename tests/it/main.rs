@@ -7,6 +7,7 @@ mod cli;
 mod download;
 mod limits;
 mod multipart;
+mod nginx_resumable;
 mod passthrough;
 mod progress;
 mod raw;

@@ -1,0 +1,267 @@
+//! The nginx-upload-module resumable protocol (SPEC §4.5 "nginx-resumable"): raw
+//! segments POSTed with `X-Content-Range` and `X-Session-ID`, in any order and in
+//! parallel. Fixes that module's known faults: the state is saved after every segment
+//! write, the whole-file hashes are right whatever the order (the file is read once
+//! at the end), and the state is kept until the app has accepted the file.
+
+use super::complete;
+use super::state::{Completion, Protocol, Upload, now};
+use crate::app::App;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::http::headers::Peer;
+use crate::http::{Body, full};
+use crate::progress::Tracker;
+use crate::route::{NormalPath, canonical_encode};
+use crate::sink::hashes::{Hashes, hex};
+use crate::upload::multipart::disposition_filename;
+use crate::upload::{admit, authorize, backend_headers, content_length, guarded};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use sha2::Digest;
+use std::sync::Arc;
+
+fn text<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| h.get(*n).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+fn session(h: &HeaderMap) -> Result<String, Error> {
+    let s = text(h, &["x-session-id", "session-id"])
+        .ok_or_else(|| Error::bad_request("X-Session-ID is required"))?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::bad_request(
+            "X-Session-ID must be 1 to 128 of A-Z a-z 0-9 _ -",
+        ))
+    }
+}
+
+fn range(h: &HeaderMap) -> Result<(u64, u64, u64), Error> {
+    let v = text(h, &["x-content-range", "content-range"])
+        .ok_or_else(|| Error::bad_request("X-Content-Range is required"))?;
+    let bad = || Error::bad_request("bad X-Content-Range");
+    let rest = v
+        .strip_prefix("bytes")
+        .ok_or_else(bad)?
+        .trim_start_matches([' ', '=']);
+    let (r, total) = rest.split_once('/').ok_or_else(bad)?;
+    let (a, b) = r.split_once('-').ok_or_else(bad)?;
+    let n = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    let (a, b, t) = (n(a)?, n(b)?, n(total)?);
+    if b < a || b >= t {
+        return Err(bad());
+    }
+    Ok((a, b, t))
+}
+
+/// Merges an inclusive range into a sorted, merged list.
+pub fn merge(list: &mut Vec<(u64, u64)>, r: (u64, u64)) {
+    list.push(r);
+    list.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(list.len());
+    for &(a, b) in list.iter() {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    *list = out;
+}
+
+fn range_text(up: &Upload) -> String {
+    let total = up.length.unwrap_or(0);
+    up.ranges
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}/{total}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub async fn handle(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+    progress: Option<Tracker>,
+) -> Response<Body> {
+    match segment(app, route, peer, path, req, progress).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn segment(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+    progress: Option<Tracker>,
+) -> Result<Response<Body>, Error> {
+    let h = req.headers();
+    let sid = session(h)?;
+    let (start, end, total) = range(h)?;
+    if content_length(h)? != Some(end - start + 1) {
+        let mut r =
+            Error::bad_request("Content-Length does not match X-Content-Range").into_response();
+        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        return Ok(r);
+    }
+    if total > route.max_file_size {
+        return Err(Error::too_large(format!(
+            "the file is larger than {} bytes",
+            route.max_file_size
+        )));
+    }
+    let _permit = admit(&app, h, u64::MAX)?;
+    let engine = &app.resumable;
+    // The store wants 32-hex ids; a session id names an upload per route.
+    let id = hex(&md5::Md5::digest(
+        format!("{}\n{sid}", route.path).as_bytes(),
+    ));
+    let mut up = match engine.load(&id).await? {
+        Some(up) => up,
+        None => {
+            if let Some(refusal) = authorize(&app, route, &req, peer).await? {
+                return Ok(refusal);
+            }
+            let up = new_upload(route, &id, total, h);
+            let _lock = engine.try_lock(&id).ok_or_else(busy)?;
+            if engine.load(&id).await?.is_none() {
+                engine.create(&up).await?;
+            }
+            up
+        }
+    };
+    if up.length != Some(total) {
+        return Err(Error::bad_request(
+            "the total size differs from earlier segments",
+        ));
+    }
+    if up.completion == Some(Completion::Refused) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app refused this upload",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    if up.completion.is_none() {
+        if up.expires <= now() {
+            return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
+        }
+        let claim = engine.claim(&id, (start, end)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                "the segment overlaps one still being written",
+            )
+        })?;
+        let mut body = guarded(&app, body, end - start + 1, progress);
+        let written = engine
+            .write_segment(&id, start, &mut body, app.config.limits.buffer)
+            .await?;
+        if written != end - start + 1 {
+            return Err(Error::bad_request("the segment is shorter than its range"));
+        }
+        let _lock = engine.try_lock_wait(&id).await;
+        up = engine.load(&id).await?.ok_or_else(super::not_found)?;
+        merge(&mut up.ranges, (start, end));
+        up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
+        up.expires = now() + route.expire.as_secs();
+        engine.save(&up).await?;
+        drop(claim);
+        if up.ranges != [(0, total - 1)] || up.completion.is_some() {
+            let body = range_text(&up);
+            let mut r = Response::new(full(body.clone()));
+            *r.status_mut() = StatusCode::CREATED;
+            r.headers_mut().insert(
+                header::RANGE,
+                HeaderValue::from_str(&body).unwrap_or(HeaderValue::from_static("")),
+            );
+            return Ok(r);
+        }
+    }
+    // Every byte is in (now, or a retry of a completion the app has not accepted).
+    let _lock = engine.try_lock(&id).ok_or_else(busy)?;
+    let mut up = engine.load(&id).await?.ok_or_else(super::not_found)?;
+    if up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. })) {
+        if up.stored.is_none() {
+            let hashes = engine
+                .hash_file(&up, &route.hashes, app.config.limits.buffer.max(64 << 10))
+                .await?;
+            up.hashes = hashes.save();
+            engine.save(&up).await?;
+        }
+    }
+    let target = match &route.notify {
+        Some(n) => canonical_encode(n.as_bytes()),
+        None => match parts.uri.query() {
+            Some(q) => format!("{}?{q}", path.canonical()),
+            None => path.canonical(),
+        },
+    };
+    let req = complete::Request {
+        method: http::Method::POST,
+        target,
+        headers: backend_headers(&app, &parts, peer),
+        fields: Vec::new(),
+    };
+    let a = complete::complete(&app, route, engine, &mut up, req).await?;
+    let mut r = Response::new(full(a.body));
+    *r.status_mut() = a.status;
+    *r.headers_mut() = a.headers;
+    Ok(r)
+}
+
+fn busy() -> Error {
+    Error::new(ErrorKind::Locked, "the upload is busy")
+}
+
+fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Upload {
+    let name = text(h, &["content-disposition"])
+        .and_then(disposition_filename)
+        .unwrap_or_default();
+    let content_type = crate::upload::names::split_content_type(text(h, &["content-type"])).0;
+    Upload {
+        id: id.to_string(),
+        protocol: Protocol::NginxResumable,
+        route: route.path.clone(),
+        offset: 0,
+        length: Some(total),
+        metadata: Vec::new(),
+        raw_metadata: None,
+        name,
+        content_type,
+        detected_type: String::new(),
+        concat: None,
+        hashes: Hashes::new(&route.hashes).save(),
+        expires: now() + route.expire.as_secs(),
+        ranges: Vec::new(),
+        completion: None,
+        stored: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging() {
+        let mut l = Vec::new();
+        merge(&mut l, (100, 199));
+        merge(&mut l, (0, 49));
+        assert_eq!(l, vec![(0, 49), (100, 199)]);
+        merge(&mut l, (50, 99));
+        assert_eq!(l, vec![(0, 199)]);
+        merge(&mut l, (10, 20));
+        assert_eq!(l, vec![(0, 199)]);
+    }
+}

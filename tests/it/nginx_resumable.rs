@@ -1,0 +1,152 @@
+//! The nginx-upload-module resumable protocol: segments out of order and in parallel,
+//! overlaps, and a retry after the app was down.
+
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROUTE: &str = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\n";
+
+async fn segment(porter: &Porter, session: &str, data: &[u8], start: usize, total: usize) -> Reply {
+    send(
+        request("POST", &porter.url("/resumable"))
+            .header("content-disposition", "attachment; filename=\"movie.mp4\"")
+            .header("content-type", "video/mp4")
+            .header(
+                "x-content-range",
+                format!("bytes {start}-{}/{total}", start + data.len() - 1),
+            )
+            .header("x-session-id", session)
+            .body(Full::new(Bytes::from(data.to_vec())))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn segments_out_of_order_and_in_parallel() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let content = data(512_000, 3);
+    let seg = 102_400;
+    // The last segment first, then two in parallel, then the rest.
+    let r = segment(
+        &porter,
+        "sess-1",
+        &content[4 * seg..],
+        4 * seg,
+        content.len(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body, "409600-511999/512000");
+    assert_eq!(r.headers["range"], "409600-511999/512000");
+    let (a, b) = tokio::join!(
+        segment(&porter, "sess-1", &content[..seg], 0, content.len()),
+        segment(
+            &porter,
+            "sess-1",
+            &content[2 * seg..3 * seg],
+            2 * seg,
+            content.len()
+        ),
+    );
+    assert_eq!((a.status, b.status), (201, 201));
+    // An overlapping resend of stored bytes rewrites them.
+    let r = segment(&porter, "sess-1", &content[..seg], 0, content.len()).await;
+    assert_eq!(
+        r.body,
+        "0-102399/512000,204800-307199/512000,409600-511999/512000"
+    );
+    assert_eq!(backend.count(), 0);
+    let r = segment(
+        &porter,
+        "sess-1",
+        &content[3 * seg..4 * seg],
+        3 * seg,
+        content.len(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let r = segment(
+        &porter,
+        "sess-1",
+        &content[seg..2 * seg],
+        seg,
+        content.len(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the app's answer to the completing segment");
+    let form = parse_form(&backend.requests()[0]);
+    assert_eq!(one(&form, "file.name"), "movie.mp4");
+    assert_eq!(one(&form, "file.content_type"), "video/mp4");
+    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
+    assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
+    assert!(std::fs::read(one(&form, "file.path")).unwrap() == content);
+}
+
+#[tokio::test]
+async fn overlap_in_flight_is_409_and_bad_lengths_416() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    // A segment that stays in flight: headers and half its body, then a pause.
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    s.write_all(b"POST /resumable HTTP/1.1\r\nHost: x\r\nX-Content-Range: bytes 0-999/2000\r\nX-Session-ID: sess-2\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
+    s.write_all(&[1u8; 500]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = segment(&porter, "sess-2", &[2u8; 100], 900, 2000).await;
+    assert_eq!(r.status, 409);
+    s.write_all(&[1u8; 500]).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 201"));
+    let r = send(
+        request("POST", &porter.url("/resumable"))
+            .header("x-content-range", "bytes 0-9/2000")
+            .header("x-session-id", "sess-2")
+            .body(Full::new(Bytes::from_static(b"short")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 416);
+    let r = segment(&porter, "sess-3", b"x", 0, 6 << 30).await;
+    assert_eq!(r.status, 413);
+    let r = segment(&porter, "bad/session", b"x", 0, 1).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn a_retry_after_the_app_failed_sends_the_metadata_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let backend = Backend::start(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            answer(502, "down")
+        } else {
+            answer(200, "{\"ok\":1}")
+        }
+    })
+    .await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = segment(&porter, "sess-4", b"hello", 0, 5).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        porter
+            .stored_files()
+            .iter()
+            .filter(|p| p.starts_with(porter.root()))
+            .count(),
+        1,
+        "kept for a retry"
+    );
+    let r = segment(&porter, "sess-4", b"hello", 0, 5).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "{\"ok\":1}");
+    assert_eq!(backend.count(), 2);
+}
