@@ -44,24 +44,27 @@ pub struct Engine {
     store: Arc<dyn ResumableStore>,
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Byte ranges being written right now, per upload (segments in parallel).
-    inflight: Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>,
+    inflight: Inflight,
 }
+
+/// Byte ranges in flight, per upload id.
+type Inflight = Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>;
 
 /// A byte range of an upload that one request is writing; released on drop.
 pub struct Claim {
-    map: Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>,
+    map: Inflight,
     id: String,
     range: (u64, u64),
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(v) = m.get_mut(&self.id) {
-                v.retain(|r| *r != self.range);
-                if v.is_empty() {
-                    m.remove(&self.id);
-                }
+        if let Ok(mut m) = self.map.lock()
+            && let Some(v) = m.get_mut(&self.id)
+        {
+            v.retain(|r| *r != self.range);
+            if v.is_empty() {
+                m.remove(&self.id);
             }
         }
     }

@@ -191,14 +191,12 @@ async fn segment(
     // Every byte is in (now, or a retry of a completion the app has not accepted).
     let _lock = engine.try_lock(&id).ok_or_else(busy)?;
     let mut up = engine.load(&id).await?.ok_or_else(super::not_found)?;
-    if up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. })) {
-        if up.stored.is_none() {
-            let hashes = engine
-                .hash_file(&up, &route.hashes, app.config.limits.buffer.max(64 << 10))
-                .await?;
-            up.hashes = hashes.save();
-            engine.save(&up).await?;
-        }
+    let unsettled =
+        up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. }));
+    if unsettled && up.stored.is_none() {
+        let block = app.config.limits.buffer.max(64 << 10);
+        up.hashes = engine.hash_file(&up, &route.hashes, block).await?.save();
+        engine.save(&up).await?;
     }
     let target = match &route.notify {
         Some(n) => canonical_encode(n.as_bytes()),
