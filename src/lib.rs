@@ -69,6 +69,38 @@ pub async fn run(
                 .map_err(|e| StartError::Other(format!("listener: {e}")))?,
         );
     }
+    let collector = tokio::spawn(collect_periodically(app.clone()));
     listen::serve(bound, app, shutdown).await;
+    collector.abort();
     Ok(())
+}
+
+/// How often a running server collects expired resumable uploads.
+const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn collect_periodically(app: Arc<App>) {
+    let mut tick = tokio::time::interval(GC_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match app.resumable.collect().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "collected expired resumable uploads"),
+            Err(e) => tracing::warn!(error = %e, "resumable garbage collection failed"),
+        }
+    }
+}
+
+/// One pass of `porter gc`: partial files no live upload holds, and expired resumable
+/// uploads no request is using (in this process or another). Returns both counts.
+pub async fn collect_garbage(config: &Config) -> Result<(usize, usize), StartError> {
+    let store = store::LocalStore::open(&config.storage).map_err(StartError::Storage)?;
+    let partials = store::Store::sweep(&store).map_err(StartError::Storage)?;
+    let local = resumable::store::LocalResumable::open(store).map_err(StartError::Storage)?;
+    let engine = resumable::Engine::new(Arc::new(local));
+    let uploads = engine
+        .collect()
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    Ok((partials, uploads))
 }

@@ -123,16 +123,21 @@ fn gc(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let store = match porter::store::LocalStore::open(&cfg.storage) {
-        Ok(s) => s,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("storage: {e}");
+            eprintln!("cannot start the runtime: {e}");
             return ExitCode::from(EXIT_START);
         }
     };
-    match porter::store::Store::sweep(&store) {
-        Ok(n) => {
-            println!("removed {n} stale partial file(s)");
+    match runtime.block_on(porter::collect_garbage(&cfg)) {
+        Ok((partials, uploads)) => {
+            println!(
+                "removed {partials} stale partial file(s) and {uploads} expired resumable upload(s)"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

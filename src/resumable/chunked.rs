@@ -318,10 +318,10 @@ async fn chunk_inner(
                 crate::upload::names::split_content_type(Some(&ctype)).0,
             );
             let up = new_upload(route, name, content_type);
-            engine.create(&up).await?;
             let lock = engine
                 .try_lock(&up.id)
                 .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
+            engine.create(&up).await?;
             (up, lock)
         }
     };

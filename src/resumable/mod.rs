@@ -370,12 +370,15 @@ impl Engine {
             if !expired {
                 continue;
             }
-            let mut gone = up.clone();
-            if matches!(up.completion, Some(state::Completion::Accepted { .. })) {
-                gone.stored = None;
+            let stored = match up.completion {
+                // An accepted file belongs to the app: only porter's record goes.
+                Some(state::Completion::Accepted { .. }) => None,
+                _ => up.stored.as_ref().map(|(_, path)| path.clone()),
+            };
+            let (s, id) = (self.store.clone(), up.id.clone());
+            if blocking(move || s.remove_if_idle(&id, stored.as_deref())).await? {
+                removed += 1;
             }
-            self.remove(&gone).await?;
-            removed += 1;
         }
         Ok(removed)
     }

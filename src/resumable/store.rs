@@ -38,6 +38,9 @@ pub trait ResumableStore: Send + Sync + 'static {
     fn commit(&self, id: &str) -> Result<Location, StoreError>;
     /// Deletes the data and the state (the finished file too, if `stored` is given).
     fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError>;
+    /// Like `remove`, but only if no request (in any process) has the data open;
+    /// returns whether it removed anything. Also drops stale scratch files.
+    fn remove_if_idle(&self, id: &str, stored: Option<&str>) -> Result<bool, StoreError>;
     /// Every upload id, for garbage collection.
     fn ids(&self) -> Result<Vec<String>, StoreError>;
     /// A local path for scratch data named `name`.
@@ -145,6 +148,7 @@ impl ResumableStore for LocalResumable {
     fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
         Self::check(id)?;
         let mut f = OpenOptions::new().write(true).open(self.data(id))?;
+        f.lock_shared()?;
         if f.metadata()?.len() != offset {
             f.set_len(offset)?;
         }
@@ -154,9 +158,10 @@ impl ResumableStore for LocalResumable {
 
     fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError> {
         Self::check(id)?;
-        Ok(Box::new(LocalData(
-            OpenOptions::new().write(true).open(self.data(id))?,
-        )))
+        let f = OpenOptions::new().write(true).open(self.data(id))?;
+        // Shared: parallel segments write together; `porter gc` needs it exclusive.
+        f.lock_shared()?;
+        Ok(Box::new(LocalData(f)))
     }
 
     fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
@@ -201,14 +206,40 @@ impl ResumableStore for LocalResumable {
         Ok(())
     }
 
+    fn remove_if_idle(&self, id: &str, stored: Option<&str>) -> Result<bool, StoreError> {
+        Self::check(id)?;
+        let _held = match File::open(self.data(id)) {
+            Ok(f) => match f.try_lock() {
+                Ok(()) => Some(f),
+                Err(_) => return Ok(false),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.remove(id, stored)?;
+        Ok(true)
+    }
+
     fn scratch(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.chunk"))
     }
 
     fn ids(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
+        let day = std::time::Duration::from_secs(86400);
         for e in fs::read_dir(&self.dir)? {
-            let name = e?.file_name().to_string_lossy().into_owned();
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Scratch files of requests that died with the process.
+            let stale = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if stale && (name.ends_with(".chunk") || name.ends_with(".json.tmp")) {
+                let _ = fs::remove_file(e.path());
+            }
             if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id)) {
                 out.push(id.to_string());
             }

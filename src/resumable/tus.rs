@@ -353,12 +353,13 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
         completion: None,
         stored: None,
     };
+    // Locked before it exists, so nothing (not even the collector) sees it half made.
+    let _lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
     if let Some(Concat::Final { parts }) = up.concat.clone() {
         concatenate(ctx, &mut up, &parts).await?;
     } else {
         ctx.engine().create(&up).await?;
     }
-    let _lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
     let loc = location(ctx, h, &id);
     let with_body = text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM));
     let (parts, body) = req.into_parts();

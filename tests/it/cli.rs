@@ -102,12 +102,15 @@ fn serve_runs_and_drains_on_sigterm() {
     let conf = dir.path().join("conf/porter.toml");
     let shipped = std::fs::read_to_string(repo("conf/porter.toml")).unwrap();
     std::fs::write(&conf, shipped.replace("127.0.0.1:8080", "127.0.0.1:0")).unwrap();
-    let mut child = porter()
-        .args(["serve", "-c", conf.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(
+        porter()
+            .args(["serve", "-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -150,12 +153,22 @@ fn serve_runs_and_drains_on_sigterm() {
     );
     assert!(dir.path().join("var/uploads").is_dir());
     // SAFETY: plain kill(2) of our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let status = (0..100)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(100));
-            child.try_wait().unwrap()
+            child.0.try_wait().unwrap()
         })
         .expect("porter exited after SIGTERM");
     assert!(status.success());
+}
+
+/// Kills the child if the test fails first, so it cannot hold cargo's output pipe.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

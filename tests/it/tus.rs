@@ -357,3 +357,85 @@ async fn backend_failures_follow_spec_4_3() {
 fn tests_root_empty(p: &Porter) -> bool {
     files_under(&p.root()).is_empty()
 }
+
+#[tokio::test]
+async fn expiry_then_porter_gc() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &ROUTE.replace("max_file_size", "expire = \"1s\"\nmax_file_size"),
+    )
+    .await;
+    let url = create(&porter, 10, "").await;
+    assert_eq!(patch(&url, 0, b"01234", &[]).await.status, 204);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(head(&url).await.status, 410, "expired");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args([
+            "gc",
+            "-c",
+            porter.dir.path().join("porter.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 expired resumable upload"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(head(&url).await.status, 404, "collected");
+    assert!(files_under(&porter.temp()).is_empty());
+}
+
+#[tokio::test]
+async fn porter_gc_never_touches_an_upload_in_use() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &ROUTE.replace("max_file_size", "expire = \"1s\"\nmax_file_size"),
+    )
+    .await;
+    let url = create(&porter, 10, "").await;
+    let path = url
+        .split_once(&porter.addr.to_string())
+        .unwrap()
+        .1
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let head_text = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 10\r\n\r\n01234"
+    );
+    s.write_all(head_text.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args([
+            "gc",
+            "-c",
+            porter.dir.path().join("porter.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 expired resumable upload"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    s.write_all(b"56789").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 204"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(backend.count(), 1);
+}

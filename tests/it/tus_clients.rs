@@ -158,6 +158,7 @@ impl Process {
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_porter"))
             .args(["serve", "-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -170,15 +171,20 @@ impl Process {
     }
 
     fn kill9(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn restart(self) -> Process {
+    fn restart(mut self) -> Process {
         let (conf, port) = (self.conf.clone(), self.port);
-        self.kill9();
+        self.stop();
         let child = Command::new(env!("CARGO_BIN_EXE_porter"))
             .args(["serve", "-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -188,6 +194,13 @@ impl Process {
             std::thread::sleep(Duration::from_millis(50));
         }
         Process { child, conf, port }
+    }
+}
+
+/// A failing test must not leave porter running (it would hold cargo's output pipe).
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
