@@ -462,6 +462,7 @@ async fn finish_inner(
         None => path.canonical(),
     };
     let req = complete::Request {
+        client: None,
         method: parts.method.clone(),
         target,
         headers: backend_headers(&app, &parts, peer),

@@ -29,6 +29,13 @@ pub struct Answer {
 
 /// What the completing request brings besides the upload.
 pub struct Request {
+    /// The completing client request, for the `authorize` question (SPEC §4.6).
+    pub client: Option<(
+        http::Method,
+        http::Uri,
+        HeaderMap,
+        crate::http::headers::Peer,
+    )>,
     pub method: http::Method,
     /// Canonical target (the route's `notify` or `complete` path, query included).
     pub target: String,
@@ -68,6 +75,13 @@ pub async fn complete(
             });
         }
         _ => {}
+    }
+    if let Some((method, uri, headers, peer)) = &req.client
+        && let Some(refusal) = crate::upload::ask(app, route, method, uri, headers, *peer).await?
+    {
+        // A refusal at completion counts as the app's 4xx: final.
+        let answer = read_answer(refusal, app.config.limits.response_buffer).await;
+        return settle(engine, route, up, answer).await;
     }
     if up.stored.is_none() {
         let head = engine.read_at(&up.id, 0, accept::SNIFF_BYTES).await?;

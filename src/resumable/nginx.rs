@@ -206,6 +206,12 @@ async fn segment(
         },
     };
     let req = complete::Request {
+        client: Some((
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            peer,
+        )),
         method: http::Method::POST,
         target,
         headers: backend_headers(&app, &parts, peer),

@@ -536,6 +536,12 @@ async fn finish(
         .unwrap_or_else(|| ctx.route.path.clone());
     let fields = up.metadata.clone();
     let req = complete::Request {
+        client: Some((
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            ctx.peer,
+        )),
         method: Method::POST,
         target: canonical_encode(notify.as_bytes()),
         headers,

@@ -328,24 +328,38 @@ pub(crate) async fn authorize(
     req: &Request<Incoming>,
     peer: Peer,
 ) -> Result<Option<Response<Body>>, Error> {
+    let refusal = ask(app, route, req.method(), req.uri(), req.headers(), peer).await?;
+    let limits = &app.config.limits;
+    Ok(refusal.map(|r| relay(r, limits.response_buffer, app.config.server.idle_timeout)))
+}
+
+/// The `authorize` request itself; `Some(answer)` when the app said no.
+pub async fn ask(
+    app: &App,
+    route: &UploadRoute,
+    method: &http::Method,
+    uri: &http::Uri,
+    client: &HeaderMap,
+    peer: Peer,
+) -> Result<Option<Response<Incoming>>, Error> {
     let Some(path) = &route.authorize else {
         return Ok(None);
     };
-    let mut headers = req.headers().clone();
+    let mut headers = client.clone();
     for_backend(
         &mut headers,
-        req.uri(),
+        uri,
         &peer,
         &app.config.server.trusted_proxies,
         false,
     );
-    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let original = uri.path_and_query().map_or("/", |p| p.as_str());
     let extra = [
         ("x-original-uri", Some(original.to_string())),
-        ("x-original-method", Some(req.method().to_string())),
+        ("x-original-method", Some(method.to_string())),
         (
             "x-upload-length",
-            content_length(req.headers())?.map(|n| n.to_string()),
+            content_length(client)?.map(|n| n.to_string()),
         ),
     ];
     for (name, value) in extra {
@@ -367,12 +381,7 @@ pub(crate) async fn authorize(
         return Ok(None);
     }
     tracing::info!(status = answer.status().as_u16(), route = %route.path, "authorize refused the upload");
-    let limits = &app.config.limits;
-    Ok(Some(relay(
-        answer,
-        limits.response_buffer,
-        app.config.server.idle_timeout,
-    )))
+    Ok(Some(answer))
 }
 
 /// The client's headers as the app should see them on a generated request.

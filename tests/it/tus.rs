@@ -439,3 +439,93 @@ async fn porter_gc_never_touches_an_upload_in_use() {
     );
     assert_eq!(backend.count(), 1);
 }
+
+#[tokio::test]
+async fn authorize_is_asked_at_creation_and_at_completion() {
+    let backend = Backend::start(
+        |r| match (r.target.as_str(), r.header("x-original-method")) {
+            ("/auth", Some("POST")) => answer(204, ""),
+            ("/auth", _) => answer(403, "{\"detail\":\"no longer yours\"}"),
+            _ => answer(200, "{}"),
+        },
+    )
+    .await;
+    let porter = Porter::start(backend.addr, &format!("{ROUTE}authorize = \"/auth\"\n")).await;
+    let url = create(&porter, 3, "").await;
+    let r = patch(&url, 0, b"abc", &[]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, "{\"detail\":\"no longer yours\"}");
+    assert_eq!(
+        head(&url).await.status,
+        410,
+        "a refusal at completion is final"
+    );
+    let notified = backend
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/uploads/done")
+        .count();
+    assert_eq!(notified, 0);
+    assert!(files_under(&porter.root()).is_empty());
+}
+
+#[tokio::test]
+async fn checksum_as_a_trailer_of_a_chunked_patch() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let url = create(&porter, 10, "").await;
+    let path = url
+        .split_once(&porter.addr.to_string())
+        .unwrap()
+        .1
+        .to_string();
+    for (trailer, status, offset) in [
+        ("md5 AAAAAAAAAAAAAAAAAAAAAA==", "460", "0"),
+        ("md5 QQDE1E2pF3JH5EpfwVRneA==", "204", "5"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+        let req = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\r\n5\r\n01234\r\n0\r\nUpload-Checksum: {trailer}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        assert_eq!(head(&url).await.headers["upload-offset"], offset);
+    }
+}
+
+#[tokio::test]
+async fn location_honours_forwarded_headers_only_from_trusted_proxies() {
+    let backend = Backend::ok().await;
+    for (trusted, expect) in [
+        (true, "https://uploads.example/files/"),
+        (false, "http://127.0.0.1"),
+    ] {
+        let server = if trusted {
+            "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n"
+        } else {
+            ""
+        };
+        let porter = Porter::start(backend.addr, &format!("{server}{ROUTE}")).await;
+        let r = send(
+            tus("POST", &porter.url("/files"))
+                .header("upload-length", 1)
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "uploads.example")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            r.headers["location"].to_str().unwrap().starts_with(expect),
+            "{:?}",
+            r.headers["location"]
+        );
+    }
+}
