@@ -32,6 +32,14 @@ fn check_accepts_the_shipped_config_and_prints_defaults() {
 }
 
 #[test]
+fn check_accepts_the_examples() {
+    for example in ["conf/examples/resumable.toml"] {
+        let out = porter().args(["check", "-c", &repo(example)]).output().unwrap();
+        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
 fn check_lists_every_problem_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
