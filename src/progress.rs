@@ -71,6 +71,14 @@ impl Tracker {
         });
     }
 
+    /// The request ended but the upload goes on (resumable): the entry stays
+    /// `uploading` and is forgotten after `KEEP` unless another request resumes it.
+    pub fn pause(&self) {
+        if let Ok(mut f) = self.0.finished.lock() {
+            *f = Some(Instant::now());
+        }
+    }
+
     /// Records the final status of the upload's response.
     pub fn finish(&self, status: u16) {
         let state = if status < 400 {
@@ -123,13 +131,18 @@ impl Registry {
 
     /// Starts tracking an upload of `size` bytes (0 when unknown).
     pub fn start(&self, id: &str, size: u64) -> Option<Tracker> {
+        self.start_at(id, 0, size)
+    }
+
+    /// Starts (or continues) tracking an upload that already has `received` bytes.
+    pub fn start_at(&self, id: &str, received: u64, size: u64) -> Option<Tracker> {
         let mut map = self.entries.lock().ok()?;
         Self::purge(&mut map);
         if map.len() >= MAX_ENTRIES {
             return None;
         }
         let entry = Arc::new(Entry {
-            state: watch::Sender::new(State::Uploading { received: 0, size }),
+            state: watch::Sender::new(State::Uploading { received, size }),
             finished: Mutex::new(None),
         });
         map.insert(id.to_string(), entry.clone());

@@ -44,8 +44,9 @@ pub struct GuardedBody<B> {
     limit: u64,
     seen: u64,
     failed: bool,
-    /// Counts received bytes for the progress endpoint.
-    progress: Option<crate::progress::Tracker>,
+    /// Count received bytes for the progress endpoint (a request's `X-Progress-ID`,
+    /// and a resumable upload's own id).
+    progress: Vec<crate::progress::Tracker>,
     /// Why the body failed, for whoever handed it on (a passthrough request body is
     /// read by hyper's client, which reports only "body error").
     failure: Arc<std::sync::OnceLock<crate::error::Error>>,
@@ -62,7 +63,7 @@ impl<B> GuardedBody<B> {
             limit,
             seen: 0,
             failed: false,
-            progress: None,
+            progress: Vec::new(),
             failure: Arc::default(),
             trailers: None,
         }
@@ -93,7 +94,7 @@ impl<B> GuardedBody<B> {
 
     /// Reports every received byte to `tracker`.
     pub fn with_progress(mut self, tracker: Option<crate::progress::Tracker>) -> Self {
-        self.progress = tracker;
+        self.progress.extend(tracker);
         self
     }
 
@@ -133,7 +134,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
-                    if let Some(t) = &this.progress {
+                    for t in &this.progress {
                         t.add(d.len());
                     }
                     if this.seen > this.limit {

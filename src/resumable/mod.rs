@@ -398,6 +398,40 @@ impl crate::sink::Writer for At {
     }
 }
 
+/// Progress under a resumable upload's own id (SPEC §6), for one request.
+pub struct UploadProgress(Option<crate::progress::Tracker>);
+
+impl UploadProgress {
+    pub fn start(app: &crate::app::App, up: &Upload) -> UploadProgress {
+        UploadProgress(
+            app.progress
+                .start_at(&up.id, up.offset, up.length.unwrap_or(0)),
+        )
+    }
+
+    pub fn tracker(&self) -> Option<crate::progress::Tracker> {
+        self.0.clone()
+    }
+
+    /// Done when the app accepted the file, an error when it refused, else paused.
+    pub fn settle(mut self, up: &Upload) {
+        let Some(t) = self.0.take() else { return };
+        match &up.completion {
+            Some(state::Completion::Accepted { status, .. }) => t.finish(*status),
+            Some(state::Completion::Refused) => t.finish(410),
+            _ => t.pause(),
+        }
+    }
+}
+
+impl Drop for UploadProgress {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.pause();
+        }
+    }
+}
+
 /// A scratch file that is deleted when dropped.
 pub struct Spool(pub std::path::PathBuf);
 

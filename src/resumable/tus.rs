@@ -7,7 +7,7 @@
 
 use super::complete::{self, Answer};
 use super::state::{Completion, Concat, Protocol, Upload, now};
-use super::{Engine, not_found};
+use super::{Engine, UploadProgress, not_found};
 use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
@@ -363,13 +363,16 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     let loc = location(ctx, h, &id);
     let with_body = text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM));
     let (parts, body) = req.into_parts();
+    let tracking = UploadProgress::start(&ctx.app, &up);
     if with_body {
-        let mut body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
+        let body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
+        let mut body = body.with_progress(tracking.tracker());
         append(ctx, &mut up, &mut body, &parts.headers).await?;
     }
     let mut resp = status(StatusCode::CREATED);
     if up.is_complete() && up.concat != Some(Concat::Partial) {
         let answer = finish(ctx, &mut up, &parts).await?;
+        tracking.settle(&up);
         if !answer.status.is_success() {
             return Ok(relay(answer));
         }
@@ -689,13 +692,15 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         }
     }
     let (parts, body) = req.into_parts();
+    let tracking = UploadProgress::start(&ctx.app, &up);
     if !up.is_complete() {
-        let mut body = guarded(
+        let body = guarded(
             &ctx.app,
             body,
             ctx.route.max_file_size,
             ctx.progress.clone(),
         );
+        let mut body = body.with_progress(tracking.tracker());
         append(ctx, &mut up, &mut body, &parts.headers).await?;
     }
     if up.is_complete() && up.concat != Some(Concat::Partial) {
@@ -703,9 +708,12 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
             None | Some(Completion::Pending { .. }) => Some(finish(ctx, &mut up, &parts).await?),
             _ => None,
         };
+        tracking.settle(&up);
         if let Some(a) = answer.filter(|a| !a.status.is_success()) {
             return Ok(relay(a));
         }
+    } else {
+        drop(tracking);
     }
     let mut r = status(StatusCode::NO_CONTENT);
     r.headers_mut()

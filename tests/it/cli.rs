@@ -34,8 +34,15 @@ fn check_accepts_the_shipped_config_and_prints_defaults() {
 #[test]
 fn check_accepts_the_examples() {
     for example in ["conf/examples/resumable.toml"] {
-        let out = porter().args(["check", "-c", &repo(example)]).output().unwrap();
-        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = porter()
+            .args(["check", "-c", &repo(example)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -529,3 +529,56 @@ async fn location_honours_forwarded_headers_only_from_trusted_proxies() {
         );
     }
 }
+
+#[tokio::test]
+async fn progress_under_the_upload_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        &format!("[progress]\npath = \"/progress\"\n{ROUTE}"),
+    )
+    .await;
+    let url = create(&porter, 200_000, "").await;
+    assert_eq!(patch(&url, 0, &[1u8; 50_000], &[]).await.status, 204);
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let path = url
+        .split_once(&porter.addr.to_string())
+        .unwrap()
+        .1
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let req = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 50000\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 150000\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(&[2u8; 100_000]).await.unwrap();
+    let probe = || async {
+        send(
+            request("GET", &porter.url(&format!("/progress?X-Progress-ID={id}")))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .json()
+    };
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        seen = probe().await;
+        if seen["received"] == 150_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen,
+        serde_json::json!({"state": "uploading", "received": 150000, "size": 200000})
+    );
+    s.write_all(&[2u8; 50_000]).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(probe().await, serde_json::json!({"state": "done"}));
+}
