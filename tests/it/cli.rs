@@ -33,17 +33,23 @@ fn check_accepts_the_shipped_config_and_prints_defaults() {
 
 #[test]
 fn check_accepts_the_examples() {
-    for example in ["conf/examples/resumable.toml"] {
+    let dir = repo("conf/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
         let out = porter()
-            .args(["check", "-c", &repo(example)])
+            .args(["check", "-c", path.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{example}: {}",
+            "{}: {}",
+            path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        checked += 1;
     }
+    assert!(checked > 0);
 }
 
 #[test]
