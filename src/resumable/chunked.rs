@@ -372,6 +372,7 @@ fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload
         expires: now() + route.expire.as_secs(),
         ranges: Vec::new(),
         completion: None,
+        waiting: Vec::new(),
         stored: None,
     }
 }

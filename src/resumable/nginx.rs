@@ -249,6 +249,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         expires: now() + route.expire.as_secs(),
         ranges: Vec::new(),
         completion: None,
+        waiting: Vec::new(),
         stored: None,
     }
 }

@@ -71,6 +71,9 @@ pub struct Upload {
     /// Set once every byte is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<Completion>,
+    /// Final concatenations waiting for this partial upload to complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
     /// Where the finished file lives (`ab/cd/<id>` and the absolute path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<(String, String)>,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub const VERSION: &str = "1.0.0";
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// Every tus header a browser client must be allowed to read.
@@ -351,6 +351,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
         expires: now() + route.expire.as_secs(),
         ranges: Vec::new(),
         completion: None,
+        waiting: Vec::new(),
         stored: None,
     };
     // Locked before it exists, so nothing (not even the collector) sees it half made.
@@ -393,33 +394,61 @@ fn locked() -> Error {
 /// Builds a final upload from complete partial ones.
 async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result<(), Error> {
     let engine = ctx.engine();
-    let mut total = 0u64;
-    let mut uploads = Vec::new();
+    let mut unfinished = Vec::new();
     for id in parts {
         let p = engine.load(id).await?.ok_or_else(not_found)?;
-        if p.concat != Some(Concat::Partial) {
-            return Err(Error::bad_request(format!("{id} is not a partial upload")));
+        if p.concat != Some(Concat::Partial) || p.route != ctx.route.path {
+            return Err(Error::bad_request(format!(
+                "{id} is not a partial upload here"
+            )));
         }
         if !p.is_complete() {
-            return Err(Error::bad_request(format!("{id} is not complete yet")));
+            unfinished.push(p.id);
         }
-        total += p.offset;
+    }
+    engine.create(up).await?;
+    if unfinished.is_empty() {
+        return assemble(ctx, up).await;
+    }
+    // concatenation-unfinished: each unfinished partial remembers this final, and the
+    // last one to complete assembles it.
+    for id in unfinished {
+        let _lock = engine.try_lock_wait(&id).await.ok_or_else(locked)?;
+        let mut p = engine.load(&id).await?.ok_or_else(not_found)?;
+        p.waiting.push(up.id.clone());
+        engine.save(&p).await?;
+    }
+    // A partial may have completed while this final was being registered.
+    assemble(ctx, up).await
+}
+
+/// Copies the (complete) partial uploads into a final one; `Ok(false)` while some
+/// partial is still unfinished.
+async fn assemble(ctx: &Ctx<'_>, up: &mut Upload) -> Result<(), Error> {
+    let engine = ctx.engine();
+    let Some(Concat::Final { parts }) = up.concat.clone() else {
+        return Ok(());
+    };
+    let mut uploads = Vec::new();
+    for id in &parts {
+        let p = engine.load(id).await?.ok_or_else(not_found)?;
+        if !p.is_complete() {
+            return Ok(());
+        }
         uploads.push(p);
     }
+    let total: u64 = uploads.iter().map(|p| p.offset).sum();
     if total > ctx.route.max_file_size {
         return Err(Error::too_large(format!(
             "the upload is larger than {} bytes",
             ctx.route.max_file_size
         )));
     }
-    up.length = Some(total);
-    engine.create(up).await?;
     let mut hashes = Hashes::new(&algorithms(ctx.route));
     let mut offset = 0u64;
     let block = ctx.app.config.limits.buffer.max(64 << 10);
     for p in &uploads {
         let mut read = 0u64;
-        let mut buf = Vec::new();
         while read < p.offset {
             let chunk = engine.read_at(&p.id, read, block).await?;
             if chunk.is_empty() {
@@ -428,16 +457,39 @@ async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result
                 ));
             }
             read += chunk.len() as u64;
-            buf.push(bytes::Bytes::from(chunk));
-            if buf.iter().map(|b| b.len()).sum::<usize>() >= block || read == p.offset {
-                let data = std::mem::take(&mut buf);
-                (offset, hashes) = engine.write_blocks(&up.id, offset, data, hashes).await?;
-            }
+            (offset, hashes) = engine
+                .write_blocks(&up.id, offset, vec![bytes::Bytes::from(chunk)], hashes)
+                .await?;
         }
     }
+    up.length = Some(total);
     up.offset = offset;
     up.hashes = hashes.save();
     engine.save(up).await
+}
+
+/// A partial upload just completed: assemble the finals that waited for it.
+async fn release_finals(ctx: &Ctx<'_>, partial: &Upload, parts: &http::request::Parts) {
+    for id in &partial.waiting {
+        let Some(_lock) = ctx.engine().try_lock_wait(id).await else {
+            continue;
+        };
+        let Ok(Some(mut fin)) = ctx.engine().load(id).await else {
+            continue;
+        };
+        if fin.is_complete() {
+            continue;
+        }
+        if let Err(e) = assemble(ctx, &mut fin).await {
+            tracing::warn!(id = %fin.id, error = %e, "cannot assemble a final upload");
+            continue;
+        }
+        if fin.is_complete()
+            && let Err(e) = finish(ctx, &mut fin, parts).await
+        {
+            tracing::warn!(id = %fin.id, error = %e, "a final upload's notify failed; its HEAD retries");
+        }
+    }
 }
 
 /// Appends a PATCH (or creation) body, applying the checksum and length rules.
@@ -623,11 +675,20 @@ async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respons
     }
     let mut r = status(StatusCode::OK);
     let out = r.headers_mut();
-    out.insert("upload-offset", HeaderValue::from(up.offset));
+    // A final upload still waiting for unfinished partials has no offset yet.
+    let waiting_final = matches!(up.concat, Some(Concat::Final { .. })) && up.length.is_none();
+    if !waiting_final {
+        out.insert("upload-offset", HeaderValue::from(up.offset));
+    }
     match up.length {
-        Some(l) => out.insert("upload-length", HeaderValue::from(l)),
-        None => out.insert("upload-defer-length", HeaderValue::from_static("1")),
-    };
+        Some(l) => {
+            out.insert("upload-length", HeaderValue::from(l));
+        }
+        None if !waiting_final => {
+            out.insert("upload-defer-length", HeaderValue::from_static("1"));
+        }
+        None => {}
+    }
     if let Some(m) = &up.raw_metadata {
         out.insert("upload-metadata", hv(m));
     }
@@ -702,6 +763,9 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         );
         let mut body = body.with_progress(tracking.tracker());
         append(ctx, &mut up, &mut body, &parts.headers).await?;
+        if up.is_complete() && !up.waiting.is_empty() {
+            release_finals(ctx, &up, &parts).await;
+        }
     }
     if up.is_complete() && up.concat != Some(Concat::Partial) {
         let answer = match &up.completion {

@@ -582,3 +582,41 @@ async fn progress_under_the_upload_id() {
         .unwrap();
     assert_eq!(probe().await, serde_json::json!({"state": "done"}));
 }
+
+#[tokio::test]
+async fn unfinished_concatenation_completes_with_its_last_partial() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let mut urls = Vec::new();
+    for len in [6, 5] {
+        let r = send(
+            tus("POST", &porter.url("/files"))
+                .header("upload-length", len)
+                .header("upload-concat", "partial")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        urls.push(r.headers["location"].to_str().unwrap().to_string());
+    }
+    assert_eq!(patch(&urls[0], 0, b"hello ", &[]).await.status, 204);
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-concat", format!("final;{} {}", urls[0], urls[1]))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let final_url = r.headers["location"].to_str().unwrap().to_string();
+    let h = head(&final_url).await;
+    assert!(
+        !h.headers.contains_key("upload-offset"),
+        "no offset while partials are unfinished"
+    );
+    assert_eq!(backend.count(), 0);
+    assert_eq!(patch(&urls[1], 0, b"world", &[]).await.status, 204);
+    let form = parse_form(&backend.requests()[0]);
+    assert_eq!(one(&form, "file.md5"), md5_hex(b"hello world"));
+    assert_eq!(head(&final_url).await.headers["upload-offset"], "11");
+}
