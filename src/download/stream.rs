@@ -74,3 +74,18 @@ pub fn body(file: File, pieces: Vec<Piece>, block: usize, rate: Option<u64>) -> 
     });
     StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
 }
+
+/// The body of `pieces` of a file already in memory.
+pub fn from_memory(data: &Bytes, pieces: &[Piece]) -> Body {
+    let mut out = bytes::BytesMut::new();
+    for p in pieces {
+        match p {
+            Piece::Bytes(b) => out.extend_from_slice(b),
+            Piece::File { offset, len } => {
+                let (a, n) = (*offset as usize, *len as usize);
+                out.extend_from_slice(&data[a.min(data.len())..(a + n).min(data.len())]);
+            }
+        }
+    }
+    crate::http::full(out.freeze())
+}
