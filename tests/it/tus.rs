@@ -620,3 +620,23 @@ async fn unfinished_concatenation_completes_with_its_last_partial() {
     assert_eq!(one(&form, "file.md5"), md5_hex(b"hello world"));
     assert_eq!(head(&final_url).await.headers["upload-offset"], "11");
 }
+
+#[tokio::test]
+async fn head_is_423_while_the_app_keeps_failing() {
+    let backend = Backend::start(|_| answer(503, "{}")).await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let url = create(&porter, 3, "").await;
+    assert_eq!(patch(&url, 0, b"abc", &[]).await.status, 503);
+    let h = head(&url).await;
+    assert_eq!(
+        h.status, 423,
+        "never Upload-Offset == Upload-Length before the app accepts"
+    );
+    assert_eq!(h.headers["tus-resumable"], "1.0.0");
+    assert_eq!(backend.count(), 2, "the HEAD re-sent the metadata");
+    assert_eq!(
+        files_under(&porter.root()).len(),
+        1,
+        "kept for retry_window"
+    );
+}
