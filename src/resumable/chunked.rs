@@ -458,10 +458,7 @@ async fn finish_inner(
         engine.save(&up).await?;
         return Ok(refusal);
     }
-    let target = match parts.uri.query() {
-        Some(q) => format!("{}?{q}", path.canonical()),
-        None => path.canonical(),
-    };
+    let target = crate::upload::target(path, &parts.uri);
     let req = complete::Request {
         client: None,
         method: parts.method.clone(),

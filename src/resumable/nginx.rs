@@ -200,10 +200,7 @@ async fn segment(
     }
     let target = match &route.notify {
         Some(n) => canonical_encode(n.as_bytes()),
-        None => match parts.uri.query() {
-            Some(q) => format!("{}?{q}", path.canonical()),
-            None => path.canonical(),
-        },
+        None => crate::upload::target(path, &parts.uri),
     };
     let req = complete::Request {
         client: Some((

@@ -313,7 +313,7 @@ fn boundary(headers: &HeaderMap) -> Result<String, Error> {
 }
 
 /// The request target for the app: §3's canonical path plus the client's raw query.
-fn target(path: &NormalPath, uri: &http::Uri) -> String {
+pub(crate) fn target(path: &NormalPath, uri: &http::Uri) -> String {
     match uri.query() {
         Some(q) => format!("{}?{q}", path.canonical()),
         None => path.canonical(),

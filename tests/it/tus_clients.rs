@@ -156,6 +156,10 @@ impl Process {
             ),
         )
         .unwrap();
+        Process::spawn(conf, port)
+    }
+
+    fn spawn(conf: std::path::PathBuf, port: u16) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_porter"))
             .args(["serve", "-c", conf.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -182,18 +186,7 @@ impl Process {
     fn restart(mut self) -> Process {
         let (conf, port) = (self.conf.clone(), self.port);
         self.stop();
-        let child = Command::new(env!("CARGO_BIN_EXE_porter"))
-            .args(["serve", "-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "porter did not restart");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Process { child, conf, port }
+        Process::spawn(conf, port)
     }
 }
 
