@@ -158,6 +158,7 @@ async fn read_form(
     let mut field: Option<(String, Vec<u8>)> = None;
     let mut pipe: Option<(Pipe<SpoolWriter>, Spool, String, String)> = None;
     let mut field_bytes = 0u64;
+    let mut parts_seen = 0u64;
     loop {
         match parser
             .feed(&mut buf, eof)
@@ -168,7 +169,14 @@ async fn read_form(
                 None => eof = true,
             },
             Some(Event::Part(head)) => {
+                parts_seen += 1;
+                if parts_seen > limits.max_parts
+                    || form.fields.len() as u64 > limits.max_fields.max(1)
+                {
+                    return Err(Error::too_large("too many parts in the form"));
+                }
                 let name = head.name.unwrap_or_default();
+                field_bytes += name.len() as u64;
                 if head.filename.is_some()
                     && file_field == Some(name.as_str())
                     && form.chunk.is_none()
@@ -312,6 +320,13 @@ async fn chunk_inner(
             }
             (up, lock)
         }
+        None if start != 0 => {
+            return Ok(detail(
+                400,
+                "Offsets do not match",
+                Some(("offset", 0.into())),
+            ));
+        }
         None => {
             let (name, content_type) = (
                 filename,
@@ -439,13 +454,14 @@ async fn finish_inner(
         }
         _ => {}
     }
+    // Every completion, retries included, must name the right md5.
+    let have = Hashes::restore(&up.hashes)
+        .map(|h| h.finish())
+        .ok_or_else(|| Error::internal("damaged hash state"))?;
+    if have.get(Algorithm::Md5) != Some(md5.to_ascii_lowercase().as_str()) {
+        return Ok(detail(400, "md5 checksum does not match", None));
+    }
     if up.completion.is_none() {
-        let have = Hashes::restore(&up.hashes)
-            .map(|h| h.finish())
-            .ok_or_else(|| Error::internal("damaged hash state"))?;
-        if have.get(Algorithm::Md5) != Some(md5.to_ascii_lowercase().as_str()) {
-            return Ok(detail(400, "md5 checksum does not match", None));
-        }
         up.length = Some(up.offset);
     }
     // A refusal of the completion counts as the app's 4xx (SPEC §4.6).

@@ -168,6 +168,8 @@ async fn settle(
                     .to_string(),
                 body: String::from_utf8_lossy(&a.body).into_owned(),
             });
+            // The kept answer (and porter's record) lives for retry_window.
+            up.expires = now() + route.retry_window.as_secs();
             engine.save(up).await?;
         }
         400..=499 => {

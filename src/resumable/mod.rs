@@ -125,6 +125,17 @@ impl Engine {
         })
     }
 
+    /// Like `claim`, waiting (bounded) for in-flight writers to finish.
+    pub async fn claim_wait(&self, id: &str, range: (u64, u64)) -> Option<Claim> {
+        for _ in 0..2000 {
+            if let Some(c) = self.claim(id, range) {
+                return Some(c);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        None
+    }
+
     /// Writes a body at `offset` (segments out of order); returns bytes written.
     pub async fn write_segment<B>(
         &self,
@@ -358,8 +369,13 @@ impl Engine {
             let Some(_lock) = self.try_lock(&id) else {
                 continue;
             };
-            let Some(up) = self.load(&id).await? else {
-                continue;
+            let up = match self.load(&id).await {
+                Ok(Some(up)) => up,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "skipping an unreadable resumable upload");
+                    continue;
+                }
             };
             let expired = match &up.completion {
                 // An accepted file belongs to the app: only the state goes.

@@ -133,12 +133,16 @@ async fn segment(
             if let Some(refusal) = authorize(&app, route, &req, peer).await? {
                 return Ok(refusal);
             }
-            let up = new_upload(route, &id, total, h);
-            let _lock = engine.try_lock(&id).ok_or_else(busy)?;
-            if engine.load(&id).await?.is_none() {
-                engine.create(&up).await?;
+            // Parallel first segments: one creates, the others find it made.
+            let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
+            match engine.load(&id).await? {
+                Some(existing) => existing,
+                None => {
+                    let up = new_upload(route, &id, total, h);
+                    engine.create(&up).await?;
+                    up
+                }
             }
-            up
         }
     };
     if up.length != Some(total) {
@@ -157,6 +161,14 @@ async fn segment(
         if up.expires <= now() {
             return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
         }
+        // Re-check under the lock: a completion may be moving the data right now.
+        {
+            let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
+            let now_state = engine.load(&id).await?.ok_or_else(super::not_found)?;
+            if now_state.completion.is_some() || now_state.stored.is_some() {
+                return Err(busy());
+            }
+        }
         let claim = engine.claim(&id, (start, end)).ok_or_else(|| {
             Error::new(
                 ErrorKind::Conflict,
@@ -170,9 +182,15 @@ async fn segment(
         if written != end - start + 1 {
             return Err(Error::bad_request("the segment is shorter than its range"));
         }
-        let _lock = engine.try_lock_wait(&id).await;
+        let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
         up = engine.load(&id).await?.ok_or_else(super::not_found)?;
         merge(&mut up.ranges, (start, end));
+        if up.ranges.len() > MAX_RANGES {
+            let mut r = Error::bad_request("too many separate ranges; send contiguous segments")
+                .into_response();
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            return Ok(r);
+        }
         up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
         up.expires = now() + route.expire.as_secs();
         engine.save(&up).await?;
@@ -190,6 +208,11 @@ async fn segment(
     }
     // Every byte is in (now, or a retry of a completion the app has not accepted).
     let _lock = engine.try_lock(&id).ok_or_else(busy)?;
+    // No segment may still be writing (a resend of stored bytes) while the file moves.
+    let _all = engine
+        .claim_wait(&id, (0, total.saturating_sub(1)))
+        .await
+        .ok_or_else(busy)?;
     let mut up = engine.load(&id).await?.ok_or_else(super::not_found)?;
     let unsettled =
         up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. }));
@@ -220,6 +243,10 @@ async fn segment(
     *r.headers_mut() = a.headers;
     Ok(r)
 }
+
+/// Separate received ranges one upload may have; beyond, segments are refused (416),
+/// so a client cannot make every segment rewrite an ever larger state.
+const MAX_RANGES: usize = 1000;
 
 fn busy() -> Error {
     Error::new(ErrorKind::Locked, "the upload is busy")

@@ -135,7 +135,9 @@ impl ResumableStore for LocalResumable {
 
     fn save(&self, up: &Upload) -> Result<(), StoreError> {
         Self::check(&up.id)?;
-        let tmp = self.dir.join(format!("{}.json.tmp", up.id));
+        let tmp = self
+            .dir
+            .join(format!("{}.{}.tmp", up.id, uuid::Uuid::new_v4().simple()));
         let bytes = serde_json::to_vec(up).map_err(|e| StoreError::Io(io::Error::other(e)))?;
         let mut f = File::create(&tmp)?;
         f.write_all(&bytes)?;
@@ -183,13 +185,21 @@ impl ResumableStore for LocalResumable {
     fn commit(&self, id: &str) -> Result<Location, StoreError> {
         Self::check(id)?;
         let path = self.data(id);
+        // Moved before a crash, but the state never learnt it: the move is done.
+        if !path.exists()
+            && let Some(loc) = self.files.existing(id)
+        {
+            return Ok(loc);
+        }
         let f = File::open(&path)?;
         Ok(self.files.adopt(&f, &path, id)?)
     }
 
     fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError> {
         Self::check(id)?;
-        for p in [self.data(id), self.state(id)] {
+        // State first: a crash in between leaves data without state (swept later),
+        // never a state that claims data that is gone.
+        for p in [self.state(id), self.data(id)] {
             match fs::remove_file(p) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -237,7 +247,15 @@ impl ResumableStore for LocalResumable {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > day);
-            if stale && (name.ends_with(".chunk") || name.ends_with(".json.tmp")) {
+            if stale && (name.ends_with(".chunk") || name.ends_with(".tmp")) {
+                let _ = fs::remove_file(e.path());
+            }
+            // Data whose state is gone (a crash during removal), if no one holds it.
+            if let Some(id) = name.strip_suffix(".data")
+                && !self.state(id).exists()
+                && let Ok(f) = File::open(e.path())
+                && f.try_lock().is_ok()
+            {
                 let _ = fs::remove_file(e.path());
             }
             if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id)) {

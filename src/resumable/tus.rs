@@ -368,7 +368,11 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     if with_body {
         let body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
         let mut body = body.with_progress(tracking.tracker());
-        append(ctx, &mut up, &mut body, &parts.headers).await?;
+        if let Err(e) = append(ctx, &mut up, &mut body, &parts.headers).await {
+            // The client never learnt the Location: nothing may stay behind.
+            let _ = ctx.engine().remove(&up).await;
+            return Err(e);
+        }
     }
     let mut resp = status(StatusCode::CREATED);
     if up.is_complete() && up.concat != Some(Concat::Partial) {
@@ -628,6 +632,12 @@ async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
     if up.completion.is_none() && up.expires <= now() {
         return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
     }
+    if matches!(up.completion, Some(Completion::Pending { until, .. }) if until <= now()) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app did not accept the upload within retry_window",
+        ));
+    }
     Ok(up)
 }
 
@@ -661,6 +671,12 @@ async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respons
         })?
         && !answer.status.is_success()
     {
+        if up.completion == Some(Completion::Refused) {
+            return Err(Error::new(
+                ErrorKind::Expired,
+                "the app refused this upload",
+            ));
+        }
         // SPEC §4.3: never report a complete offset while the app has not accepted.
         return Err(Error::new(
             ErrorKind::Locked,
@@ -716,6 +732,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return Ok(r);
     }
+    let _permit = admit(&ctx.app, h, u64::MAX)?;
     let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     if matches!(up.concat, Some(Concat::Final { .. })) {

@@ -53,6 +53,16 @@ impl LocalStore {
         })
     }
 
+    /// The location of a finished file `id`, if it exists.
+    pub fn existing(&self, id: &str) -> Option<Location> {
+        let dest = self.final_dir(id).join(id);
+        dest.is_file().then(|| Location {
+            key: format!("{}/{}/{id}", &id[0..2], &id[2..4]),
+            path: Some(dest),
+            bucket: String::new(),
+        })
+    }
+
     /// The storage settings.
     pub fn settings(&self) -> &Storage {
         &self.cfg
