@@ -640,3 +640,42 @@ async fn head_is_423_while_the_app_keeps_failing() {
         "kept for retry_window"
     );
 }
+
+#[tokio::test]
+async fn a_refusal_on_retry_is_final_and_failed_creations_leave_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let backend = Backend::start(move |_| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            answer(503, "{}")
+        } else {
+            answer(400, "{}")
+        }
+    })
+    .await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let url = create(&porter, 3, "").await;
+    assert_eq!(patch(&url, 0, b"abc", &[]).await.status, 503);
+    assert_eq!(head(&url).await.status, 410, "the retry met a 4xx: final");
+    assert!(files_under(&porter.root()).is_empty());
+    // creation-with-upload whose checksum fails: no Location, so nothing may stay.
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", 5)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-checksum", "md5 AAAAAAAAAAAAAAAAAAAAAA==")
+            .body(Full::new(Bytes::from_static(b"01234")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 460);
+    let left: Vec<_> = files_under(&porter.temp())
+        .into_iter()
+        .filter(|p| {
+            !p.to_string_lossy()
+                .contains(&url.rsplit('/').next().unwrap().to_string())
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
