@@ -83,6 +83,9 @@ pub struct Appended {
     pub overflow: bool,
     /// The body broke off early (client gone, idle): the bytes received are kept.
     pub broken: Option<Error>,
+    /// The open, locked data file: hold it until the new state is saved, so a `porter
+    /// gc` in another process cannot collect the upload in between.
+    pub hold: Option<Box<dyn DataFile>>,
 }
 
 impl Engine {
@@ -286,8 +289,9 @@ impl Engine {
         }
         let drained = pipe.drain().await?;
         let mut file: Box<dyn DataFile> = drained.file;
-        blocking(move || file.sync()).await?;
+        let file = blocking(move || file.sync().map(|()| file)).await?;
         Ok(Appended {
+            hold: Some(file),
             size: drained.size,
             hashes: drained.hashes,
             check: drained.check,

@@ -556,6 +556,7 @@ async fn append(
     up.hashes = got.hashes.save();
     up.expires = now() + ctx.route.expire.as_secs();
     ctx.engine().save(up).await?;
+    drop(got.hold);
     match got.broken {
         Some(e) => Err(e),
         None => Ok(()),
