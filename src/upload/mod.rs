@@ -68,10 +68,26 @@ pub async fn handle(
     .await;
     let resp = result.unwrap_or_else(|e| {
         tracing::info!(route = %route.path, error = %e, "upload refused");
-        e.into_response()
+        refusal(route.kind, e)
     });
     progress.finish(resp.status().as_u16());
     resp
+}
+
+/// An error raised before a protocol front-end ran, in that protocol's shape.
+fn refusal(kind: Kind, e: Error) -> Response<Body> {
+    match kind {
+        Kind::Chunked => {
+            crate::http::json_response(e.kind.status(), &serde_json::json!({ "detail": e.message }))
+        }
+        Kind::Tus => {
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert("tus-resumable", http::HeaderValue::from_static("1.0.0"));
+            r
+        }
+        _ => e.into_response(),
+    }
 }
 
 /// Starts progress tracking when the request carries an `X-Progress-ID`.

@@ -679,3 +679,18 @@ async fn a_refusal_on_retry_is_final_and_failed_creations_leave_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn early_refusals_still_speak_tus() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = send(
+        tus("POST", &porter.url("/files?X-Progress-ID=bad"))
+            .header("upload-length", 1)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers["tus-resumable"], "1.0.0");
+}
