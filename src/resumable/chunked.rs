@@ -9,9 +9,9 @@ use super::{Engine, Spool};
 use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
+use crate::http::Body;
 use crate::http::body::GuardedBody;
 use crate::http::headers::Peer;
-use crate::http::{Body, full};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, percent_decode};
 use crate::sink::hashes::{Algorithm, Hashes};
@@ -483,10 +483,7 @@ async fn finish_inner(
         fields: form.fields.clone(),
     };
     let answer: Answer = complete::complete(&app, route, engine, &mut up, req).await?;
-    let mut r = Response::new(full(answer.body));
-    *r.status_mut() = answer.status;
-    *r.headers_mut() = answer.headers;
-    Ok(r)
+    Ok(answer.into_response())
 }
 
 #[cfg(test)]

@@ -27,6 +27,16 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+impl Answer {
+    /// The answer as the client gets it.
+    pub fn into_response(self) -> http::Response<crate::http::Body> {
+        let mut r = http::Response::new(crate::http::full(self.body));
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers;
+        r
+    }
+}
+
 /// What the completing request brings besides the upload.
 pub struct Request {
     /// The completing client request, for the `authorize` question (SPEC §4.6).

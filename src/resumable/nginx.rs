@@ -238,10 +238,7 @@ async fn segment(
         fields: Vec::new(),
     };
     let a = complete::complete(&app, route, engine, &mut up, req).await?;
-    let mut r = Response::new(full(a.body));
-    *r.status_mut() = a.status;
-    *r.headers_mut() = a.headers;
-    Ok(r)
+    Ok(a.into_response())
 }
 
 /// Separate received ranges one upload may have; beyond, segments are refused (416),

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::{Peer, is_trusted};
-use crate::http::{Body, empty, full};
+use crate::http::{Body, empty};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Algorithm, Hashes};
@@ -612,10 +612,7 @@ async fn finish(
 
 /// The app's answer, relayed to the client.
 fn relay(a: Answer) -> Response<Body> {
-    let mut r = Response::new(full(a.body));
-    *r.status_mut() = a.status;
-    *r.headers_mut() = a.headers;
-    r
+    a.into_response()
 }
 
 /// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
