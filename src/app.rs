@@ -1,9 +1,16 @@
 //! The per-request view of the server: config snapshot, backend client, store, and the
 //! process-wide upload slots.
+//!
+//! An `App` is built from one config. A reload builds a new one for new requests while
+//! requests in flight keep the `Arc<App>` they started with; what must outlive a
+//! reload (counters, progress of uploads in flight, resumable locks) is carried over.
 
 use crate::backend::Backend;
 use crate::backend::sign::Secret;
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::progress::Registry;
+use crate::resumable::Engine;
 use crate::store::{LocalStore, Store};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -16,9 +23,10 @@ pub struct App {
     /// One permit per upload in progress: `max_concurrent_uploads`.
     pub uploads: Arc<Semaphore>,
     /// Uploads that carry an `X-Progress-ID`.
-    pub progress: Arc<crate::progress::Registry>,
+    pub progress: Arc<Registry>,
     /// Resumable uploads (tus and friends).
-    pub resumable: crate::resumable::Engine,
+    pub resumable: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the server could not start (exit code 2).
@@ -35,26 +43,71 @@ pub enum StartError {
 impl App {
     /// Builds the app: loads (or creates) the secret and creates the storage directories.
     pub fn new(config: Arc<Config>) -> Result<App, StartError> {
-        let secret = if config.uploads.is_empty() && std::env::var_os("PORTER_SECRET").is_none() {
-            None
-        } else {
-            let (secret, created) =
-                Secret::load(&config.backend.secret_file, true).map_err(StartError::Secret)?;
-            if created {
-                tracing::info!(path = %config.backend.secret_file.display(), "created a new signing secret");
-            }
-            Some(secret)
-        };
         let store = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
         let resumable = crate::resumable::store::LocalResumable::open(store.clone())
             .map_err(StartError::Storage)?;
+        let metrics = Arc::new(Metrics::new());
         Ok(App {
-            backend: Backend::new(&config.backend, secret),
+            backend: backend(&config, metrics.clone())?,
             store: Arc::new(store),
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
             progress: Arc::default(),
-            resumable: crate::resumable::Engine::new(Arc::new(resumable)),
+            resumable: Arc::new(Engine::new(Arc::new(resumable))),
+            metrics,
             config,
         })
     }
+
+    /// The app for a reloaded config. Counters and progress carry over; so do the
+    /// store and the resumable engine (whose in-process locks must stay shared) when
+    /// `[storage]` is unchanged, and the upload slots when their number is.
+    pub fn reload(&self, config: Arc<Config>) -> Result<App, StartError> {
+        let fresh = if config.storage == self.config.storage {
+            None
+        } else {
+            Some(App::new(config.clone())?)
+        };
+        let (store, resumable) = match fresh {
+            Some(app) => (app.store, app.resumable),
+            None => (self.store.clone(), self.resumable.clone()),
+        };
+        let uploads =
+            if config.limits.max_concurrent_uploads == self.config.limits.max_concurrent_uploads {
+                self.uploads.clone()
+            } else {
+                Arc::new(Semaphore::new(config.limits.max_concurrent_uploads))
+            };
+        Ok(App {
+            backend: backend(&config, self.metrics.clone())?,
+            store,
+            uploads,
+            progress: self.progress.clone(),
+            resumable,
+            metrics: self.metrics.clone(),
+            config,
+        })
+    }
+
+    /// Uploads holding a slot now.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.config
+            .limits
+            .max_concurrent_uploads
+            .saturating_sub(self.uploads.available_permits())
+    }
+}
+
+/// The backend client, with the signing secret loaded (or created) when uploads need it.
+fn backend(config: &Config, metrics: Arc<Metrics>) -> Result<Backend, StartError> {
+    let secret = if config.uploads.is_empty() && std::env::var_os("PORTER_SECRET").is_none() {
+        None
+    } else {
+        let (secret, created) =
+            Secret::load(&config.backend.secret_file, true).map_err(StartError::Secret)?;
+        if created {
+            tracing::info!(path = %config.backend.secret_file.display(), "created a new signing secret");
+        }
+        Some(secret)
+    };
+    Ok(Backend::new(&config.backend, secret, metrics))
 }

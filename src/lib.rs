@@ -9,8 +9,12 @@
 //!
 //! The modules follow the data flow of a request:
 //!
-//! * `listen`: accept loop, `max_connections`, graceful drain; `listen::conn` serves
-//!   one connection with hyper and owns the idle / keep-alive watchdog.
+//! * `server`: the running process: listeners, SIGHUP reloads (config swapped
+//!   atomically, in-flight requests keep theirs), graceful drain, periodic GC.
+//! * `listen`: accept loops, TLS (`listen::tls`), `max_connections`; `listen::conn`
+//!   serves one connection with hyper and owns the idle / keep-alive watchdog;
+//!   `listen::admin` is the metrics listener; `listen::systemd` speaks sd_notify and
+//!   takes socket-activated listeners.
 //! * `service`: one request: strip client `X-Porter-*`, route, dispatch, then the one
 //!   response path (strips `X-Accel-*`, writes the access log).
 //! * `route`: path normalisation, canonical encoding, route choice (SPEC §3).
@@ -22,6 +26,7 @@
 //! * `backend`: the one client for the app: pooled, signed generated requests.
 //! * `config`: the TOML file, parsed and validated once into typed structs.
 //! * `error`: the one error kind enum and its mapping to HTTP.
+//! * `metrics`: Prometheus counters that survive reloads.
 //! * `http`: body types and header hygiene shared by all of the above.
 //!
 //! `run` takes already-bound listeners, so tests bind `127.0.0.1:0` and hand them in.
@@ -33,10 +38,12 @@ pub mod download;
 pub mod error;
 pub mod http;
 pub mod listen;
+pub mod metrics;
 pub mod progress;
 pub mod proxy;
 pub mod resumable;
 pub mod route;
+pub mod server;
 pub mod service;
 pub mod sink;
 pub mod store;
@@ -46,48 +53,40 @@ pub use app::{App, StartError};
 pub use config::Config;
 
 use std::future::Future;
-use std::sync::Arc;
 
 /// Runs porter on `listeners` until `shutdown` resolves, then drains gracefully.
+///
+/// Listeners are matched to `server.listen` entries by position when their numbers
+/// agree (as `porter serve` binds them); otherwise each is known by its own address.
+/// For reloads, drive [`server::run`] with a [`server::Control`] channel instead.
 pub async fn run(
     listeners: Vec<std::net::TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let app = Arc::new(App::new(Arc::new(config))?);
-    match app.store.sweep() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, "removed partial files left by an earlier run"),
-        Err(e) => tracing::warn!(error = %e, "cannot sweep storage.temp"),
-    }
+    let entries = config.server.listen.clone();
+    let by_position = entries.len() == listeners.len();
     let mut bound = Vec::new();
-    for l in listeners {
-        l.set_nonblocking(true)
-            .map_err(|e| StartError::Other(format!("listener: {e}")))?;
-        bound.push(
-            tokio::net::TcpListener::from_std(l)
-                .map_err(|e| StartError::Other(format!("listener: {e}")))?,
-        );
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let entry = if by_position {
+            entries[i].clone()
+        } else {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| StartError::Other(format!("listener: {e}")))?;
+            config::Listen::Addr(addr)
+        };
+        bound.push(server::Bound { entry, listener });
     }
-    let collector = tokio::spawn(collect_periodically(app.clone()));
-    listen::serve(bound, app, shutdown).await;
-    collector.abort();
-    Ok(())
-}
-
-/// How often a running server collects expired resumable uploads.
-const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-async fn collect_periodically(app: Arc<App>) {
-    let mut tick = tokio::time::interval(GC_EVERY);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match app.resumable.collect().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "collected expired resumable uploads"),
-            Err(e) => tracing::warn!(error = %e, "resumable garbage collection failed"),
-        }
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let stop = async move {
+        shutdown.await;
+        let _ = tx.send(server::Control::Shutdown).await;
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        r = server::run(bound, config, rx) => r,
+        () = stop => Ok(()),
     }
 }
 
@@ -97,7 +96,7 @@ pub async fn collect_garbage(config: &Config) -> Result<(usize, usize), StartErr
     let store = store::LocalStore::open(&config.storage).map_err(StartError::Storage)?;
     let partials = store::Store::sweep(&store).map_err(StartError::Storage)?;
     let local = resumable::store::LocalResumable::open(store).map_err(StartError::Storage)?;
-    let engine = resumable::Engine::new(Arc::new(local));
+    let engine = resumable::Engine::new(std::sync::Arc::new(local));
     let uploads = engine
         .collect()
         .await

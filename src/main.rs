@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use porter::config::{self, Config, Listen, Problem};
+use porter::listen::systemd;
+use porter::server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -217,25 +219,14 @@ fn serve(path: PathBuf) -> ExitCode {
         return print_problems(&path, problems);
     }
     raise_nofile(cfg.server.max_connections);
-    let mut listeners = Vec::new();
-    for l in &cfg.server.listen {
-        let Listen::Addr(addr) = l else {
-            eprintln!("socket activation is not available in this build");
+    // Before any thread exists: socket activation reads and unsets the environment.
+    let bound = match bind(&cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
             return ExitCode::from(EXIT_START);
-        };
-        match std::net::TcpListener::bind(addr) {
-            Ok(s) => {
-                if let Ok(local) = s.local_addr() {
-                    tracing::info!(%local, "listening");
-                }
-                listeners.push(s);
-            }
-            Err(e) => {
-                eprintln!("cannot listen on {addr}: {e}");
-                return ExitCode::from(EXIT_START);
-            }
         }
-    }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -246,7 +237,9 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(porter::run(listeners, cfg, shutdown_signal())) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    runtime.spawn(signals(path.clone(), tx));
+    match runtime.block_on(server::run(bound, cfg, rx)) {
         Err(porter::StartError::Secret(e)) => {
             eprintln!("{}: backend.secret_file: {e}", path.display());
             ExitCode::from(EXIT_CONFIG)
@@ -262,17 +255,85 @@ fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return std::future::pending().await;
+/// Binds every `server.listen` entry; `"systemd"` takes the socket-activated ones.
+fn bind(cfg: &Config) -> Result<Vec<server::Bound>, String> {
+    let mut bound = Vec::new();
+    for entry in &cfg.server.listen {
+        match entry {
+            Listen::Addr(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                if let Ok(local) = l.local_addr() {
+                    tracing::info!(%local, "listening");
+                }
+                bound.push(server::Bound {
+                    entry: entry.clone(),
+                    listener: l,
+                });
+            }
+            Listen::Systemd => {
+                let activated = systemd::activated_listeners()
+                    .map_err(|e| format!("socket activation: {e}"))?;
+                if activated.is_empty() {
+                    return Err("server.listen has \"systemd\" but no sockets were passed (LISTEN_FDS is unset or not for this process)".into());
+                }
+                for l in activated {
+                    if let Ok(local) = l.local_addr() {
+                        tracing::info!(%local, "listening on a socket-activated listener");
+                    }
+                    bound.push(server::Bound {
+                        entry: Listen::Systemd,
+                        listener: l,
+                    });
+                }
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+    Ok(bound)
+}
+
+/// SIGTERM and SIGINT drain and stop; SIGHUP re-reads the config file and reloads.
+async fn signals(path: PathBuf, tx: tokio::sync::mpsc::Sender<server::Control>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot watch signals");
+        return;
+    };
+    loop {
+        let control = tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                server::Control::Shutdown
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received");
+                server::Control::Shutdown
+            }
+            _ = hup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP received: reloading");
+                server::Control::Reload(reload_config(&path).map(Box::new))
+            }
+        };
+        let stop = matches!(control, server::Control::Shutdown);
+        if tx.send(control).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// The config file as a reload sees it: parsed, validated, paths and certificates checked.
+fn reload_config(path: &std::path::Path) -> Result<Config, String> {
+    let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let problems = config::check_paths(&cfg);
+    if problems.is_empty() {
+        return Ok(cfg);
+    }
+    Err(config::ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    }
+    .to_string())
 }

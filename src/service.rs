@@ -2,16 +2,19 @@
 //! pass the answer through the one response path, and log it.
 
 use crate::app::App;
-use crate::config::Static;
+use crate::config::{Kind, Static};
 use crate::download::{self, Ask};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::with_guard;
 use crate::http::headers::{Peer, strip_accel, strip_porter};
+use crate::http::stats::RequestStats;
 use crate::listen::conn::InFlight;
+use crate::metrics::{Metrics, Outcome};
 use crate::route::{NormalPath, Route, route};
 use crate::{proxy, upload};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,9 +22,10 @@ use std::time::Instant;
 pub async fn handle(
     app: Arc<App>,
     peer: Peer,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Response<Body> {
+    let stats = Arc::new(RequestStats::default());
     let log = AccessLog {
         start: Instant::now(),
         method: req.method().to_string(),
@@ -32,29 +36,52 @@ pub async fn handle(
             .to_string(),
         peer,
         status: 0,
+        label: Label::default(),
+        stats: stats.clone(),
+        metrics: app.metrics.clone(),
         _in_flight: in_flight,
     };
+    stats.scope(dispatch(app, peer, req, log)).await
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    peer: Peer,
+    mut req: Request<Incoming>,
+    mut log: AccessLog,
+) -> Response<Body> {
     strip_porter(req.headers_mut());
     let ask = Ask::of(req.method(), req.headers());
     let resp = match NormalPath::parse(req.uri().path()) {
         // `OPTIONS *` names the server, not a path: the app answers it.
-        Err(_) if req.uri().path() == "*" => proxy::forward(app.clone(), peer, req).await,
-        Err(e) => Error::bad_request(e.to_string()).into_response(),
-        Ok(path) => match route(&app.config, req.method(), &path) {
-            Route::Progress => app.progress.respond(req.method(), req.uri(), req.headers()),
-            Route::Static(s) => serve_static(&app, &ask, s, &path).await,
-            Route::Internal => {
-                tracing::info!(path = %path.display(), "refused a direct request for an internal location");
-                Error::new(ErrorKind::NotFound, "not found").into_response()
+        Err(_) if req.uri().path() == "*" => {
+            log.label = Label::named("passthrough");
+            proxy::forward(app.clone(), peer, req).await
+        }
+        Err(e) => {
+            log.label = Label::named("invalid");
+            Error::bad_request(e.to_string()).into_response()
+        }
+        Ok(path) => {
+            let route = route(&app.config, req.method(), &path);
+            log.label = Label::of(&route);
+            match route {
+                Route::Progress => app.progress.respond(req.method(), req.uri(), req.headers()),
+                Route::Static(s) => serve_static(&app, &ask, s, &path).await,
+                Route::Internal => {
+                    tracing::info!(path = %path.display(), "refused a direct request for an internal location");
+                    Error::new(ErrorKind::NotFound, "not found").into_response()
+                }
+                Route::Complete(r) => {
+                    crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
+                }
+                Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
+                Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
             }
-            Route::Complete(r) => {
-                crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
-            }
-            Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
-            Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
-        },
+        }
     };
     let resp = if download::requested(&resp) {
+        log.label.download = true;
         download::from_backend(&app, &ask, resp).await
     } else {
         resp
@@ -95,29 +122,106 @@ fn respond(resp: Response<Body>, mut log: AccessLog) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_accel(&mut parts.headers);
     log.status = parts.status.as_u16();
+    let stats = log.stats.clone();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                stats.add_sent(d.len() as u64);
+            }
+            f
+        })
+        .boxed();
     Response::from_parts(parts, with_guard(body, log))
 }
 
-/// Writes one access-log line when dropped, i.e. when the response body is finished.
+/// How a request shows up in metrics: a name from the config, never the raw path.
+#[derive(Default)]
+struct Label {
+    route: String,
+    /// The upload kind, for an upload route.
+    kind: Option<crate::config::Kind>,
+    /// The answer was a file served by porter.
+    download: bool,
+}
+
+impl Label {
+    fn named(route: &str) -> Label {
+        Label {
+            route: route.to_string(),
+            ..Label::default()
+        }
+    }
+
+    fn of(route: &Route) -> Label {
+        match route {
+            Route::Internal => Label::named("internal"),
+            Route::Progress => Label::named("progress"),
+            Route::Static(s) => Label {
+                route: s.prefix.clone(),
+                kind: None,
+                download: true,
+            },
+            Route::Upload(r) | Route::Complete(r) => Label {
+                route: r.path.clone(),
+                kind: Some(r.kind),
+                download: false,
+            },
+            Route::Passthrough => Label::named("passthrough"),
+        }
+    }
+}
+
+/// Writes one access-log line, and counts the request, when dropped: that is, when
+/// the response body is finished (or the client went away).
 struct AccessLog {
     start: Instant,
     method: String,
     target: String,
     peer: Peer,
     status: u16,
+    label: Label,
+    stats: Arc<RequestStats>,
+    metrics: Arc<Metrics>,
     /// Keeps the connection's in-flight count up until the response is done.
     _in_flight: InFlight,
 }
 
+impl AccessLog {
+    fn count(&self) {
+        let m = &self.metrics;
+        m.request(&self.label.route, self.status);
+        if self.label.download {
+            m.download_bytes(self.stats.sent());
+        }
+        let Some(kind) = self.label.kind else { return };
+        m.upload_bytes(kind.name(), self.stats.received());
+        // Resumable kinds finish an upload over many requests: counted at completion.
+        if matches!(kind, Kind::Multipart | Kind::Raw) && self.stats.received() > 0 {
+            let outcome = if self.status < 400 {
+                Outcome::ok
+            } else if self.stats.delivered() {
+                Outcome::backend_error
+            } else {
+                Outcome::refused
+            };
+            m.upload_finished(kind.name(), outcome, self.start.elapsed());
+        }
+    }
+}
+
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        self.count();
         tracing::info!(
             target: "porter::access",
             method = %self.method,
             target = %self.target,
             status = self.status,
+            bytes_in = self.stats.received(),
+            bytes_out = self.stats.sent(),
             ms = self.start.elapsed().as_millis() as u64,
             client = %self.peer.addr,
+            upload = self.stats.upload_id().unwrap_or("-"),
             "request"
         );
     }

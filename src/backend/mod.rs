@@ -47,6 +47,9 @@ pub struct Backend {
     response_timeout: Duration,
     /// Signs generated requests; `None` when no upload route needs it.
     secret: Option<Secret>,
+    /// Kept to probe reachability for `/readyz` without touching the pool.
+    connector: Connector,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// A request porter generates for the app.
@@ -61,20 +64,38 @@ pub struct Generated {
 }
 
 impl Backend {
-    pub fn new(cfg: &config::Backend, secret: Option<Secret>) -> Backend {
+    pub fn new(
+        cfg: &config::Backend,
+        secret: Option<Secret>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Backend {
         let authority = match &cfg.addr {
             config::BackendAddr::Tcp { authority } => authority.clone(),
             config::BackendAddr::Unix(_) => "localhost".to_string(),
         };
+        let connector = Connector::new(cfg.addr.clone(), cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(Connector::new(cfg.addr.clone(), cfg.connect_timeout));
+            .build(connector.clone());
         Backend {
             client,
             authority,
             response_timeout: cfg.response_timeout,
             secret,
+            connector,
+            metrics,
         }
+    }
+
+    /// Whether a new connection to the app can be opened within `connect_timeout`.
+    pub async fn reachable(&self) -> Result<(), String> {
+        use tower_service::Service;
+        let mut connector = self.connector.clone();
+        connector
+            .call(Uri::from_static("http://localhost/"))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Sends a request whose URI holds the target (path and query) to use.
@@ -100,10 +121,13 @@ impl Backend {
             let _ = sent_rx.await;
             tokio::time::sleep(self.response_timeout).await;
         };
-        tokio::select! {
+        let result = tokio::select! {
             r = self.client.request(req) => r.map_err(|e| BackendError::Unavailable(error_chain(&e))),
             _ = timer => Err(BackendError::Timeout(self.response_timeout)),
-        }
+        };
+        self.metrics
+            .backend(result.as_ref().ok().map(|r| r.status().as_u16()));
+        result
     }
 
     /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.

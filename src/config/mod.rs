@@ -45,6 +45,9 @@ pub enum Listen {
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The config key it came from (`server.tls`, `server.tls_sni[0]`), for problems.
+    pub origin: String,
+    /// The SNI name it serves; `None` for the `server.tls` default.
     pub name: Option<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -83,7 +86,7 @@ pub struct Backend {
     pub secret_file: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Storage {
     pub root: PathBuf,
     pub temp: PathBuf,

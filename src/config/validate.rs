@@ -126,9 +126,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
             None
         }
     });
-    if metrics.is_some() {
-        c.fail("metrics", "metrics are not available in this build yet");
-    }
     let log = log(&mut c, &raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -188,19 +185,10 @@ fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
             &mut tls,
         );
     }
-    if !tls.is_empty() {
-        c.fail("server.tls", "TLS is not available in this build yet");
-    }
     if s.proxy_protocol == Some(true) {
         c.fail(
             "server.proxy_protocol",
             "the PROXY protocol is not available in this build yet",
-        );
-    }
-    if listen.contains(&Listen::Systemd) {
-        c.fail(
-            "server.listen",
-            "socket activation is not available in this build yet",
         );
     }
     let max_connections = c.positive("server.max_connections", s.max_connections);
@@ -253,6 +241,7 @@ fn tls_files(
 ) {
     match (cert, tls_key) {
         (Some(cert), Some(k)) => out.push(TlsFiles {
+            origin: key.to_string(),
             name,
             cert: resolve(base, cert),
             key: resolve(base, k),
@@ -674,6 +663,9 @@ pub fn check_paths(cfg: &Config) -> Vec<Problem> {
                 format!("{} is not a directory", int.root.display()),
             );
         }
+    }
+    if let Err(problems) = crate::listen::tls::load(&cfg.server.tls, cfg.server.http2) {
+        c.problems.extend(problems);
     }
     let secret = &cfg.backend.secret_file;
     if std::env::var_os("PORTER_SECRET").is_none() && secret.exists() {

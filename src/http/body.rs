@@ -51,6 +51,8 @@ pub struct GuardedBody<B> {
     /// read by hyper's client, which reports only "body error").
     failure: Arc<std::sync::OnceLock<crate::error::Error>>,
     trailers: Option<http::HeaderMap>,
+    /// The request this body belongs to, for its access-log byte count.
+    stats: Option<Arc<super::stats::RequestStats>>,
 }
 
 impl<B> GuardedBody<B> {
@@ -66,6 +68,7 @@ impl<B> GuardedBody<B> {
             progress: Vec::new(),
             failure: Arc::default(),
             trailers: None,
+            stats: super::stats::RequestStats::current(),
         }
     }
 
@@ -136,6 +139,9 @@ where
                     this.seen += d.len() as u64;
                     for t in &this.progress {
                         t.add(d.len());
+                    }
+                    if let Some(s) = &this.stats {
+                        s.add_received(d.len() as u64);
                     }
                     if this.seen > this.limit {
                         let limit = this.limit;

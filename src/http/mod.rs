@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod stats;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};

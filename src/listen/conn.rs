@@ -6,11 +6,10 @@
 //! A stalled request *body* is caught where it is read (`GuardedBody`), so the handler
 //! can answer 408 and clean up.
 
-use crate::app::App;
+use super::{Generation, Live};
 use crate::http::headers::Peer;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -19,7 +18,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
@@ -187,28 +185,32 @@ pub struct Timeouts {
 }
 
 /// Serves one connection until it ends, idles out, or drains after shutdown.
+/// hyper's settings and the clocks come from `generation` (the config current when
+/// the connection was accepted); each request takes the app current when it starts.
 /// `_permit` is a `max_connections` slot, released when this returns.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<I>(
+    stream: I,
     peer: Peer,
-    app: Arc<App>,
-    builder: Arc<Builder<TokioExecutor>>,
-    timeouts: Timeouts,
+    live: Arc<Live>,
+    generation: Arc<Generation>,
     mut shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeouts = generation.timeouts;
     let activity = Arc::new(Activity::new());
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         let in_flight = svc_activity.begin();
-        let app = app.clone();
+        let app = live.app();
         async move { Ok::<_, Infallible>(crate::service::handle(app, peer, req, in_flight).await) }
     });
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
     });
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let conn = generation.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let shortest = timeouts.idle.min(timeouts.keepalive).min(timeouts.header);
     let tick = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));

@@ -1,22 +1,61 @@
-//! Listeners: accept connections within `max_connections`, hand each to `conn`, and
-//! drain them all on shutdown (SPEC §1: stop accepting, finish in-flight requests for
-//! up to `shutdown_grace`).
+//! Listeners: accept connections within `max_connections`, terminate TLS, and hand
+//! each connection to `conn`.
+//!
+//! What a connection needs from the config (hyper's protocol settings, TLS, clocks, and
+//! the app) is one [`Generation`]; [`Live`] holds the current one, and a reload swaps
+//! it. A connection keeps the generation it was accepted under for its protocol
+//! settings, while each request on it takes the app that is current when it starts.
 
+pub mod admin;
 pub mod conn;
+pub mod systemd;
+pub mod tls;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, Problem};
 use crate::http::headers::Peer;
 use conn::Timeouts;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// Everything built from one config that connections need.
+pub struct Generation {
+    pub app: Arc<App>,
+    builder: Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
+}
+
+impl Generation {
+    /// Builds hyper's settings and loads the certificates for `app`'s config.
+    pub fn new(app: Arc<App>) -> Result<Generation, Vec<Problem>> {
+        let cfg = &app.config;
+        let tls = tls::load(&cfg.server.tls, cfg.server.http2)?.map(TlsAcceptor::from);
+        Ok(Generation {
+            builder: builder(cfg),
+            tls,
+            timeouts: Timeouts {
+                header: cfg.server.header_timeout,
+                idle: cfg.server.idle_timeout,
+                keepalive: cfg.server.keepalive_timeout,
+            },
+            app,
+        })
+    }
+}
 
 /// hyper's protocol settings from the config.
+///
+/// HTTP/2 flow control: a stream may only send as much as the receiver's window, so
+/// with the protocol's 64 KiB default an upload moves one window per round trip and
+/// crawls. porter advertises `h2_stream_window` per stream and `h2_connection_window`
+/// per connection (memory per h2 upload is bounded by the stream window plus buffers),
+/// and frames up to 1 MiB, so one upload over h2 keeps pace with HTTP/1.1.
 fn builder(cfg: &Config) -> Builder<TokioExecutor> {
     let s = &cfg.server;
     let mut b = Builder::new(TokioExecutor::new());
@@ -30,86 +69,107 @@ fn builder(cfg: &Config) -> Builder<TokioExecutor> {
         .initial_stream_window_size(s.h2_stream_window)
         .initial_connection_window_size(s.h2_connection_window)
         .max_frame_size(1 << 20)
+        .max_send_buf_size(cfg.limits.buffer.max(1 << 20))
         .max_header_list_size(cfg.limits.max_header_bytes as u32);
     if s.http2 { b } else { b.http1_only() }
 }
 
-/// Serves `listeners` until `shutdown` resolves, then drains.
-pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let cfg = app.config.clone();
-    let max = cfg.server.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
-    let builder = Arc::new(builder(&cfg));
-    let timeouts = Timeouts {
-        header: cfg.server.header_timeout,
-        idle: cfg.server.idle_timeout,
-        keepalive: cfg.server.keepalive_timeout,
-    };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accepting = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let ctx = Acceptor {
-            app: app.clone(),
-            builder: builder.clone(),
-            slots: slots.clone(),
-            timeouts,
-            stop: stop_rx.clone(),
+/// The current generation; swapped by a reload.
+pub struct Live {
+    current: RwLock<Arc<Generation>>,
+}
+
+impl Live {
+    pub fn new(generation: Generation) -> Live {
+        Live {
+            current: RwLock::new(Arc::new(generation)),
+        }
+    }
+
+    pub fn get(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        self.get().app.clone()
+    }
+
+    pub fn set(&self, generation: Generation) {
+        let generation = Arc::new(generation);
+        match self.current.write() {
+            Ok(mut g) => *g = generation,
+            Err(poisoned) => *poisoned.into_inner() = generation,
+        }
+    }
+}
+
+/// What every accept loop shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub live: Arc<Live>,
+    /// `max_connections` slots; the drain waits for all of them.
+    pub slots: Arc<Semaphore>,
+    /// Turns true at shutdown: connections finish their requests and close.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// Accepts on `listener` until `stop` turns true (shutdown, or the address left the
+/// config on reload). Connections already accepted are not affected by `stop`.
+pub async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
+    loop {
+        let permit = tokio::select! {
+            p = shared.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
         };
-        accepting.spawn(ctx.run(listener));
-    }
-    shutdown.await;
-    tracing::info!(
-        "shutting down: no new connections, draining for up to {:?}",
-        cfg.server.shutdown_grace
-    );
-    let _ = stop_tx.send(true);
-    accepting.shutdown().await;
-    let drained =
-        tokio::time::timeout(cfg.server.shutdown_grace, slots.acquire_many(max as u32)).await;
-    if drained.is_err() {
-        tracing::warn!("shutdown grace ran out with connections still open");
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let generation = shared.live.get();
+        let (live, drain) = (shared.live.clone(), shared.drain.clone());
+        tokio::spawn(async move {
+            let Some(tls) = generation.tls.clone() else {
+                let peer = Peer { addr, tls: false };
+                return conn::serve(stream, peer, live, generation, drain, permit).await;
+            };
+            let Some(stream) = handshake(&tls, stream, generation.timeouts.header).await else {
+                return;
+            };
+            let peer = Peer { addr, tls: true };
+            conn::serve(stream, peer, live, generation, drain, permit).await
+        });
     }
 }
 
-struct Acceptor {
-    app: Arc<App>,
-    builder: Arc<Builder<TokioExecutor>>,
-    slots: Arc<Semaphore>,
-    timeouts: Timeouts,
-    stop: watch::Receiver<bool>,
-}
-
-impl Acceptor {
-    async fn run(mut self, listener: TcpListener) {
-        loop {
-            let permit = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = self.stop.changed() => return,
-            };
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = self.stop.changed() => return,
-            };
-            let (stream, addr) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let peer = Peer { addr, tls: false };
-            tokio::spawn(conn::serve(
-                stream,
-                peer,
-                self.app.clone(),
-                self.builder.clone(),
-                self.timeouts,
-                self.stop.clone(),
-                permit,
-            ));
+/// The TLS handshake, within the time a request head may take.
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(limit, tls.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "TLS handshake timed out");
+            None
         }
     }
 }

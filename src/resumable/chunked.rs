@@ -385,6 +385,7 @@ fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload
         concat: None,
         hashes: Hashes::new(&algorithms(route)).save(),
         expires: now() + route.expire.as_secs(),
+        created: now(),
         ranges: Vec::new(),
         completion: None,
         waiting: Vec::new(),

@@ -12,12 +12,14 @@ use crate::app::App;
 use crate::backend::Generated;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
+use crate::metrics::Outcome;
 use crate::sink::hashes::Hashes;
 use crate::upload::accept;
 use crate::upload::metadata::{self, FileMeta, Item};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
+use std::time::Duration;
 
 /// The app's answer, read whole (it is small: the app answers metadata).
 #[derive(Debug, Clone)]
@@ -91,7 +93,7 @@ pub async fn complete(
     {
         // A refusal at completion counts as the app's 4xx: final.
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;
-        return settle(engine, route, up, answer).await;
+        return settle(app, engine, route, up, answer).await;
     }
     if up.stored.is_none() {
         let head = engine.read_at(&up.id, 0, accept::SNIFF_BYTES).await?;
@@ -126,7 +128,7 @@ pub async fn complete(
         Ok(resp) => read_answer(resp, app.config.limits.response_buffer).await,
         Err(e) => Err(Error::from(e)),
     };
-    settle(engine, route, up, answer).await
+    settle(app, engine, route, up, answer).await
 }
 
 async fn read_answer(
@@ -156,6 +158,7 @@ async fn read_answer(
 }
 
 async fn settle(
+    app: &App,
     engine: &Engine,
     route: &UploadRoute,
     up: &mut Upload,
@@ -165,6 +168,14 @@ async fn settle(
         Ok(a) => a.status.as_u16(),
         Err(e) => e.kind.status().as_u16(),
     };
+    let outcome = match status {
+        200..=299 => Outcome::ok,
+        400..=499 => Outcome::refused,
+        _ => Outcome::backend_error,
+    };
+    let age = now().saturating_sub(if up.created == 0 { now() } else { up.created });
+    app.metrics
+        .upload_finished(route.kind.name(), outcome, Duration::from_secs(age));
     match status {
         200..=299 => {
             let a = answer.as_ref().map_err(Clone::clone)?;

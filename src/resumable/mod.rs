@@ -17,6 +17,7 @@ pub mod tus;
 
 use crate::error::{Error, ErrorKind};
 use crate::http::body::GuardedBody;
+use crate::http::stats::RequestStats;
 use crate::sink::Pipe;
 use crate::sink::hashes::{Algorithm, Hashes};
 use crate::store::StoreError;
@@ -199,11 +200,13 @@ impl Engine {
     }
 
     pub async fn create(&self, up: &Upload) -> Result<(), Error> {
+        RequestStats::note_upload_id(&up.id);
         let (s, up) = (self.store.clone(), up.clone());
         blocking(move || s.create(&up)).await
     }
 
     pub async fn load(&self, id: &str) -> Result<Option<Upload>, Error> {
+        RequestStats::note_upload_id(id);
         let (s, id) = (self.store.clone(), id.to_string());
         blocking(move || s.load(&id)).await
     }

@@ -268,6 +268,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         concat: None,
         hashes: Hashes::new(&route.hashes).save(),
         expires: now() + route.expire.as_secs(),
+        created: now(),
         ranges: Vec::new(),
         completion: None,
         waiting: Vec::new(),

@@ -65,6 +65,9 @@ pub struct Upload {
     pub hashes: SavedHashes,
     /// Unix seconds after which the upload is expired.
     pub expires: u64,
+    /// Unix seconds when it was created (0 in state written before this was kept).
+    #[serde(default)]
+    pub created: u64,
     /// nginx-resumable: received byte ranges, merged, inclusive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<(u64, u64)>,

@@ -36,6 +36,7 @@ impl<'r> FileReceiver<'r> {
         accept::check_name(&route.accept, &name)
             .map_err(|m| Error::new(ErrorKind::UnsupportedType, m).with_file(&name))?;
         let id = Uuid::new_v4();
+        crate::http::stats::RequestStats::note_upload_id(&id.to_string());
         let sink = Sink::open(
             app.store.clone(),
             id,

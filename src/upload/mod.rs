@@ -421,11 +421,15 @@ async fn deliver(
     req: Generated,
     files: Vec<StoredFile>,
 ) -> Response<Body> {
+    let stats = crate::http::stats::RequestStats::current();
     let task = tokio::spawn(async move {
         let mut files = files;
         let answer = app.backend.send_generated(req).await;
         match answer {
             Ok(resp) => {
+                if let Some(s) = stats {
+                    s.set_delivered();
+                }
                 let status = resp.status().as_u16();
                 if route.cleans_up_on(status) {
                     tracing::info!(

@@ -11,6 +11,8 @@ mod nginx_resumable;
 mod passthrough;
 mod progress;
 mod raw;
+mod reload;
 mod support;
+mod tls;
 mod tus;
 mod tus_clients;

@@ -382,3 +382,158 @@ pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
         .unwrap_or(0);
     (code, stdout[..cut].to_vec())
 }
+
+/// A port that was free a moment ago (for configs that must name their port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The real `porter` binary, with its stderr lines collected.
+pub struct Proc {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line seen so far.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn command() -> std::process::Command {
+        std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+    }
+
+    /// Starts `porter serve -c config`.
+    pub fn serve(config: &Path) -> Proc {
+        let mut cmd = Proc::command();
+        cmd.args(["serve", "-c"]).arg(config);
+        Proc::spawn(cmd)
+    }
+
+    /// Starts `cmd` with stderr captured.
+    pub fn spawn(mut cmd: std::process::Command) -> Proc {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("porter starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to `secs`) for a stderr line containing `needle`, and returns it.
+    pub fn wait_for(&mut self, needle: &str, secs: u64) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+        }
+        None
+    }
+
+    /// The port of the first `listening` line.
+    pub fn port(&mut self) -> u16 {
+        let line = self.wait_for("listening", 20).unwrap_or_else(|| {
+            panic!("porter did not start listening: {:?}", self.seen);
+        });
+        line.split("127.0.0.1:")
+            .nth(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid, which is still ours until waited for.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        for _ in 0..secs * 10 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    /// Kills the child if the test fails first, so it cannot hold cargo's output pipe.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test certificate authority and the certificates it signs (rcgen).
+pub struct Pki {
+    pub dir: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    /// A new CA; its certificate is written to `dir/<name>.pem`.
+    pub fn new(dir: &Path, name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("porter test CA {name}"));
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA cert");
+        std::fs::write(dir.join(format!("{name}.pem")), issuer.pem()).expect("write CA");
+        Pki {
+            dir: dir.to_path_buf(),
+            issuer,
+        }
+    }
+
+    pub fn ca_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+
+    /// A leaf certificate for `names`, written as `<file>.crt` and `<file>.key`
+    /// (PKCS#8); returns both paths.
+    pub fn leaf(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).expect("params");
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let (crt, k) = (
+            self.dir.join(format!("{file}.crt")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (crt, k)
+    }
+}

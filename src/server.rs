@@ -1,0 +1,255 @@
+//! The running server: its listeners, the current generation, reloads, and the drain
+//! at shutdown (SPEC §1).
+//!
+//! A reload is all-or-nothing: the new config's app, certificates and any new listener
+//! addresses are all prepared first; only when everything succeeded is the generation
+//! swapped and are listeners that left the config closed. Requests in flight keep the
+//! app they started with, so they finish under the old config.
+
+use crate::app::{App, StartError};
+use crate::config::{Config, Listen};
+use crate::listen::{self, Generation, Live, Shared, systemd};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What a running server can be told.
+pub enum Control {
+    /// Switch to this config (or, on `Err`, log why the new one was refused).
+    Reload(Result<Box<Config>, String>),
+    /// Stop accepting, finish in-flight requests within `shutdown_grace`, return.
+    Shutdown,
+}
+
+/// A listener bound for a config entry.
+pub struct Bound {
+    pub entry: Listen,
+    pub listener: std::net::TcpListener,
+}
+
+/// One accept loop and the switch that stops it.
+struct Acceptor {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Acceptor {
+    fn spawn(listener: TcpListener, shared: Shared) -> Acceptor {
+        let (stop, rx) = watch::channel(false);
+        Acceptor {
+            task: tokio::spawn(listen::accept_loop(listener, shared, rx)),
+            stop,
+        }
+    }
+
+    fn spawn_admin(listener: TcpListener, live: Arc<Live>) -> Acceptor {
+        let (stop, rx) = watch::channel(false);
+        Acceptor {
+            task: tokio::spawn(listen::admin::serve(listener, live, rx)),
+            stop,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Server {
+    shared: Shared,
+    drain: watch::Sender<bool>,
+    max_connections: usize,
+    listeners: Vec<(Listen, Acceptor)>,
+    admin: Option<(SocketAddr, Acceptor)>,
+}
+
+/// Runs porter until it is told to shut down, then drains.
+pub async fn run(
+    bound: Vec<Bound>,
+    config: Config,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), StartError> {
+    let app = Arc::new(App::new(Arc::new(config))?);
+    match app.store.sweep() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed partial files left by an earlier run"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep storage.temp"),
+    }
+    let generation = Generation::new(app).map_err(|p| StartError::Other(problems(&p)))?;
+    let mut server = Server::start(bound, generation).await?;
+    let collector = tokio::spawn(collect_periodically(server.shared.live.clone()));
+    let watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+    systemd::ready();
+    while let Some(c) = control.recv().await {
+        match c {
+            Control::Reload(config) => {
+                systemd::reloading();
+                match config {
+                    Ok(config) => match server.reload(*config).await {
+                        Ok(()) => tracing::info!("config reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload refused; the old config stays")
+                        }
+                    },
+                    Err(e) => tracing::error!(error = %e, "reload refused; the old config stays"),
+                }
+                systemd::ready();
+            }
+            Control::Shutdown => break,
+        }
+    }
+    systemd::stopping();
+    collector.abort();
+    server.drain().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    Ok(())
+}
+
+fn problems(p: &[crate::config::Problem]) -> String {
+    p.iter()
+        .map(|p| format!("{}: {}", p.key, p.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn tokio_listener(l: std::net::TcpListener) -> Result<TcpListener, String> {
+    l.set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(l))
+        .map_err(|e| format!("listener: {e}"))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if let Ok(local) = l.local_addr() {
+        tracing::info!(%local, "listening");
+    }
+    Ok(l)
+}
+
+impl Server {
+    async fn start(bound: Vec<Bound>, generation: Generation) -> Result<Server, StartError> {
+        let cfg = generation.app.config.clone();
+        let max_connections = cfg.server.max_connections;
+        let (drain, drain_rx) = watch::channel(false);
+        let shared = Shared {
+            live: Arc::new(Live::new(generation)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            drain: drain_rx,
+        };
+        let mut listeners = Vec::new();
+        for b in bound {
+            let l = tokio_listener(b.listener).map_err(StartError::Other)?;
+            listeners.push((b.entry, Acceptor::spawn(l, shared.clone())));
+        }
+        let admin = match cfg.metrics {
+            Some(addr) => {
+                let l = bind(addr).await.map_err(StartError::Other)?;
+                Some((addr, Acceptor::spawn_admin(l, shared.live.clone())))
+            }
+            None => None,
+        };
+        Ok(Server {
+            shared,
+            drain,
+            max_connections,
+            listeners,
+            admin,
+        })
+    }
+
+    async fn reload(&mut self, config: Config) -> Result<(), String> {
+        let old = self.shared.live.get();
+        if config.server.max_connections != self.max_connections {
+            tracing::warn!("server.max_connections changes take effect at the next restart");
+        }
+        let app = old
+            .app
+            .reload(Arc::new(config))
+            .map_err(|e| e.to_string())?;
+        let cfg = app.config.clone();
+        let generation = Generation::new(Arc::new(app)).map_err(|p| problems(&p))?;
+        // Bind what is new before changing anything, so a failure leaves all as it was.
+        let mut added = Vec::new();
+        for entry in &cfg.server.listen {
+            if self.listeners.iter().any(|(e, _)| e == entry) {
+                continue;
+            }
+            match entry {
+                Listen::Addr(addr) => added.push((entry.clone(), bind(*addr).await?)),
+                Listen::Systemd => {
+                    return Err(
+                        "\"systemd\" can only be added to server.listen by a restart".into(),
+                    );
+                }
+            }
+        }
+        let admin = match (cfg.metrics, &self.admin) {
+            (Some(addr), Some((old, _))) if addr == *old => None,
+            (Some(addr), _) => Some(Some((addr, bind(addr).await?))),
+            (None, Some(_)) => Some(None),
+            (None, None) => None,
+        };
+        self.shared.live.set(generation);
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|(e, _)| cfg.server.listen.contains(e));
+        self.listeners = keep;
+        for (entry, acceptor) in gone {
+            tracing::info!(?entry, "no longer listening");
+            acceptor.stop().await;
+        }
+        for (entry, l) in added {
+            self.listeners
+                .push((entry, Acceptor::spawn(l, self.shared.clone())));
+        }
+        if let Some(admin) = admin {
+            if let Some((_, old)) = self.admin.take() {
+                old.stop().await;
+            }
+            self.admin =
+                admin.map(|(addr, l)| (addr, Acceptor::spawn_admin(l, self.shared.live.clone())));
+        }
+        Ok(())
+    }
+
+    /// SPEC §1: stop accepting, let connections finish for up to `shutdown_grace`.
+    async fn drain(self) {
+        let grace = self.shared.live.get().app.config.server.shutdown_grace;
+        tracing::info!("shutting down: no new connections, draining for up to {grace:?}");
+        for (_, a) in self.listeners {
+            a.stop().await;
+        }
+        let _ = self.drain.send(true);
+        let all = self.max_connections as u32;
+        let drained = tokio::time::timeout(grace, self.shared.slots.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace ran out with connections still open");
+        }
+        if let Some((_, a)) = self.admin {
+            a.stop().await;
+        }
+    }
+}
+
+/// How often a running server collects expired resumable uploads.
+const GC_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn collect_periodically(live: Arc<Live>) {
+    let mut tick = tokio::time::interval(GC_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match live.app().resumable.collect().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "collected expired resumable uploads"),
+            Err(e) => tracing::warn!(error = %e, "resumable garbage collection failed"),
+        }
+    }
+}
