@@ -37,9 +37,16 @@ pub fn stopping() {
 }
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, if systemd asks for it.
+/// As sd_watchdog_enabled(3): `WATCHDOG_PID`, when set, must name this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let usec = var("WATCHDOG_USEC").filter(|u| *u > 0)?;
+    if std::env::var_os("WATCHDOG_PID").is_some()
+        && var("WATCHDOG_PID") != Some(u64::from(std::process::id()))
+    {
+        return None;
+    }
+    Some(Duration::from_micros(usec / 2))
 }
 
 /// Sends `WATCHDOG=1` on the runtime forever: if the runtime stalls, the pings stop
