@@ -11,16 +11,19 @@
 //! and `wrk` (Debian: `apt-get install nginx wrk`); without them it prints a "skipped"
 //! line and exits 0. Both servers log no access lines (porter: `porter::access=off`).
 
+mod support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{Porter, stop};
 use tokio::net::{TcpListener, TcpStream};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -84,84 +87,6 @@ fn write_file(path: &Path, size: u64, seed: u64) {
         left -= n as u64;
     }
     out.flush().expect("flush a test file");
-}
-
-/// A running `porter serve`, stopped on drop (SIGTERM; SIGKILL if still alive after 10 s).
-struct Porter {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Porter {
-    fn start(config: &Path) -> Porter {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_porter"))
-            .args(["serve", "-c"])
-            .arg(config)
-            // `listening` is logged at info; access lines are off, as in the nginx config.
-            .env("RUST_LOG", "info,porter::access=off")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn porter");
-        let stderr = child.stderr.take().expect("porter stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps draining after `rx` is gone, so porter never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        let port = loop {
-            match rx.recv_timeout(Duration::from_secs(15)) {
-                Ok(line) => match listening_port(&line) {
-                    Some(port) => break port,
-                    None => log.push(line),
-                },
-                Err(e) => panic!("no `listening` line from porter ({e}):\n{}", log.join("\n")),
-            }
-        };
-        Porter {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Porter {
-    fn drop(&mut self) {
-        stop(&mut self.child, &[libc::SIGTERM]);
-    }
-}
-
-/// Sends `signals` in turn to our own `child`, waiting up to 10 s after each, then
-/// SIGKILL; reaps it.
-fn stop(child: &mut Child, signals: &[libc::c_int]) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return;
-    };
-    for &signal in signals {
-        // SAFETY: kill(2) with our own child's pid; it only sends a signal.
-        unsafe { libc::kill(pid, signal) };
-        for _ in 0..500 {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The port in porter's `listening local=127.0.0.1:PORT` log line (ANSI colours or not).
-fn listening_port(line: &str) -> Option<u16> {
-    let rest = line.split_once("listening")?.1.split_once("127.0.0.1:")?.1;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 fn write_porter_config(dir: &Path, backend: SocketAddr, files: &Path) -> PathBuf {
@@ -438,7 +363,11 @@ async fn main() {
     let small_body = std::fs::read(files.join("small.bin")).expect("read small.bin");
 
     let backend = fake_backend().await;
-    let porter = Porter::start(&write_porter_config(dir.path(), backend, &files));
+    let porter = Porter::start(
+        &write_porter_config(dir.path(), backend, &files),
+        // `listening` is logged at info; access lines are off, as in the nginx config.
+        "info,porter::access=off",
+    );
     let nginx = Nginx::start(dir.path(), backend, &files);
     let servers = [("porter", porter.addr), ("nginx", nginx.addr)];
     let result = measure(servers, big, &small_body, runs, secs).await;

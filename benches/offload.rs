@@ -4,63 +4,20 @@
 //! upload must get a 200, store one file of N bytes (deleted after) and send the backend
 //! only a small metadata request.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use support::{Porter, fake_backend, files_under};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const CHUNK: usize = 256 * 1024;
 /// The body repeats with this period: odd, so consecutive chunks differ.
 const PERIOD: usize = 1024 * 1024 + 7;
 const BOUNDARY: &str = "porter-bench-7MA4YWxkTrZu0gW";
-
-/// What the fake backend has seen.
-#[derive(Default)]
-struct Recorder {
-    requests: AtomicU64,
-    body_bytes: AtomicU64,
-}
-
-/// The app: answers 200 `{"ok":true}` to everything, after reading and discarding the body.
-async fn fake_backend() -> (SocketAddr, &'static Recorder) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
-    let addr = listener.local_addr().expect("backend address");
-    let rec: &'static Recorder = Box::leak(Box::default());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                let mut body = req.into_body();
-                while let Some(frame) = body.frame().await {
-                    if let Ok(data) = frame?.into_data() {
-                        rec.body_bytes
-                            .fetch_add(data.len() as u64, Ordering::SeqCst);
-                    }
-                }
-                rec.requests.fetch_add(1, Ordering::SeqCst);
-                let mut res = Response::new(Full::new(Bytes::from_static(br#"{"ok":true}"#)));
-                let json = hyper::header::HeaderValue::from_static("application/json");
-                res.headers_mut().insert(hyper::header::CONTENT_TYPE, json);
-                Ok::<_, hyper::Error>(res)
-            });
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    (addr, rec)
-}
 
 /// Streams one multipart upload of `size` pattern bytes over HTTP/1.1 with
 /// Content-Length; returns the wall time from connect to the end of a 200 response.
@@ -75,12 +32,7 @@ async fn upload(addr: SocketAddr, size: u64) -> Result<Duration, String> {
         "POST /upload HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; \
          boundary={BOUNDARY}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{part}"
     );
-    let pattern: Vec<u8> = (0..PERIOD + CHUNK)
-        .map(|i| {
-            let x = (i % PERIOD) as u32;
-            (x.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (x >> 8) as u8
-        })
-        .collect();
+    let pattern = support::pattern(PERIOD, CHUNK);
     let start = Instant::now();
     let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let sent = async {
@@ -108,80 +60,6 @@ async fn upload(addr: SocketAddr, size: u64) -> Result<Duration, String> {
     }
 }
 
-/// A running `porter serve`, stopped on drop (SIGTERM; SIGKILL if still alive after 10 s).
-struct Porter {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Porter {
-    fn start(config: &Path) -> Porter {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_porter"))
-            .args(["serve", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn porter");
-        let stderr = child.stderr.take().expect("porter stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps draining after `rx` is gone, so porter never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut log = Vec::new();
-        let port = loop {
-            match rx.recv_timeout(Duration::from_secs(15)) {
-                Ok(line) => match listening_port(&line) {
-                    Some(port) => break port,
-                    None => log.push(line),
-                },
-                Err(e) => panic!("no `listening` line from porter ({e}):\n{}", log.join("\n")),
-            }
-        };
-        Porter {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-
-    /// Peak resident set size (VmHWM) in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<porter>/status");
-        let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
-        let kib = kib.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-        kib.expect("VmHWM in /proc/<porter>/status") / 1024.0
-    }
-}
-
-impl Drop for Porter {
-    fn drop(&mut self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with our own child's pid; it only sends a signal.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for _ in 0..500 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The port in porter's `listening local=127.0.0.1:PORT` log line (ANSI colours or not).
-fn listening_port(line: &str) -> Option<u16> {
-    let rest = line.split_once("listening")?.1.split_once("127.0.0.1:")?.1;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
 fn write_config(dir: &Path, backend: SocketAddr, hashes: &[&str]) -> PathBuf {
     let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
     let hashes: Vec<String> = hashes.iter().map(|h| format!("{h:?}")).collect();
@@ -198,20 +76,6 @@ fn write_config(dir: &Path, backend: SocketAddr, hashes: &[&str]) -> PathBuf {
     let path = dir.join("porter.toml");
     std::fs::write(&path, text).expect("write porter.toml");
     path
-}
-
-/// Every regular file under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let entries = std::fs::read_dir(dir).expect("list storage.root");
-    let mut out = Vec::new();
-    for path in entries.map(|e| e.expect("storage.root entry").path()) {
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::main]
@@ -251,7 +115,7 @@ async fn main() {
             let (_, got) = take();
             assert!(got >= 3 * size, "backend read {got} of 3 x {size} bytes");
 
-            let porter = Porter::start(&write_config(dir.path(), backend, hashes));
+            let porter = Porter::start(&write_config(dir.path(), backend, hashes), "info");
             let took = upload(porter.addr, size)
                 .await
                 .expect("upload through porter");
