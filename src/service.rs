@@ -8,13 +8,12 @@ use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::with_guard;
 use crate::http::headers::{Peer, strip_accel, strip_porter};
-use crate::http::stats::RequestStats;
+use crate::http::stats::{Counting, RequestStats};
 use crate::listen::conn::InFlight;
 use crate::metrics::{Metrics, Outcome};
 use crate::route::{NormalPath, Route, route};
 use crate::{proxy, upload};
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,15 +121,7 @@ fn respond(resp: Response<Body>, mut log: AccessLog) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_accel(&mut parts.headers);
     log.status = parts.status.as_u16();
-    let stats = log.stats.clone();
-    let body = body
-        .map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                stats.add_sent(d.len() as u64);
-            }
-            f
-        })
-        .boxed();
+    let body = Counting::wrap(body, log.stats.clone());
     Response::from_parts(parts, with_guard(body, log))
 }
 

@@ -70,3 +70,43 @@ impl RequestStats {
         self.delivered.load(Ordering::Relaxed)
     }
 }
+
+/// A response body that counts the bytes it yields into `stats` (and keeps the inner
+/// body's size hint, so `Content-Length` survives).
+pub struct Counting {
+    inner: super::Body,
+    stats: Arc<RequestStats>,
+}
+
+impl Counting {
+    pub fn wrap(inner: super::Body, stats: Arc<RequestStats>) -> super::Body {
+        use http_body_util::BodyExt;
+        Counting { inner, stats }.boxed()
+    }
+}
+
+impl http_body::Body for Counting {
+    type Data = bytes::Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(d) = frame.data_ref()
+        {
+            self.stats.add_sent(d.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
