@@ -58,6 +58,8 @@ pub struct Server {
     pub listen: Vec<Listen>,
     pub tls: Vec<TlsFiles>,
     pub http2: bool,
+    /// Every connection starts with a PROXY v1/v2 header naming the real client.
+    pub proxy_protocol: bool,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub keepalive_timeout: Duration,

@@ -185,12 +185,6 @@ fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
             &mut tls,
         );
     }
-    if s.proxy_protocol == Some(true) {
-        c.fail(
-            "server.proxy_protocol",
-            "the PROXY protocol is not available in this build yet",
-        );
-    }
     let max_connections = c.positive("server.max_connections", s.max_connections);
     let trusted_proxies = s
         .trusted_proxies
@@ -209,6 +203,7 @@ fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
         listen,
         tls,
         http2: s.http2.unwrap_or(true),
+        proxy_protocol: s.proxy_protocol.unwrap_or(false),
         header_timeout: c.duration("server.header_timeout", &s.header_timeout),
         idle_timeout: c.duration("server.idle_timeout", &s.idle_timeout),
         keepalive_timeout: c.duration("server.keepalive_timeout", &s.keepalive_timeout),

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod conn;
+pub mod proxy_protocol;
 pub mod systemd;
 pub mod tls;
 
@@ -17,6 +18,7 @@ use crate::http::headers::Peer;
 use conn::Timeouts;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -141,6 +143,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch:
         let generation = shared.live.get();
         let (live, drain) = (shared.live.clone(), shared.drain.clone());
         tokio::spawn(async move {
+            let mut stream = stream;
+            let Some(addr) = client_addr(&mut stream, addr, &generation).await else {
+                return;
+            };
             let Some(tls) = generation.tls.clone() else {
                 let peer = Peer { addr, tls: false };
                 return conn::serve(stream, peer, live, generation, drain, permit).await;
@@ -151,6 +157,30 @@ pub async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch:
             let peer = Peer { addr, tls: true };
             conn::serve(stream, peer, live, generation, drain, permit).await
         });
+    }
+}
+
+/// The client's address: the socket's peer, or with `proxy_protocol` the one in the
+/// PROXY header (read within `header_timeout`); `None` drops the connection.
+async fn client_addr(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    generation: &Generation,
+) -> Option<SocketAddr> {
+    if !generation.app.config.server.proxy_protocol {
+        return Some(peer);
+    }
+    let limit = generation.timeouts.header;
+    match tokio::time::timeout(limit, proxy_protocol::read_header(stream)).await {
+        Ok(Ok(addr)) => Some(addr.unwrap_or(peer)),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "connection refused: PROXY protocol required");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no PROXY header within header_timeout");
+            None
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod multipart;
 mod nginx_resumable;
 mod passthrough;
 mod progress;
+mod proxy_protocol;
 mod raw;
 mod reload;
 mod support;
