@@ -19,3 +19,4 @@ mod systemd;
 mod tls;
 mod tus;
 mod tus_clients;
+mod units;
