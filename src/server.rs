@@ -72,6 +72,8 @@ pub async fn run(
     config: Config,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), StartError> {
+    // The one rustls provider, before anything could pick another.
+    crate::listen::tls::provider();
     let app = Arc::new(App::new(Arc::new(config))?);
     match app.store.sweep() {
         Ok(0) => {}
