@@ -1,0 +1,49 @@
+"""``PorterUploadedFile``: a file porter already stored, as Django's ``UploadedFile``."""
+
+import os
+
+from django.core.files.uploadedfile import UploadedFile
+
+HASHES = ("md5", "sha1", "sha256", "sha512", "crc32")
+ATTRS = ("name", "content_type", "charset", "detected_type", "path", "key", "bucket", "id", "size") + HASHES
+
+
+class PorterUploadedFile(UploadedFile):
+    """Backed by porter's stored file. ``temporary_file_path()`` is that file, so a
+    ``FileField`` save on the same filesystem moves (renames) it instead of copying."""
+
+    def __init__(self, meta: dict):
+        path = meta.get("path", "")
+        super().__init__(
+            file=open(path, "rb") if path else None,
+            name=meta.get("name") or "unnamed",
+            content_type=meta.get("content_type") or "application/octet-stream",
+            size=int(meta.get("size") or 0),
+            charset=meta.get("charset") or None,
+        )
+        self.porter_path = path
+        self.porter_id = meta.get("id", "")
+        self.porter_key = meta.get("key", "")
+        self.porter_bucket = meta.get("bucket", "")
+        self.detected_type = meta.get("detected_type", "")
+        for h in HASHES:
+            setattr(self, h, meta.get(h, ""))
+
+    def temporary_file_path(self):
+        return self.porter_path
+
+    def close(self):
+        try:
+            return super().close()
+        except FileNotFoundError:
+            # Moved away by a FileField save: nothing to close on disk.
+            pass
+
+    def discard(self):
+        """Deletes porter's file unless the app moved or saved it (as Django deletes
+        its temporary uploads at the end of a request)."""
+        try:
+            self.close()
+        finally:
+            if self.porter_path and os.path.exists(self.porter_path):
+                os.remove(self.porter_path)

@@ -1,0 +1,51 @@
+from django import forms
+from django.core.files.storage import default_storage
+from django.http import JsonResponse
+from django.urls import path
+
+import porter_django
+from porter_django.views import TusNotifyView
+
+
+class UploadForm(forms.Form):
+    title = forms.CharField()
+    file = forms.FileField()
+
+
+def upload(request):
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors}, status=400)
+    f = form.cleaned_data["file"]
+    saved = default_storage.save("docs/" + f.name, f)
+    return JsonResponse({
+        "title": form.cleaned_data["title"],
+        "saved": default_storage.path(saved),
+        "sha256": getattr(f, "sha256", ""),
+        "fields": sorted(request.POST.keys()),
+    })
+
+
+def look(request):
+    f = request.FILES.get("file")
+    return JsonResponse({"name": f.name if f else None, "fields": sorted(request.POST.keys())})
+
+
+def download(request, name):
+    return porter_django.sendfile(request, default_storage.path(name), attachment=True)
+
+
+class Notify(TusNotifyView):
+    def on_completion(self, uploaded_file, request):
+        self.saved = default_storage.save("tus/" + uploaded_file.name, uploaded_file)
+
+    def get_response_data(self, uploaded_file, request):
+        return {"saved": self.saved, "md5": uploaded_file.md5}
+
+
+urlpatterns = [
+    path("upload", upload),
+    path("look", look),
+    path("d/<path:name>", download),
+    path("notify", Notify.as_view()),
+]
