@@ -1,7 +1,6 @@
 //! The `porter` binary itself: `check` and `serve` with the shipped config.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 fn porter() -> Command {
     Command::new(env!("CARGO_BIN_EXE_porter"))
@@ -123,38 +122,8 @@ fn serve_runs_and_drains_on_sigterm() {
     let conf = dir.path().join("conf/porter.toml");
     let shipped = std::fs::read_to_string(repo("conf/porter.toml")).unwrap();
     std::fs::write(&conf, shipped.replace("127.0.0.1:8080", "127.0.0.1:0")).unwrap();
-    let mut child = KillOnDrop(
-        porter()
-            .args(["serve", "-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut port = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while port.is_none() && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
-            && line.contains("listening")
-        {
-            port = line
-                .split("127.0.0.1:")
-                .nth(1)
-                .map(|p| p.trim().to_string());
-        }
-    }
-    let port = port.expect("porter logged its address");
+    let mut porter = crate::support::Proc::serve(&conf);
+    let port = porter.port();
     // The shipped config's app is absent: porter answers 502 for it.
     let out = Command::new("curl")
         .args([
@@ -173,23 +142,7 @@ fn serve_runs_and_drains_on_sigterm() {
         "the secret file was created"
     );
     assert!(dir.path().join("var/uploads").is_dir());
-    // SAFETY: plain kill(2) of our own child process.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            child.0.try_wait().unwrap()
-        })
-        .expect("porter exited after SIGTERM");
+    porter.signal(libc::SIGTERM);
+    let status = porter.wait_exit(10).expect("porter exited after SIGTERM");
     assert!(status.success());
-}
-
-/// Kills the child if the test fails first, so it cannot hold cargo's output pipe.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
