@@ -4,6 +4,7 @@
 mod authorize;
 mod chunked;
 mod cli;
+mod django;
 mod download;
 mod limits;
 mod metrics;

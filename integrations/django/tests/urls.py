@@ -1,3 +1,5 @@
+import os
+
 from django import forms
 from django.core.files.storage import default_storage
 from django.http import JsonResponse
@@ -17,10 +19,14 @@ def upload(request):
     if not form.is_valid():
         return JsonResponse({"errors": form.errors}, status=400)
     f = form.cleaned_data["file"]
+    before = os.stat(f.temporary_file_path()).st_ino if hasattr(f, "temporary_file_path") else None
     saved = default_storage.save("docs/" + f.name, f)
     return JsonResponse({
         "title": form.cleaned_data["title"],
         "saved": default_storage.path(saved),
+        "name": saved,
+        "inode_before": before,
+        "inode_after": os.stat(default_storage.path(saved)).st_ino,
         "sha256": getattr(f, "sha256", ""),
         "fields": sorted(request.POST.keys()),
     })
