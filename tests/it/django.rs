@@ -55,22 +55,51 @@ async fn django(media: &Path, secret: &Path) -> (Gunicorn, u16) {
     panic!("gunicorn did not start listening on {port}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn django_form_saves_the_offloaded_file_by_moving_it() {
+/// Django behind porter with every route these tests use.
+struct Stack {
+    dir: tempfile::TempDir,
+    media: std::path::PathBuf,
+    django_port: u16,
+    porter: Porter,
+    _django: Gunicorn,
+}
+
+async fn stack() -> Stack {
     let dir = tempfile::tempdir().expect("tempdir");
     let media = dir.path().join("media");
     std::fs::create_dir(&media).expect("media dir");
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).expect("secret");
-    let (_django, port) = django(&media, &secret).await;
+    let (django, port) = django(&media, &secret).await;
     let porter = Porter::start_with(
         &format!("[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {secret:?}\n"),
         &format!(
             "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n\
+             [[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/notify\"\nhashes = [\"md5\"]\n\
+             [[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\n\
+             complete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\n\
              [[internal]]\nprefix = \"/protected/\"\nroot = {media:?}\n"
         ),
     )
     .await;
+    Stack {
+        dir,
+        media,
+        django_port: port,
+        porter,
+        _django: django,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_form_saves_the_offloaded_file_by_moving_it() {
+    let Stack {
+        dir,
+        media,
+        django_port: port,
+        porter,
+        _django: _keep_running,
+    } = stack().await;
     let body = data(2 << 20, 5);
     let file = dir.path().join("report.bin");
     std::fs::write(&file, &body).expect("write");
@@ -118,4 +147,79 @@ async fn django_form_saves_the_offloaded_file_by_moving_it() {
     assert_eq!(code, 206);
     assert_eq!(part, &body[10..20]);
     porter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tuspy_upload_completes_into_the_tus_notify_view() {
+    let s = stack().await;
+    let body = data(3 << 20, 9);
+    let file = s.dir.path().join("big.bin");
+    std::fs::write(&file, &body).expect("write");
+    let out = Command::new(python())
+        .arg(format!(
+            "{}/tests/peers/tus_upload.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(s.porter.url("/files"))
+        .arg(&file)
+        .args(["1048576", "full"])
+        .output()
+        .expect("tuspy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = s.media.join("tus/big.bin");
+    assert_eq!(
+        std::fs::read(&saved).expect("the view saved the file"),
+        body
+    );
+    s.porter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_completes_into_the_completion_view() {
+    let s = stack().await;
+    let body = data(300_000, 4);
+    let chunk = |at: usize, end: usize, id: Option<&str>| {
+        let file = s.dir.path().join(format!("part{at}"));
+        std::fs::write(&file, &body[at..end]).expect("write");
+        let mut args = vec![
+            "-H".to_string(),
+            format!("Content-Range: bytes {at}-{}/{}", end - 1, body.len()),
+            "-F".to_string(),
+            format!("file=@{};filename=photo.jpg", file.display()),
+        ];
+        if let Some(id) = id {
+            args.extend(["-F".to_string(), format!("upload_id={id}")]);
+        }
+        args.push(s.porter.url("/api/chunked_upload/"));
+        args
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs).await
+    };
+    let (code, out) = run(chunk(0, 200_000, None)).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let id = first["upload_id"].as_str().expect("upload_id").to_string();
+    let (code, _) = run(chunk(200_000, body.len(), Some(&id))).await;
+    assert_eq!(code, 200);
+    let (code, out) = curl(&[
+        "-d",
+        &format!("upload_id={id}&md5={}", md5_hex(&body)),
+        &s.porter.url("/api/chunked_upload_complete/"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out).expect("Django's answer");
+    assert_eq!(done["sha256"], sha256_hex(&body));
+    let saved = done["saved"].as_str().expect("saved");
+    assert_eq!(
+        std::fs::read(s.media.join(saved)).expect("saved file"),
+        body
+    );
+    s.porter.stop().await;
 }

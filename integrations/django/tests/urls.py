@@ -6,7 +6,7 @@ from django.http import JsonResponse
 from django.urls import path
 
 import porter_django
-from porter_django.views import TusNotifyView
+from porter_django.views import ChunkedUploadCompleteView, TusNotifyView
 
 
 class UploadForm(forms.Form):
@@ -49,9 +49,18 @@ class Notify(TusNotifyView):
         return {"saved": self.saved, "md5": uploaded_file.md5}
 
 
+class Complete(ChunkedUploadCompleteView):
+    def on_completion(self, uploaded_file, request):
+        self.saved = default_storage.save("chunked/" + uploaded_file.name, uploaded_file)
+
+    def get_response_data(self, uploaded_file, request):
+        return {"saved": self.saved, "sha256": uploaded_file.sha256}
+
+
 urlpatterns = [
     path("upload", upload),
     path("look", look),
     path("d/<path:name>", download),
     path("notify", Notify.as_view()),
+    path("api/chunked_upload_complete/", Complete.as_view()),
 ]
