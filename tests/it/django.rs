@@ -25,19 +25,30 @@ fn python() -> String {
 
 /// gunicorn serving `integrations/django/tests` on a free port, once it accepts.
 async fn django(media: &Path, secret: &Path) -> (Gunicorn, u16) {
+    gunicorn(
+        "integrations/django",
+        "tests.wsgi:application",
+        &[
+            ("DJANGO_SETTINGS_MODULE", "tests.e2e_settings".as_ref()),
+            ("PORTER_E2E_MEDIA", media.as_os_str()),
+            ("PORTER_E2E_SECRET_FILE", secret.as_os_str()),
+        ],
+    )
+    .await
+}
+
+/// gunicorn (one worker) in `dir` (relative to the repository) serving `app`.
+async fn gunicorn(dir: &str, app: &str, env: &[(&str, &std::ffi::OsStr)]) -> (Gunicorn, u16) {
     let port = free_port();
+    let repo = env!("CARGO_MANIFEST_DIR");
     let child = Command::new(python())
         .args(["-m", "gunicorn", "--workers", "1", "--bind"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--chdir")
-        .arg(format!(
-            "{}/integrations/django",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg("tests.wsgi:application")
-        .env("DJANGO_SETTINGS_MODULE", "tests.e2e_settings")
-        .env("PORTER_E2E_MEDIA", media)
-        .env("PORTER_E2E_SECRET_FILE", secret)
+        .arg(format!("{repo}/{dir}"))
+        .arg(app)
+        .env("PYTHONPATH", format!("{repo}/integrations/django"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -222,4 +233,130 @@ async fn a_chunked_upload_completes_into_the_completion_view() {
         body
     );
     s.porter.stop().await;
+}
+
+/// The example app (`integrations/django/example`) behind porter, configured as its
+/// own porter.toml says, with storage in a temp dir.
+async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
+    let var = tempfile::tempdir().expect("tempdir");
+    let v = var.path();
+    std::fs::create_dir_all(v.join("media")).expect("media");
+    std::fs::write(v.join("secret"), "cd".repeat(32)).expect("secret");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{repo}/integrations/django/example");
+    let migrate = Command::new(python())
+        .args(["manage.py", "migrate", "-v", "0"])
+        .current_dir(&dir)
+        .env("EXAMPLE_VAR", v)
+        .output()
+        .expect("migrate runs");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let (django, port) = gunicorn(
+        "integrations/django/example",
+        "example.wsgi:application",
+        &[("EXAMPLE_VAR", v.as_os_str())],
+    )
+    .await;
+    let shipped =
+        std::fs::read_to_string(format!("{dir}/porter.toml")).expect("example porter.toml");
+    let (_, routes) = shipped
+        .split_once("# The app's upload view")
+        .expect("routes in porter.toml");
+    let routes = routes
+        .replace("\"var/media\"", &format!("{:?}", v.join("media")))
+        .replace("\"static\"", &format!("{:?}", format!("{dir}/static")));
+    let porter = Porter::start_with(
+        &format!(
+            "[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {:?}\n",
+            v.join("secret")
+        ),
+        &format!("# {routes}"),
+    )
+    .await;
+    (var, django, porter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
+    let (var, _django, porter) = example().await;
+    let new_handle = || async {
+        let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
+        assert_eq!(code, 201);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        v["handle"].as_str().expect("handle").to_string()
+    };
+    let (mine, theirs) = (new_handle().await, new_handle().await);
+    let hdr = |h: &str| format!("X-Upload-Handle: {h}");
+    let body = data(1 << 20, 3);
+    let file = var.path().join("notes.txt");
+    std::fs::write(&file, &body).expect("write");
+    let (code, out) = curl(&[
+        "-H",
+        &hdr(&mine),
+        "-F",
+        &format!("file=@{}", file.display()),
+        &porter.url("/upload"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let up: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(up["accepted"], true);
+    assert_eq!(up["file"], "notes.txt");
+    let url = up["url"].as_str().expect("url").to_string();
+    assert!(porter.stored_files().is_empty(), "moved into MEDIA_ROOT");
+
+    // A format the app does not accept: its 415 answer, and porter deletes the file.
+    let exe = var.path().join("tool.exe");
+    std::fs::write(&exe, b"MZ").expect("write");
+    let (code, out) = curl(&[
+        "-H",
+        &hdr(&mine),
+        "-F",
+        &format!("file=@{}", exe.display()),
+        &porter.url("/upload"),
+    ])
+    .await;
+    assert_eq!(code, 415);
+    let refused: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(
+        (refused["accepted"].clone(), refused["error"].clone()),
+        (false.into(), "unsupported_type".into())
+    );
+    assert!(porter.wait_empty().await.is_empty());
+
+    let (code, out) = curl(&["-H", &hdr(&mine), &porter.url("/upload")]).await;
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(list["files"][0]["name"], "notes.txt");
+    assert_eq!(list["files"][0]["sha256"], sha256_hex(&body));
+
+    // By uuid, through porter (X-Accel-Redirect), with a range; not for another handle.
+    let (code, part) = curl(&["-H", &hdr(&mine), "-r", "100-199", &porter.url(&url)]).await;
+    assert_eq!(code, 206);
+    assert_eq!(part, &body[100..200]);
+    let (code, _) = curl(&["-H", &hdr(&theirs), &porter.url(&url)]).await;
+    assert_eq!(code, 404);
+    let (code, whole) = curl(&[
+        "-b",
+        &format!("upload_handle={mine}"),
+        &porter.url("/files/notes.txt"),
+    ])
+    .await;
+    assert_eq!((code, whole.len()), (200, body.len()));
+    let (code, _) = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &hdr(&mine),
+        &porter.url("/files/notes.txt"),
+    ])
+    .await;
+    assert_eq!(code, 204);
+    let (code, _) = curl(&["-H", &hdr(&mine), &porter.url(&url)]).await;
+    assert_eq!(code, 404);
+    porter.stop().await;
 }
