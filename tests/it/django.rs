@@ -261,6 +261,15 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
         &[("EXAMPLE_VAR", v.as_os_str())],
     )
     .await;
+    // The page's tus-js-client bundle, as scripts/demo copies it.
+    let node_path =
+        std::env::var("PORTER_TEST_NODE_PATH").expect("PORTER_TEST_NODE_PATH (scripts/test)");
+    std::fs::create_dir_all(v.join("static")).expect("static dir");
+    std::fs::copy(
+        format!("{node_path}/tus-js-client/dist/tus.min.js"),
+        v.join("static/tus.min.js"),
+    )
+    .expect("copy tus.min.js");
     let shipped =
         std::fs::read_to_string(format!("{dir}/porter.toml")).expect("example porter.toml");
     let (_, routes) = shipped
@@ -268,7 +277,7 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
         .expect("routes in porter.toml");
     let routes = routes
         .replace("\"var/media\"", &format!("{:?}", v.join("media")))
-        .replace("\"static\"", &format!("{:?}", format!("{dir}/static")));
+        .replace("\"static\"", &format!("{:?}", v.join("static")));
     let porter = Porter::start_with(
         &format!(
             "[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {:?}\n",
@@ -358,5 +367,56 @@ async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     assert_eq!(code, 204);
     let (code, _) = curl(&["-H", &hdr(&mine), &porter.url(&url)]).await;
     assert_eq!(code, 404);
+    porter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_uploads_20_mib_on_the_page_and_downloads_it_back() {
+    let (var, _django, porter) = example().await;
+    let body = data(20 << 20, 8);
+    let file = var.path().join("holiday.bin");
+    std::fs::write(&file, &body).expect("write");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-upload");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("output dir");
+    let run = tokio::process::Command::new("node")
+        .env(
+            "NODE_PATH",
+            std::env::var("PORTER_TEST_NODE_PATH").expect("PORTER_TEST_NODE_PATH"),
+        )
+        .arg(format!(
+            "{}/tests/peers/browser_upload.js",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(porter.url("/"))
+        .arg(&file)
+        .arg(&out)
+        .kill_on_drop(true)
+        .output();
+    let done = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser finished in time")
+        .expect("node runs");
+    assert!(
+        done.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).trim(),
+        "100",
+        "the progress bar reached 100%"
+    );
+    let back = std::fs::read(out.join("downloaded.bin")).expect("downloaded file");
+    assert!(
+        back == body,
+        "downloaded bytes differ ({} vs {})",
+        back.len(),
+        body.len()
+    );
+    let shot = std::fs::metadata(out.join("page.png")).expect("screenshot");
+    assert!(shot.len() > 1000);
+    eprintln!("screenshot: {}", out.join("page.png").display());
     porter.stop().await;
 }
