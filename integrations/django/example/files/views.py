@@ -5,6 +5,7 @@ the X-Upload-Handle header (or the `upload_handle` cookie, for download links)."
 
 import os
 
+from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse, JsonResponse
@@ -15,6 +16,12 @@ import porter_django
 from porter_django.views import TusNotifyView
 
 from .models import Handle, StoredFile
+
+
+class StoredFileForm(forms.ModelForm):
+    class Meta:
+        model = StoredFile
+        fields = ["file"]
 
 
 def answer(accepted, status=200, error=None, verbose_error=None, file=None, url=None):
@@ -52,9 +59,13 @@ def store(handle, uploaded):
     for old in StoredFile.objects.filter(handle=handle, name=name):
         old.file.delete(save=False)
         old.delete()
-    sf = StoredFile(handle=handle, name=name, size=uploaded.size, sha256=getattr(uploaded, "sha256", ""))
-    sf.file.save(name, uploaded, save=False)  # a rename of porter's file
-    sf.save()
+    form = StoredFileForm(files={"file": uploaded})
+    if not form.is_valid():
+        return answer(False, 400, "bad_request", form.errors.as_text(), name)
+    sf = form.save(commit=False)
+    sf.handle, sf.name, sf.size = handle, name, uploaded.size
+    sf.sha256 = getattr(uploaded, "sha256", "")
+    sf.save()  # FileField: a rename of porter's file (same filesystem)
     return answer(True, file=name, url="/f/%s" % sf.uuid)
 
 
