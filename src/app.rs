@@ -62,14 +62,10 @@ impl App {
     /// store and the resumable engine (whose in-process locks must stay shared) when
     /// `[storage]` is unchanged, and the upload slots when their number is.
     pub fn reload(&self, config: Arc<Config>) -> Result<App, StartError> {
-        let fresh = if config.storage == self.config.storage {
-            None
+        let (store, resumable) = if config.storage == self.config.storage {
+            (self.store.clone(), self.resumable.clone())
         } else {
-            Some(App::new(config.clone())?)
-        };
-        let (store, resumable) = match fresh {
-            Some(app) => (app.store, app.resumable),
-            None => (self.store.clone(), self.resumable.clone()),
+            storage(&config)?
         };
         let uploads =
             if config.limits.max_concurrent_uploads == self.config.limits.max_concurrent_uploads {
@@ -95,6 +91,14 @@ impl App {
             .max_concurrent_uploads
             .saturating_sub(self.uploads.available_permits())
     }
+}
+
+/// Opens `[storage]` (creating its directories): finished files and resumable uploads.
+fn storage(config: &Config) -> Result<(Arc<dyn Store>, Arc<Engine>), StartError> {
+    let store = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
+    let resumable = crate::resumable::store::LocalResumable::open(store.clone())
+        .map_err(StartError::Storage)?;
+    Ok((Arc::new(store), Arc::new(Engine::new(Arc::new(resumable)))))
 }
 
 /// The backend client, with the signing secret loaded (or created) when uploads need it.

@@ -169,13 +169,17 @@ async fn settle(
         Err(e) => e.kind.status().as_u16(),
     };
     let outcome = match status {
-        200..=299 => Outcome::ok,
-        400..=499 => Outcome::refused,
-        _ => Outcome::backend_error,
+        200..=299 => Some(Outcome::ok),
+        400..=499 => Some(Outcome::refused),
+        // A retry of an upload already waiting for the app is not another upload.
+        _ if matches!(up.completion, Some(Completion::Pending { .. })) => None,
+        _ => Some(Outcome::backend_error),
     };
-    let age = now().saturating_sub(if up.created == 0 { now() } else { up.created });
-    app.metrics
-        .upload_finished(route.kind.name(), outcome, Duration::from_secs(age));
+    if let Some(outcome) = outcome {
+        let age = now().saturating_sub(if up.created == 0 { now() } else { up.created });
+        app.metrics
+            .upload_finished(route.kind.name(), outcome, Duration::from_secs(age));
+    }
     match status {
         200..=299 => {
             let a = answer.as_ref().map_err(Clone::clone)?;
