@@ -7,54 +7,17 @@
 mod support;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use support::load::PatternBody;
 use support::{Porter, fake_backend, files_under};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-
-const CHUNK: usize = 256 * 1024;
-const PERIOD: usize = 1024 * 1024 + 7;
-
-/// `size` bytes of the pattern, in `CHUNK` frames sliced from one shared buffer.
-struct PatternBody {
-    pattern: Bytes,
-    left: u64,
-    at: usize,
-}
-
-impl Body for PatternBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let n = self.left.min(CHUNK as u64) as usize;
-        let at = self.at;
-        let chunk = self.pattern.slice(at..at + n);
-        self.at = (at + n) % PERIOD;
-        self.left -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Version {
@@ -68,11 +31,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let start = Instant::now();
-    let body = PatternBody {
-        pattern: pattern.clone(),
-        left: size,
-        at: 0,
-    };
+    let body = PatternBody::new(pattern, Bytes::new(), size, Bytes::new());
     let req = Request::put("http://localhost/upload")
         .header("content-type", "application/octet-stream")
         .header("content-length", size)
@@ -210,7 +169,7 @@ async fn main() {
     } else {
         env!("CARGO_TARGET_TMPDIR")
     };
-    let pattern = Bytes::from(support::pattern(PERIOD, CHUNK));
+    let pattern = support::load::shared_pattern();
     let (backend, rec) = fake_backend().await;
     let certs = tempfile::tempdir().expect("temp dir");
     let (cert, key, roots) = tls_files(certs.path());

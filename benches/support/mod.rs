@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod load;
+pub mod servers;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -134,7 +137,8 @@ pub struct Recorder {
     pub body_bytes: AtomicU64,
 }
 
-/// The app: answers 200 `{"ok":true}` to everything, after reading and discarding the body.
+/// The app: `GET /f/<name>` answers 200 with `X-Accel-Redirect: /protected/<name>` and an
+/// empty body; anything else gets 200 `{"ok":true}` after its body is read and discarded.
 pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -143,7 +147,11 @@ pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
     let rec: &'static Recorder = Box::leak(Box::default());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                if let Some(res) = accel_redirect(&req) {
+                    return Ok(res);
+                }
                 let mut body = req.into_body();
                 while let Some(frame) = body.frame().await {
                     if let Ok(data) = frame?.into_data() {
@@ -164,4 +172,16 @@ pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
         }
     });
     (addr, rec)
+}
+
+/// The answer to `GET /f/<name>`: an empty 200 sending the client to `/protected/<name>`.
+fn accel_redirect(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    let name = req.uri().path().strip_prefix("/f/")?;
+    if req.method() != hyper::Method::GET || name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let target = hyper::header::HeaderValue::from_str(&format!("/protected/{name}")).ok()?;
+    let mut res = Response::new(Full::new(Bytes::new()));
+    res.headers_mut().insert("x-accel-redirect", target);
+    Some(res)
 }

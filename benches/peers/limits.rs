@@ -1,0 +1,90 @@
+//! The machine's own ceilings, measured in the same run, so each figure can be read
+//! against what loopback, the storage and one core can do at all.
+
+use crate::support::load::{CHUNK, PERIOD, shared_pattern};
+use md5::Digest;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// MiB/s for `bytes` in `secs`.
+pub fn mib_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / f64::from(1 << 20)
+}
+
+/// One TCP stream over loopback, `size` bytes from one task to another.
+pub async fn loopback(size: u64) -> Result<f64, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf).await? {
+                0 => return Ok::<_, std::io::Error>(got),
+                n => got += n as u64,
+            }
+        }
+    });
+    let pattern = shared_pattern();
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut sent = 0u64;
+    while sent < size {
+        let n = (size - sent).min(CHUNK as u64) as usize;
+        let at = (sent % PERIOD as u64) as usize;
+        s.write_all(&pattern[at..at + n])
+            .await
+            .map_err(|e| e.to_string())?;
+        sent += n as u64;
+    }
+    s.shutdown().await.map_err(|e| e.to_string())?;
+    let got = reader
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if got != size {
+        return Err(format!("loopback: read {got} of {size} bytes"));
+    }
+    Ok(mib_s(size, start.elapsed().as_secs_f64()))
+}
+
+/// Writes `size` bytes to a new file in `dir` in `CHUNK` writes, then fsyncs it (as
+/// porter does by default); MiB/s. The file is removed.
+pub fn write_speed(dir: &Path, size: u64) -> Result<f64, String> {
+    let pattern = shared_pattern();
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut out = file.as_file();
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(CHUNK as u64) as usize;
+        let at = (done % PERIOD as u64) as usize;
+        out.write_all(&pattern[at..at + n])
+            .map_err(|e| e.to_string())?;
+        done += n as u64;
+    }
+    out.sync_all().map_err(|e| e.to_string())?;
+    Ok(mib_s(size, start.elapsed().as_secs_f64()))
+}
+
+/// One core hashing `size` bytes with `D`, in `CHUNK` updates; MiB/s.
+pub fn hash_speed<D: Digest>(size: u64) -> f64 {
+    let pattern = shared_pattern();
+    let start = Instant::now();
+    let mut hasher = D::new();
+    let mut done = 0u64;
+    while done < size {
+        let n = (size - done).min(CHUNK as u64) as usize;
+        let at = (done % PERIOD as u64) as usize;
+        hasher.update(&pattern[at..at + n]);
+        done += n as u64;
+    }
+    std::hint::black_box(hasher.finalize());
+    mib_s(size, start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,728 @@
+//! porter against the servers users would pick instead, side by side in one run on one
+//! machine: `scripts/bench [--quick] [--out DIR]` (which installs the peers, then runs
+//! `cargo bench --bench peers -- ...`).
+//!
+//! Every server runs as a child process on loopback against the same in-process backend,
+//! in its own folder of the same storage location (tmpfs, then disk), with its defaults
+//! except where a scenario needs a route. Each scenario checks that the bytes landed where
+//! the server keeps finished uploads, then clears them. Figures are reported with their
+//! ratio to porter's, never asserted: absolute numbers on a shared machine drift, ratios
+//! from the same run do not. Writes `results.md` and `chart.png` to the output folder
+//! (default `target/bench`) and prints the Markdown.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod limits;
+mod report;
+mod setup;
+
+use bytes::Bytes;
+use hyper::Method;
+use report::{Metric, Row};
+use setup::Peers;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::load::{self, Batch, Conn, Proto, Shape};
+use support::servers::{RssSampler, Server};
+
+/// Sizes and durations: the full run, or `--quick` (under two minutes).
+struct Plan {
+    quick: bool,
+    /// One large upload or download.
+    big: u64,
+    /// The concurrent scenario: this many uploads of `each` bytes at once.
+    many: usize,
+    each: u64,
+    /// How long the small-request scenarios run.
+    period: Duration,
+    /// Tries for single large transfers; the best counts.
+    tries: usize,
+    out: PathBuf,
+}
+
+const SMALL: u64 = 10 * 1024;
+const CONNECTIONS: usize = 64;
+const TUS_PATCH: u64 = 8 << 20;
+
+impl Plan {
+    fn from_args() -> Plan {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let out = args
+            .iter()
+            .position(|a| a == "--out")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from);
+        Plan {
+            quick,
+            big: if quick { 64 << 20 } else { 1 << 30 },
+            many: 64,
+            each: if quick { 1 << 20 } else { 16 << 20 },
+            period: Duration::from_secs(if quick { 2 } else { 10 }),
+            tries: if quick { 1 } else { 2 },
+            out,
+        }
+    }
+}
+
+fn size_label(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{} KiB", b >> 10),
+    }
+}
+
+/// A running server and the folder where it keeps finished uploads.
+struct Target {
+    server: Server,
+    stored: PathBuf,
+}
+
+impl Target {
+    fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Checks that at least `bytes` landed in `stored`, then deletes the files (folders
+    /// stay: the server expects them).
+    fn take(&self, bytes: u64) -> Result<(), String> {
+        let (found, files) = clear(&self.stored)?;
+        if found < bytes {
+            return Err(format!(
+                "{}: {found} bytes in {files} files under {}, expected at least {bytes}\n{}",
+                self.server.name,
+                self.stored.display(),
+                self.server.log()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Deletes every file under `dir`; the bytes and files it held.
+fn clear(dir: &Path) -> Result<(u64, usize), String> {
+    let (mut bytes, mut files) = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok((0, 0));
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let meta = entry.metadata().map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            let (b, f) = clear(&path)?;
+            bytes += b;
+            files += f;
+        } else {
+            bytes += meta.len();
+            files += 1;
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok((bytes, files))
+}
+
+/// A peer in a comparison: running, or why not.
+enum Peer<'a> {
+    Running(&'a Target),
+    Absent { name: &'a str, why: &'a str },
+}
+
+impl Peer<'_> {
+    fn of<'a>(name: &'a str, target: Option<&'a Target>) -> Peer<'a> {
+        match target {
+            Some(t) => Peer::Running(t),
+            None => Peer::Absent {
+                name,
+                why: "not installed",
+            },
+        }
+    }
+}
+
+/// One run: the plan, the shared backend and body pattern, and the rows so far.
+struct Run {
+    plan: Plan,
+    pattern: Bytes,
+    backend: SocketAddr,
+    peers: Peers,
+    rows: Vec<Row>,
+}
+
+impl Run {
+    /// Measures porter and then `peer` with `measure`, which returns one figure per
+    /// entry of `what`; pushes one row per figure.
+    async fn compare<F>(
+        &mut self,
+        what: &[(String, Metric)],
+        storage: &str,
+        porter: &Target,
+        peer: Peer<'_>,
+        measure: F,
+    ) -> Result<(), String>
+    where
+        F: AsyncFn(&Target) -> Result<Vec<f64>, String>,
+    {
+        let ours = measure(porter).await?;
+        let (name, theirs, note) = match peer {
+            Peer::Running(t) => (
+                t.server.name.clone(),
+                Some(measure(t).await?),
+                String::new(),
+            ),
+            Peer::Absent { name, why } => (name.to_string(), None, why.to_string()),
+        };
+        for (i, (scenario, metric)) in what.iter().enumerate() {
+            self.rows.push(Row {
+                scenario: scenario.clone(),
+                storage: storage.to_string(),
+                metric: *metric,
+                porter: ours[i],
+                peer: name.clone(),
+                theirs: theirs.as_ref().map(|t| t[i]),
+                note: note.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The best MiB/s of `tries` single uploads of `shape`; checks the stored bytes.
+async fn best_upload(
+    t: &Target,
+    shape: &Shape,
+    pattern: &Bytes,
+    tries: usize,
+) -> Result<f64, String> {
+    let mut best = 0f64;
+    for _ in 0..tries {
+        let start = Instant::now();
+        load::once(t.addr(), Proto::H1, shape, pattern).await?;
+        best = best.max(limits::mib_s(shape.size, start.elapsed().as_secs_f64()));
+        t.take(shape.size)?;
+    }
+    Ok(best)
+}
+
+/// The servers of one storage location.
+struct Place {
+    label: &'static str,
+    porter: Target,
+    nginx: Option<Target>,
+    django: Option<Target>,
+    rustus: Option<Target>,
+    tus_node: Option<Target>,
+}
+
+impl Run {
+    fn start_place(&self, label: &'static str, dir: &Path, files: &Path) -> Result<Place, String> {
+        let sub = |name: &str| -> Result<PathBuf, String> {
+            let d = dir.join(name);
+            std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+            Ok(d)
+        };
+        let porter_dir = sub("porter")?;
+        let porter = Target {
+            server: setup::porter(&porter_dir, self.backend, files)?,
+            stored: porter_dir.join("root"),
+        };
+        let p = &self.peers;
+        let nginx = match &p.nginx {
+            Some(bin) => {
+                let d = sub("nginx")?;
+                let server = setup::nginx(bin, &d, self.backend, files)?;
+                Some(Target {
+                    server,
+                    stored: setup::nginx_bodies(&d),
+                })
+            }
+            None => None,
+        };
+        let django = match &p.python {
+            Some(python) => {
+                let d = sub("django")?;
+                Some(Target {
+                    server: setup::django(python, &d)?,
+                    stored: d.join("media"),
+                })
+            }
+            None => None,
+        };
+        let rustus = match &p.rustus {
+            Some(bin) => {
+                let d = sub("rustus")?;
+                Some(Target {
+                    server: setup::rustus(bin, &d)?,
+                    stored: d.join("data"),
+                })
+            }
+            None => None,
+        };
+        let tus_node = match &p.tus_node {
+            Some(modules) => {
+                let d = sub("tus-node")?;
+                Some(Target {
+                    server: setup::tus_node(modules, &d)?,
+                    stored: d.join("data"),
+                })
+            }
+            None => None,
+        };
+        Ok(Place {
+            label,
+            porter,
+            nginx,
+            django,
+            rustus,
+            tus_node,
+        })
+    }
+
+    /// One large upload: multipart (porter, Django) and raw (porter, nginx), without
+    /// hashes and with md5+sha256.
+    async fn one_big(&mut self, place: &Place) -> Result<(), String> {
+        let size = self.plan.big;
+        for (hashes, suffix) in [("no hashes", ""), ("md5+sha256", "-hashed")] {
+            let pattern = self.pattern.clone();
+            let tries = self.plan.tries;
+            let multipart = Shape::multipart(&format!("/upload{suffix}"), size);
+            let what = [(
+                format!("one {} multipart, {hashes}", size_label(size)),
+                Metric::MibPerSec,
+            )];
+            let peer = Peer::of("Django", place.django.as_ref());
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| Ok(vec![best_upload(t, &multipart, &pattern, tries).await?]),
+            )
+            .await?;
+            let raw = Shape::raw(Method::POST, &format!("/raw{suffix}"), size);
+            let what = [(
+                format!("one {} raw body, {hashes}", size_label(size)),
+                Metric::MibPerSec,
+            )];
+            let peer = match (suffix, place.nginx.as_ref()) {
+                ("", nginx) => Peer::of("nginx", nginx),
+                _ => Peer::Absent {
+                    name: "nginx",
+                    why: "cannot hash",
+                },
+            };
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| Ok(vec![best_upload(t, &raw, &pattern, tries).await?]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `many` uploads of `each` bytes at once: throughput, p50, p99 and the server's peak
+    /// memory (its whole process tree, sampled every 20 ms).
+    async fn concurrent(&mut self, place: &Place) -> Result<(), String> {
+        let (n, each) = (self.plan.many, self.plan.each);
+        let title = format!("{n} × {} at once", size_label(each));
+        let shapes = [
+            (
+                "multipart",
+                Shape::multipart("/upload", each),
+                Peer::of("Django", place.django.as_ref()),
+            ),
+            (
+                "raw",
+                Shape::raw(Method::POST, "/raw", each),
+                Peer::of("nginx", place.nginx.as_ref()),
+            ),
+        ];
+        for (kind, shape, peer) in shapes {
+            let what = [
+                (format!("{title}, {kind}: throughput"), Metric::MibPerSec),
+                (format!("{title}, {kind}: p50"), Metric::LatencyMs),
+                (format!("{title}, {kind}: p99"), Metric::LatencyMs),
+                (format!("{title}, {kind}: peak RSS"), Metric::RssMib),
+            ];
+            let pattern = self.pattern.clone();
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| {
+                    let rss = RssSampler::start(t.server.pid());
+                    let batch = load::concurrent(t.addr(), n, &shape, &pattern).await;
+                    let peak = rss.finish();
+                    let batch = batch?;
+                    t.take(n as u64 * each)?;
+                    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                    let total = limits::mib_s(n as u64 * each, batch.total.as_secs_f64());
+                    Ok(vec![
+                        total,
+                        ms(batch.percentile(50.0)),
+                        ms(batch.percentile(99.0)),
+                        peak,
+                    ])
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// 10 KiB uploads on 64 keep-alive connections for `period`: requests per second.
+    async fn small(&mut self, place: &Place) -> Result<(), String> {
+        let shapes = [
+            (
+                "multipart",
+                Shape::multipart("/upload", SMALL),
+                Peer::of("Django", place.django.as_ref()),
+            ),
+            (
+                "raw",
+                Shape::raw(Method::POST, "/raw", SMALL),
+                Peer::of("nginx", place.nginx.as_ref()),
+            ),
+        ];
+        for (kind, shape, peer) in shapes {
+            let what = [(
+                format!("10 KiB {kind} uploads, {CONNECTIONS} connections"),
+                Metric::ReqPerSec,
+            )];
+            let (pattern, period) = (self.pattern.clone(), self.plan.period);
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| {
+                    let batch =
+                        load::sustained(t.addr(), CONNECTIONS, period, &shape, &pattern).await?;
+                    t.take(batch.latencies.len() as u64 * SMALL)?;
+                    Ok(vec![batch.rate()])
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One large tus upload in 8 MiB PATCHes: porter against rustus and @tus/server.
+    async fn tus(&mut self, place: &Place) -> Result<(), String> {
+        let size = self.plan.big;
+        let scenario = format!("tus: one {} in 8 MiB PATCHes", size_label(size));
+        for (name, peer) in [("rustus", &place.rustus), ("@tus/server", &place.tus_node)] {
+            let what = [(scenario.clone(), Metric::MibPerSec)];
+            let (pattern, tries) = (self.pattern.clone(), self.plan.tries);
+            let peer = Peer::of(name, peer.as_ref());
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| {
+                    let mut best = 0f64;
+                    for _ in 0..tries {
+                        let start = Instant::now();
+                        tus_upload(t.addr(), size, &pattern)
+                            .await
+                            .map_err(|e| format!("{}: {e}", t.server.name))?;
+                        best = best.max(limits::mib_s(size, start.elapsed().as_secs_f64()));
+                        t.take(size)?;
+                    }
+                    Ok(vec![best])
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// X-Accel-Redirect downloads of `files/big` and `files/small`: porter against nginx.
+    async fn downloads(&mut self, place: &Place) -> Result<(), String> {
+        let (big, tries, period) = (self.plan.big, self.plan.tries, self.plan.period);
+        let what = [(
+            format!("download one {} (X-Accel-Redirect)", size_label(big)),
+            Metric::MibPerSec,
+        )];
+        let pattern = self.pattern.clone();
+        let peer = Peer::of("nginx", place.nginx.as_ref());
+        self.compare(
+            &what,
+            place.label,
+            &place.porter,
+            peer,
+            async |t: &Target| {
+                let mut best = 0f64;
+                for _ in 0..tries {
+                    let start = Instant::now();
+                    let answer =
+                        load::once(t.addr(), Proto::H1, &Shape::get("/f/big"), &pattern).await?;
+                    if answer.bytes != big {
+                        return Err(format!(
+                            "{}: downloaded {} of {big} bytes",
+                            t.server.name, answer.bytes
+                        ));
+                    }
+                    best = best.max(limits::mib_s(big, start.elapsed().as_secs_f64()));
+                }
+                Ok(vec![best])
+            },
+        )
+        .await?;
+        let what = [(
+            format!("download 10 KiB files, {CONNECTIONS} connections"),
+            Metric::ReqPerSec,
+        )];
+        let peer = Peer::of("nginx", place.nginx.as_ref());
+        self.compare(
+            &what,
+            place.label,
+            &place.porter,
+            peer,
+            async |t: &Target| {
+                let batch: Batch = load::sustained(
+                    t.addr(),
+                    CONNECTIONS,
+                    period,
+                    &Shape::get("/f/small"),
+                    &pattern,
+                )
+                .await?;
+                if batch.bytes != batch.latencies.len() as u64 * SMALL {
+                    return Err(format!("{}: short 10 KiB downloads", t.server.name));
+                }
+                Ok(vec![batch.rate()])
+            },
+        )
+        .await
+    }
+
+    /// One large raw upload through porter over h2c against HTTP/1.1.
+    async fn h2(&mut self, place: &Place) -> Result<(), String> {
+        let shape = Shape::raw(Method::POST, "/raw", self.plan.big);
+        let mut figures = [0f64; 2];
+        for (i, proto) in [Proto::H2, Proto::H1].into_iter().enumerate() {
+            for _ in 0..self.plan.tries {
+                let start = Instant::now();
+                let mut conn = Conn::open(place.porter.addr(), proto).await?;
+                load::success(
+                    conn.send(&shape, &self.pattern, place.porter.addr())
+                        .await?,
+                )?;
+                figures[i] =
+                    figures[i].max(limits::mib_s(shape.size, start.elapsed().as_secs_f64()));
+                place.porter.take(shape.size)?;
+            }
+        }
+        self.rows.push(Row {
+            scenario: format!("one {} raw body over HTTP/2 (h2c)", size_label(shape.size)),
+            storage: place.label.to_string(),
+            metric: Metric::MibPerSec,
+            porter: figures[0],
+            peer: "porter over HTTP/1.1".into(),
+            theirs: Some(figures[1]),
+            note: String::new(),
+        });
+        Ok(())
+    }
+}
+
+/// A tus 1.0 upload of `size` bytes: creation, then 8 MiB PATCHes on one connection.
+async fn tus_upload(addr: SocketAddr, size: u64, pattern: &Bytes) -> Result<(), String> {
+    let mut conn = Conn::open(addr, Proto::H1).await?;
+    let create = Shape::raw(Method::POST, "/files/", 0)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", &size.to_string());
+    let created = load::success(conn.send(&create, pattern, addr).await?)?;
+    let location = created
+        .headers
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Location on creation")?;
+    let uri: hyper::Uri = location
+        .parse()
+        .map_err(|e| format!("Location {location}: {e}"))?;
+    let path = uri.path().to_string();
+    let mut offset = 0u64;
+    while offset < size {
+        let n = (size - offset).min(TUS_PATCH);
+        let mut patch = Shape::raw(Method::PATCH, &path, n)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", &offset.to_string());
+        patch
+            .headers
+            .retain(|(name, _)| name != hyper::header::CONTENT_TYPE);
+        let patch = patch.header("content-type", "application/offset+octet-stream");
+        let answer = load::success(conn.send(&patch, pattern, addr).await?)?;
+        offset += n;
+        let told = answer
+            .headers
+            .get("upload-offset")
+            .and_then(|v| v.to_str().ok());
+        if told != Some(offset.to_string().as_str()) {
+            return Err(format!(
+                "PATCH answered Upload-Offset {told:?}, expected {offset}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Files for the download scenarios, on disk: `big` (the plan's size) and `small` (10 KiB).
+fn download_files(dir: &Path, big: u64, pattern: &Bytes) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (name, size) in [("big", big), ("small", SMALL)] {
+        let mut f = std::fs::File::create(dir.join(name)).map_err(|e| e.to_string())?;
+        let mut done = 0u64;
+        while done < size {
+            let n = (size - done).min(load::CHUNK as u64) as usize;
+            let at = (done % load::PERIOD as u64) as usize;
+            f.write_all(&pattern[at..at + n])
+                .map_err(|e| e.to_string())?;
+            done += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The ceilings: loopback, each storage location's write speed, one core's hashing.
+async fn ceilings(
+    plan: &Plan,
+    places: &[(&'static str, PathBuf)],
+) -> Result<Vec<(String, f64)>, String> {
+    let size = plan.big.min(1 << 30);
+    let mut out = vec![(
+        format!("loopback TCP, one stream of {}", size_label(size)),
+        limits::loopback(size).await?,
+    )];
+    for (label, base) in places {
+        let speed = limits::write_speed(base, size)?;
+        out.push((
+            format!("{label} write of {} + fsync", size_label(size)),
+            speed,
+        ));
+    }
+    let hashed = size.min(512 << 20);
+    out.push((
+        format!("md5, one core, {}", size_label(hashed)),
+        limits::hash_speed::<md5::Md5>(hashed),
+    ));
+    out.push((
+        format!("sha256, one core, {}", size_label(hashed)),
+        limits::hash_speed::<sha2::Sha256>(hashed),
+    ));
+    Ok(out)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {:.0} GiB RAM, Linux {}",
+        mem_kib as f64 / f64::from(1 << 20),
+        kernel.trim()
+    )
+}
+
+async fn run(plan: Plan) -> Result<(), String> {
+    let started = Instant::now();
+    let (backend, _) = support::fake_backend().await;
+    let disk = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let mut places = vec![("disk", disk.clone())];
+    if Path::new("/dev/shm").is_dir() {
+        places.insert(0, ("tmpfs", PathBuf::from("/dev/shm")));
+    }
+    let mut run = Run {
+        pattern: load::shared_pattern(),
+        backend,
+        peers: Peers::locate(),
+        rows: Vec::new(),
+        plan,
+    };
+    let ceilings = ceilings(&run.plan, &places).await?;
+    let files = tempfile::tempdir_in(&disk).map_err(|e| e.to_string())?;
+    download_files(files.path(), run.plan.big, &run.pattern)?;
+    for (label, base) in &places {
+        let dir = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
+        let place = run.start_place(label, dir.path(), files.path())?;
+        eprintln!("{label}: servers up, measuring");
+        run.one_big(&place).await?;
+        run.concurrent(&place).await?;
+        run.small(&place).await?;
+        run.tus(&place).await?;
+        if *label == "disk" {
+            run.downloads(&place).await?;
+        } else {
+            run.h2(&place).await?;
+        }
+    }
+    let text = write_report(&run, &ceilings, started.elapsed())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn write_report(run: &Run, ceilings: &[(String, f64)], took: Duration) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let mode = if run.plan.quick { "quick" } else { "full" };
+    let mut text = format!(
+        "# porter against its peers ({mode} run, {:.0} s)\n\nMachine: {}. Everything on loopback, \
+         one run; porter {} (release build).\n\nPeers: ",
+        took.as_secs_f64(),
+        machine(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let versions: Vec<String> = run
+        .peers
+        .versions()
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    text.push_str(&versions.join("; "));
+    text.push_str(".\n\n## Ceilings of this machine\n\n| what | MiB/s |\n|---|---:|\n");
+    for (what, v) in ceilings {
+        let _ = writeln!(text, "| {what} | {v:.0} |");
+    }
+    text.push_str("\n## porter and each peer\n\nporter's advantage is porter's figure over the peer's \
+                   (throughput, requests/s) or the peer's over porter's (latency, memory): above 1× \
+                   porter is better.\n\n");
+    text.push_str(&report::table(&run.rows));
+    let out = &run.plan.out;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(out.join("results.md"), &text).map_err(|e| e.to_string())?;
+    let title = format!("porter's advantage over each peer ({mode} run)");
+    report::chart(&run.rows, &title, &out.join("chart.png"))?;
+    let _ = write!(
+        text,
+        "\nWritten to {0}/results.md and {0}/chart.png.",
+        out.display()
+    );
+    Ok(text)
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Plan::from_args()).await {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
