@@ -210,6 +210,8 @@ async fn best_upload(
 struct Place {
     label: &'static str,
     porter: Target,
+    /// porter with `fsync = false`, as the peers run: for the small-upload scenario.
+    porter_nosync: Target,
     nginx: Option<Target>,
     django: Option<Target>,
     rustus: Option<Target>,
@@ -225,8 +227,13 @@ impl Run {
         };
         let porter_dir = sub("porter")?;
         let porter = Target {
-            server: setup::porter(&porter_dir, self.backend, files)?,
+            server: setup::porter(&porter_dir, self.backend, files, true)?,
             stored: porter_dir.join("root"),
+        };
+        let nosync_dir = sub("porter-nosync")?;
+        let porter_nosync = Target {
+            server: setup::porter(&nosync_dir, self.backend, files, false)?,
+            stored: nosync_dir.join("root"),
         };
         let p = &self.peers;
         let nginx = match &p.nginx {
@@ -273,6 +280,7 @@ impl Run {
         Ok(Place {
             label,
             porter,
+            porter_nosync,
             nginx,
             django,
             rustus,
@@ -377,37 +385,38 @@ impl Run {
     }
 
     /// 10 KiB uploads on 64 keep-alive connections for `period`: requests per second.
+    /// Raw bodies once more through porter with `fsync = false`, as nginx runs, to show
+    /// what durability costs per upload.
     async fn small(&mut self, place: &Place) -> Result<(), String> {
-        let shapes = [
+        let raw = Shape::raw(Method::POST, "/raw", SMALL);
+        let nginx = || Peer::of("nginx", place.nginx.as_ref());
+        let runs = [
             (
                 "multipart",
                 Shape::multipart("/upload", SMALL),
+                &place.porter,
                 Peer::of("Django", place.django.as_ref()),
             ),
+            ("raw", raw.clone(), &place.porter, nginx()),
             (
-                "raw",
-                Shape::raw(Method::POST, "/raw", SMALL),
-                Peer::of("nginx", place.nginx.as_ref()),
+                "raw (porter: fsync = false)",
+                raw,
+                &place.porter_nosync,
+                nginx(),
             ),
         ];
-        for (kind, shape, peer) in shapes {
+        for (kind, shape, porter, peer) in runs {
             let what = [(
-                format!("10 KiB {kind} uploads, {CONNECTIONS} connections"),
+                format!("10 KiB uploads, {CONNECTIONS} connections, {kind}"),
                 Metric::ReqPerSec,
             )];
             let (pattern, period) = (self.pattern.clone(), self.plan.period);
-            self.compare(
-                &what,
-                place.label,
-                &place.porter,
-                peer,
-                async |t: &Target| {
-                    let batch =
-                        load::sustained(t.addr(), CONNECTIONS, period, &shape, &pattern).await?;
-                    t.take(batch.latencies.len() as u64 * SMALL)?;
-                    Ok(vec![batch.rate()])
-                },
-            )
+            self.compare(&what, place.label, porter, peer, async |t: &Target| {
+                let batch =
+                    load::sustained(t.addr(), CONNECTIONS, period, &shape, &pattern).await?;
+                t.take(batch.latencies.len() as u64 * SMALL)?;
+                Ok(vec![batch.rate()])
+            })
             .await?;
         }
         Ok(())

@@ -129,7 +129,7 @@ fn draw(
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .max_light_lines(0)
+        .light_line_style(WHITE)
         .x_labels(12)
         .y_labels(n)
         .y_label_formatter(&|v| match v {

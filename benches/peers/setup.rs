@@ -86,7 +86,13 @@ fn quoted(p: &Path) -> String {
 
 /// porter with every route the scenarios use: multipart and raw, each without hashes and
 /// with md5+sha256; tus without hashes (like the tus peers); downloads from `files`.
-pub fn porter(dir: &Path, backend: SocketAddr, files: &Path) -> Result<Server, String> {
+/// `fsync = false` only where a scenario says so: it is on by default.
+pub fn porter(
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+    fsync: bool,
+) -> Result<Server, String> {
     let addr = free_addr();
     let route = |path: &str, kind: &str, hashes: &str| {
         format!(
@@ -98,7 +104,7 @@ pub fn porter(dir: &Path, backend: SocketAddr, files: &Path) -> Result<Server, S
     let text = format!(
         "[server]\nlisten = [\"{addr}\"]\nshutdown_grace = \"2s\"\n\n\
          [backend]\nurl = \"http://{backend}\"\n\n\
-         [storage]\nroot = {}\ntemp = {}\nmin_free = \"0\"\n\n\
+         [storage]\nroot = {}\ntemp = {}\nmin_free = \"0\"\nfsync = {fsync}\n\n\
          {}{}{}{}{}\
          [[internal]]\nprefix = \"/protected/\"\nroot = {}\n\n\
          [log]\nlevel = \"warn\"\n",

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every route: the body type, header hygiene, body wrappers.
 
 pub mod body;
+pub mod content_range;
 pub mod headers;
 pub mod stats;
 

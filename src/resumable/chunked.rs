@@ -225,21 +225,15 @@ async fn read_form(
     Ok(form)
 }
 
-/// `bytes START-END/TOTAL`.
+/// The optional `Content-Range: bytes START-END/TOTAL`.
 fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64, u64)>, Error> {
-    let Some(v) = h.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+    let Some(v) = h.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || Error::bad_request("bad Content-Range");
-    let rest = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
-    let (range, total) = rest.split_once('/').ok_or_else(bad)?;
-    let (a, b) = range.split_once('-').ok_or_else(bad)?;
-    let n = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
-    let (a, b, t) = (n(a)?, n(b)?, n(total)?);
-    if b < a || b >= t {
-        return Err(bad());
-    }
-    Ok(Some((a, b, t)))
+    let range = v.to_str().ok().and_then(crate::http::content_range::parse);
+    range
+        .map(Some)
+        .ok_or_else(|| Error::bad_request("bad Content-Range"))
 }
 
 fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {

@@ -46,19 +46,7 @@ fn session(h: &HeaderMap) -> Result<String, Error> {
 fn range(h: &HeaderMap) -> Result<(u64, u64, u64), Error> {
     let v = text(h, &["x-content-range", "content-range"])
         .ok_or_else(|| Error::bad_request("X-Content-Range is required"))?;
-    let bad = || Error::bad_request("bad X-Content-Range");
-    let rest = v
-        .strip_prefix("bytes")
-        .ok_or_else(bad)?
-        .trim_start_matches([' ', '=']);
-    let (r, total) = rest.split_once('/').ok_or_else(bad)?;
-    let (a, b) = r.split_once('-').ok_or_else(bad)?;
-    let n = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
-    let (a, b, t) = (n(a)?, n(b)?, n(total)?);
-    if b < a || b >= t {
-        return Err(bad());
-    }
-    Ok((a, b, t))
+    crate::http::content_range::parse(&v).ok_or_else(|| Error::bad_request("bad X-Content-Range"))
 }
 
 /// Merges an inclusive range into a sorted, merged list.
