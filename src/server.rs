@@ -75,7 +75,14 @@ pub async fn run(
     // The one rustls provider, before anything could pick another.
     crate::listen::tls::provider();
     let app = Arc::new(App::new(Arc::new(config))?);
-    match app.store.sweep() {
+    let swept = app.store.sweep().and_then(|a| {
+        let b = app
+            .resumable
+            .sweep_scratch()
+            .map_err(std::io::Error::other)?;
+        Ok(a + b)
+    });
+    match swept {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed partial files left by an earlier run"),
         Err(e) => tracing::warn!(error = %e, "cannot sweep storage.temp"),

@@ -368,6 +368,12 @@ impl Engine {
         )
     }
 
+    /// Removes what requests of an earlier run left half-written (see
+    /// `ResumableStore::sweep_scratch`); only for start-up.
+    pub fn sweep_scratch(&self) -> Result<usize, StoreError> {
+        self.store.sweep_scratch()
+    }
+
     /// Removes expired uploads and settled completions; returns how many.
     pub async fn collect(&self) -> Result<usize, Error> {
         let now = state::now();

@@ -46,7 +46,7 @@ fn session(h: &HeaderMap) -> Result<String, Error> {
 fn range(h: &HeaderMap) -> Result<(u64, u64, u64), Error> {
     let v = text(h, &["x-content-range", "content-range"])
         .ok_or_else(|| Error::bad_request("X-Content-Range is required"))?;
-    crate::http::content_range::parse(&v).ok_or_else(|| Error::bad_request("bad X-Content-Range"))
+    crate::http::content_range::parse(v).ok_or_else(|| Error::bad_request("bad X-Content-Range"))
 }
 
 /// Merges an inclusive range into a sorted, merged list.

@@ -45,6 +45,10 @@ pub trait ResumableStore: Send + Sync + 'static {
     fn ids(&self) -> Result<Vec<String>, StoreError>;
     /// A local path for scratch data named `name`.
     fn scratch(&self, name: &str) -> PathBuf;
+    /// Removes every scratch file and half-written state: called once when `porter
+    /// serve` starts, before it accepts, so none can be in use. (`porter gc`, which may
+    /// run beside a live server, leaves them until they are a day old.)
+    fn sweep_scratch(&self) -> Result<usize, StoreError>;
 }
 
 pub struct LocalResumable {
@@ -232,6 +236,19 @@ impl ResumableStore for LocalResumable {
 
     fn scratch(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.chunk"))
+    }
+
+    fn sweep_scratch(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for e in fs::read_dir(&self.dir)? {
+            let path = e?.path();
+            let name = path.to_string_lossy();
+            if name.ends_with(".chunk") || name.ends_with(".tmp") {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn ids(&self) -> Result<Vec<String>, StoreError> {

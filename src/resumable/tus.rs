@@ -564,7 +564,8 @@ async fn append(
     }
 }
 
-fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
+/// `Upload-Checksum: <algorithm> <base64 digest>`.
+pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
     let (algo, b64) = v
         .split_once(' ')
         .ok_or_else(|| Error::bad_request("bad Upload-Checksum"))?;

@@ -320,12 +320,18 @@ fn boundary(headers: &HeaderMap) -> Result<String, Error> {
     if ty != "multipart/form-data" {
         return Err(Error::bad_request("expected a multipart/form-data body"));
     }
-    params
-        .into_iter()
-        .find(|(k, _)| k == "boundary")
-        .map(|(_, v)| v)
-        .filter(|b| (1..=70).contains(&b.len()))
-        .ok_or_else(|| Error::bad_request("the multipart body has no valid boundary"))
+    // Two boundaries would let two parsers (porter's, the app's) read two different
+    // forms from one body: refuse rather than pick one.
+    let mut found = params.into_iter().filter(|(k, _)| k == "boundary");
+    match (found.next(), found.next()) {
+        (Some((_, b)), None) if (1..=70).contains(&b.len()) => Ok(b),
+        (Some(_), Some(_)) => Err(Error::bad_request(
+            "the multipart body names two boundaries",
+        )),
+        _ => Err(Error::bad_request(
+            "the multipart body has no valid boundary",
+        )),
+    }
 }
 
 /// The request target for the app: §3's canonical path plus the client's raw query.

@@ -2,10 +2,14 @@
 //! (hyper, curl, raw sockets), a recording backend, and checks of bytes on disk.
 
 mod authorize;
+mod chaos;
 mod chunked;
 mod cli;
 mod django;
 mod download;
+mod faults;
+mod fuzz_corpus;
+mod hostile;
 mod limits;
 mod metrics;
 mod multipart;

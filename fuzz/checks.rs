@@ -1,0 +1,211 @@
+//! The property each fuzz target checks, shared by the libFuzzer targets
+//! (`fuzz/fuzz_targets/*.rs`, run by `scripts/fuzz`) and the corpus replay that
+//! `cargo test` runs (`tests/it/fuzz_corpus.rs`): every input in `fuzz/corpus/<target>/`
+//! must pass its check on stable Rust too, so a crash once found stays fixed.
+//!
+//! Every check takes arbitrary bytes and panics only when porter misbehaves.
+
+#![allow(dead_code)] // each fuzz target uses one check
+
+use bytes::BytesMut;
+use porter::config::units::{format_duration, format_size, parse_duration, parse_size};
+use porter::download::range::{self, Ranges};
+use porter::download::resolve;
+use porter::http::content_range;
+use porter::resumable::tus;
+use porter::upload::multipart::{Event, Limits, MultipartError, Parser};
+use std::path::{Component, PathBuf};
+
+/// A property over arbitrary bytes: panics when porter misbehaves.
+pub type Check = fn(&[u8]);
+
+/// The checks by corpus folder name.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("multipart", multipart),
+    ("content_range", content_range),
+    ("tus_headers", tus_headers),
+    ("range", range),
+    ("resolve", resolve),
+    ("units", units),
+];
+
+const BOUNDARY: &str = "XyZ";
+
+/// The multipart parser over `data[1..]`, fed in chunks whose sizes the first byte
+/// seeds: it never panics, its buffer stays within its limits, part data comes out
+/// intact, and the closing boundary is reported once.
+pub fn multipart(data: &[u8]) {
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        max_header_bytes: 256,
+        max_preamble: 512,
+    };
+    let mut parser = Parser::new(BOUNDARY, limits);
+    let mut buf = BytesMut::new();
+    let (mut at, mut step, mut ends) = (0usize, usize::from(seed % 17) + 1, 0);
+    loop {
+        let next = (at + step).min(body.len());
+        buf.extend_from_slice(&body[at..next]);
+        at = next;
+        let eof = at == body.len();
+        loop {
+            match parser.feed(&mut buf, eof) {
+                Ok(Some(Event::End)) => ends += 1,
+                Ok(Some(Event::Data(d))) => assert!(!d.is_empty(), "an empty Data event"),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(MultipartError::Malformed(_) | MultipartError::HeaderTooLarge(_)) => return,
+                Err(MultipartError::UnexpectedEnd) => {
+                    assert!(eof, "UnexpectedEnd before the input ended");
+                    return;
+                }
+            }
+        }
+        // What the parser holds back: at most a header block, a delimiter and its padding.
+        let bound = limits.max_header_bytes + BOUNDARY.len() + 6 + 256 + step;
+        assert!(
+            buf.len() <= bound,
+            "parser holds {} bytes (bound {bound})",
+            buf.len()
+        );
+        if eof {
+            break;
+        }
+        step = (step * 7 + usize::from(seed)) % 61 + 1;
+    }
+    assert!(ends <= 1, "End reported {ends} times");
+    assert_eq!(
+        ends == 1,
+        parser.is_done(),
+        "End event and is_done disagree"
+    );
+}
+
+/// `Content-Range`: what parses is a well-ordered range that prints and parses back
+/// to itself.
+pub fn content_range(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some((start, end, total)) = content_range::parse(text) {
+        assert!(
+            start <= end && end < total,
+            "{text:?} -> {start}-{end}/{total}"
+        );
+        let again = content_range::parse(&format!("bytes {start}-{end}/{total}"));
+        assert_eq!(again, Some((start, end, total)));
+    }
+}
+
+/// tus `Upload-Metadata` and `Upload-Checksum`: never panic; keys are non-empty and
+/// free of separators and control characters; base64 decodes what it encodes.
+pub fn tus_headers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(pairs) = tus::parse_metadata(text) {
+        for (key, _) in pairs {
+            assert!(!key.is_empty(), "an empty key from {text:?}");
+            assert!(!key.contains([' ', ',']), "key {key:?} from {text:?}");
+            assert!(!key.contains(|c: char| c.is_control()), "key {key:?}");
+        }
+    }
+    let _ = tus::parse_checksum(text);
+    if let Some(decoded) = tus::base64_decode(text) {
+        assert!(decoded.len() <= text.len(), "base64 grew");
+    }
+    let encoded = encode_base64(data);
+    assert_eq!(tus::base64_decode(&encoded).as_deref(), Some(data));
+}
+
+fn encode_base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `Range` against a file length taken from the first 8 bytes: every satisfiable range
+/// lies inside the file, first ≤ last, and there are at most `MAX_RANGES`.
+pub fn range(data: &[u8]) {
+    if data.len() < 8 {
+        return;
+    }
+    let (len, header) = data.split_at(8);
+    let len = u64::from_le_bytes(len.try_into().unwrap_or_default()) >> (len[7] % 64);
+    let Ok(header) = std::str::from_utf8(header) else {
+        return;
+    };
+    if let Ranges::Satisfiable(ranges) = range::parse(header, len) {
+        assert!(!ranges.is_empty() && ranges.len() <= range::MAX_RANGES);
+        for (first, last) in ranges {
+            assert!(
+                first <= last && last < len,
+                "{header:?} len {len}: {first}-{last}"
+            );
+        }
+    }
+}
+
+/// X-Accel-Redirect and X-Sendfile targets: whatever the value, a resolved path lies
+/// beneath its entry's root and has no `.` or `..` component.
+pub fn resolve(data: &[u8]) {
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
+    let entries = vec![
+        ("/protected".to_string(), PathBuf::from("/srv/files")),
+        (
+            "/protected/deep".to_string(),
+            PathBuf::from("/srv/other/deep"),
+        ),
+        ("/media".to_string(), PathBuf::from("/var/media")),
+    ];
+    for found in [
+        resolve::by_prefix(&entries, value),
+        resolve::by_path(&entries, value),
+    ] {
+        let Ok(candidate) = found else {
+            continue;
+        };
+        let root = &entries[candidate.entry].1;
+        assert!(
+            candidate.path.starts_with(root),
+            "{value:?} -> {candidate:?}"
+        );
+        let dots = candidate
+            .path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+        assert!(!dots, "{value:?} -> {candidate:?}");
+    }
+}
+
+/// Config sizes and durations: never panic, and what parses prints back to the same value.
+pub fn units(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(n) = parse_size(text) {
+        assert_eq!(parse_size(&format_size(n)), Ok(n), "{text:?}");
+    }
+    if let Ok(d) = parse_duration(text) {
+        assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{text:?}");
+    }
+}

@@ -1,0 +1,474 @@
+//! The chaos run: many mixed uploads (multipart, raw, tus, chunked) against the real
+//! binary, with random client aborts, backend 5xx answers and two `kill -9`/restarts of
+//! porter, then the invariants:
+//! * every upload the client saw succeed is a file with its bytes and sha256,
+//! * after `porter gc`, nothing else is left: no file under `storage.root` the backend
+//!   did not accept, nothing in `storage.temp`,
+//! * porter's open file descriptors are back to their baseline.
+//!
+//! `CHAOS_UPLOADS` sets the count (default 1000, as `scripts/chaos` runs it) and
+//! `CHAOS_SEED` the seed; the run prints its counts.
+
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+const ROUTES: &str = "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n\
+    [[upload]]\npath = \"/raw\"\nkind = \"raw\"\nhashes = [\"sha256\"]\n\
+    [[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/done\"\nhashes = [\"sha256\"]\n\
+    expire = \"2s\"\nretry_window = \"1s\"\n\
+    [[upload]]\npath = \"/chunked\"\nkind = \"chunked\"\ncomplete = \"/chunked-complete\"\n\
+    hashes = [\"sha256\"]\nexpire = \"2s\"\nretry_window = \"1s\"\n";
+
+/// xorshift64*: a small, seeded, reproducible source of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Multipart,
+    Raw,
+    Tus,
+    Chunked,
+}
+
+/// One planned upload.
+struct Plan {
+    name: String,
+    kind: Kind,
+    data: Vec<u8>,
+    /// Cut the connection mid-body.
+    abort: bool,
+    /// Ask the backend to answer 503 to its metadata request.
+    fail: bool,
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    succeeded: usize,
+    aborted: usize,
+    refused_by_backend: usize,
+    failed_otherwise: usize,
+}
+
+/// Where porter listens now; swapped by the killer.
+type Base = Arc<Mutex<String>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_run_keeps_every_invariant() {
+    let count: usize = std::env::var("CHAOS_UPLOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let backend = Backend::start(|r| {
+        if r.header("x-chaos-fail").is_some() {
+            answer(503, r#"{"error":"chaos"}"#)
+        } else {
+            answer(200, r#"{"ok":true}"#)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nidle_timeout = \"3s\"\nshutdown_grace = \"1s\"\n\
+         [backend]\nurl = \"http://{}\"\n[storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n\
+         {ROUTES}",
+        backend.addr
+    );
+    let cfg = dir.path().join("porter.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let porter = Arc::new(Mutex::new(Proc::serve(&cfg)));
+    porter.lock().await.port();
+    let base: Base = Arc::new(Mutex::new(format!("http://127.0.0.1:{port}")));
+
+    let mut rng = Rng(seed | 1);
+    let plans: Vec<Plan> = (0..count)
+        .map(|i| {
+            let kind =
+                [Kind::Multipart, Kind::Raw, Kind::Tus, Kind::Chunked][rng.below(4) as usize];
+            let size = 1 + rng.below(200_000) as usize;
+            Plan {
+                name: format!("c{i}.bin"),
+                kind,
+                data: data(size, (i % 251) as u8),
+                abort: rng.below(10) == 0,
+                fail: rng.below(10) == 0,
+            }
+        })
+        .collect();
+
+    // Two kill -9 + restart cycles, a third and two thirds of the way, with uploads in flight.
+    let (outcomes, kills) = run_all(&plans, &base, &porter, &cfg).await;
+    assert_eq!(kills, 2, "porter was killed and restarted twice");
+
+    // Let expire and retry_window pass, then one gc pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gc = Proc::command()
+        .args(["gc", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("porter gc");
+    assert!(
+        gc.status.success(),
+        "porter gc: {}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+
+    let counts = check_invariants(&plans, &outcomes, &backend, dir.path());
+    eprintln!("chaos: {count} uploads, seed {seed}, 2 kill -9 restarts: {counts:?}");
+    assert!(
+        counts.succeeded > count / 2,
+        "too few successes to mean anything: {counts:?}"
+    );
+
+    // File descriptors: back to a fresh instance's baseline once the work is over.
+    let p = porter.lock().await;
+    let fds = open_fds(p.child.id());
+    assert!(
+        fds <= baseline_fds(&cfg).await + 8,
+        "porter holds {fds} descriptors after the run"
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Aborted,
+    RefusedByBackend,
+    Failed,
+}
+
+/// Runs the plans 8 at a time; in the batches a third and two thirds of the way, porter
+/// is killed with SIGKILL a moment after they start, and restarted on the same port.
+async fn run_all(
+    plans: &[Plan],
+    base: &Base,
+    porter: &Arc<Mutex<Proc>>,
+    cfg: &Path,
+) -> (Vec<(usize, Outcome)>, usize) {
+    let batches = plans.len().div_ceil(8);
+    let kill_at = [batches / 3, 2 * batches / 3];
+    let (mut out, mut kills) = (Vec::new(), 0);
+    for (b, batch) in plans.chunks(8).enumerate() {
+        let url = base.lock().await.clone();
+        let tasks: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(j, plan)| {
+                let url = url.clone();
+                let (kind, name, data, abort, fail) = (
+                    plan.kind,
+                    plan.name.clone(),
+                    plan.data.clone(),
+                    plan.abort,
+                    plan.fail,
+                );
+                tokio::spawn(async move {
+                    let run = one(&url, kind, &name, &data, abort, fail);
+                    let outcome = tokio::time::timeout(Duration::from_secs(20), run)
+                        .await
+                        .unwrap_or(Outcome::Failed);
+                    (b * 8 + j, outcome)
+                })
+            })
+            .collect();
+        if kill_at.contains(&b) {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let mut p = porter.lock().await;
+            p.signal(libc::SIGKILL);
+            p.wait_exit(10);
+            *p = Proc::serve(cfg);
+            p.port();
+            kills += 1;
+        }
+        for t in tasks {
+            out.push(t.await.expect("client task"));
+        }
+    }
+    (out, kills)
+}
+
+fn classify(status: u16, fail: bool) -> Outcome {
+    match status {
+        200 | 201 | 204 => Outcome::Succeeded,
+        503 if fail => Outcome::RefusedByBackend,
+        _ => Outcome::Failed,
+    }
+}
+
+async fn one(base: &str, kind: Kind, name: &str, data: &[u8], abort: bool, fail: bool) -> Outcome {
+    if abort {
+        return cut(base, kind, name, data).await;
+    }
+    let reply = match kind {
+        Kind::Multipart => {
+            let (ct, body) = Form::new()
+                .file("file", name, "application/octet-stream", data)
+                .finish();
+            try_send(
+                with_fail(request("POST", &format!("{base}/upload")), fail)
+                    .header("content-type", ct),
+                body,
+            )
+            .await
+        }
+        Kind::Raw => {
+            let req = request("POST", &format!("{base}/raw")).header("x-file-name", name);
+            try_send(with_fail(req, fail), data.to_vec()).await
+        }
+        Kind::Tus => tus(base, name, data, fail).await,
+        Kind::Chunked => chunked(base, name, data, fail).await,
+    };
+    match reply {
+        Some(r) => classify(r.status, fail),
+        None => Outcome::Failed,
+    }
+}
+
+fn with_fail(req: http::request::Builder, fail: bool) -> http::request::Builder {
+    if fail {
+        req.header("x-chaos-fail", "1")
+    } else {
+        req
+    }
+}
+
+/// `send`, but a connection error (porter being killed) is `None`, not a panic.
+async fn try_send(req: http::request::Builder, body: Vec<u8>) -> Option<Reply> {
+    let req = req.body(Full::new(Bytes::from(body))).ok()?;
+    tokio::spawn(send(req)).await.ok()
+}
+
+/// Starts an upload and cuts the connection halfway through its body.
+async fn cut(base: &str, kind: Kind, name: &str, data: &[u8]) -> Outcome {
+    let addr = base.trim_start_matches("http://").to_string();
+    let Ok(mut s) = TcpStream::connect(&addr).await else {
+        return Outcome::Failed;
+    };
+    let (head, body) = match kind {
+        Kind::Multipart | Kind::Chunked => {
+            let (ct, body) = Form::new()
+                .file("file", name, "application/octet-stream", data)
+                .finish();
+            let path = if kind == Kind::Multipart {
+                "/upload"
+            } else {
+                "/chunked"
+            };
+            (
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                ),
+                body,
+            )
+        }
+        Kind::Raw | Kind::Tus => (
+            format!(
+                "POST /raw HTTP/1.1\r\nHost: x\r\nX-File-Name: {name}\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            ),
+            data.to_vec(),
+        ),
+    };
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(&body[..body.len() / 2]).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Outcome::Aborted
+}
+
+async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
+    let meta = format!("filename {}", base64(name.as_bytes()));
+    let created = try_send(
+        request("POST", &format!("{base}/files"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", data.len())
+            .header("upload-metadata", meta),
+        Vec::new(),
+    )
+    .await?;
+    if created.status != 201 {
+        return Some(created);
+    }
+    let location = created.headers.get("location")?.to_str().ok()?.to_string();
+    let half = data.len() / 2;
+    let mut last = None;
+    for (offset, part) in [(0, &data[..half]), (half, &data[half..])] {
+        let req = request("PATCH", &location)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset)
+            .header("content-type", "application/offset+octet-stream");
+        let r = try_send(with_fail(req, fail), part.to_vec()).await?;
+        if r.status != 204 {
+            return Some(r);
+        }
+        last = Some(r);
+    }
+    last
+}
+
+async fn chunked(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
+    let half = data.len() / 2;
+    let mut upload_id: Option<String> = None;
+    for (start, part) in [
+        (0, &data[..half.max(1)]),
+        (half.max(1), &data[half.max(1)..]),
+    ] {
+        if part.is_empty() {
+            continue;
+        }
+        let mut form = Form::new();
+        if let Some(id) = &upload_id {
+            form = form.field("upload_id", id);
+        }
+        let (ct, body) = form
+            .file("file", name, "application/octet-stream", part)
+            .finish();
+        let range = format!("bytes {}-{}/{}", start, start + part.len() - 1, data.len());
+        let req = request("POST", &format!("{base}/chunked"))
+            .header("content-type", ct)
+            .header("content-range", range);
+        let r = try_send(req, body).await?;
+        if r.status != 200 {
+            return Some(r);
+        }
+        upload_id = Some(r.json()["upload_id"].as_str()?.to_string());
+    }
+    let fields = format!("upload_id={}&md5={}", upload_id?, md5_hex(data));
+    let req = request("POST", &format!("{base}/chunked-complete"))
+        .header("content-type", "application/x-www-form-urlencoded");
+    try_send(with_fail(req, fail), fields.into_bytes()).await
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                char::from(A[(n >> (18 - 6 * i)) as usize & 63])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn check_invariants(
+    plans: &[Plan],
+    outcomes: &[(usize, Outcome)],
+    backend: &Backend,
+    dir: &Path,
+) -> Counts {
+    let mut counts = Counts::default();
+    // What the backend accepted: file name → stored path, per metadata request answered 200.
+    let mut accepted: HashMap<String, PathBuf> = HashMap::new();
+    for r in backend.requests() {
+        if r.header("x-chaos-fail").is_some() {
+            continue;
+        }
+        let form = parse_form(&r);
+        let (Some(name), Some(path)) = (
+            get(&form, "file.name").first().copied(),
+            get(&form, "file.path").first().copied(),
+        ) else {
+            continue;
+        };
+        accepted.insert(name.to_string(), PathBuf::from(path));
+    }
+    for (i, outcome) in outcomes {
+        let plan = &plans[*i];
+        match outcome {
+            Outcome::Succeeded => {
+                counts.succeeded += 1;
+                let path = accepted.get(&plan.name).unwrap_or_else(|| {
+                    panic!(
+                        "{} ({:?}) succeeded but the backend never accepted it",
+                        plan.name, plan.kind
+                    )
+                });
+                let stored =
+                    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(stored.len(), plan.data.len(), "{} size", plan.name);
+                assert_eq!(
+                    sha256_hex(&stored),
+                    sha256_hex(&plan.data),
+                    "{} bytes",
+                    plan.name
+                );
+            }
+            Outcome::Aborted => counts.aborted += 1,
+            Outcome::RefusedByBackend => counts.refused_by_backend += 1,
+            Outcome::Failed => counts.failed_otherwise += 1,
+        }
+    }
+    // Nothing under root the backend did not accept (a success the client never saw, when
+    // porter died between the backend's answer and the client's, is still the app's).
+    let known: Vec<&PathBuf> = accepted.values().collect();
+    for file in files_under(&dir.join("root")) {
+        assert!(
+            known.iter().any(|k| **k == file),
+            "{} is unknown to the backend",
+            file.display()
+        );
+    }
+    let temp = files_under(&dir.join("tmp"));
+    assert!(temp.is_empty(), "left in storage.temp after gc: {temp:?}");
+    counts
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The descriptors of a fresh porter on the same config after one request.
+async fn baseline_fds(cfg: &Path) -> usize {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let other = cfg.with_file_name("baseline.toml");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    if let Some(l) = lines.iter_mut().find(|l| l.starts_with("listen")) {
+        *l = "listen = [\"127.0.0.1:0\"]".into();
+    }
+    std::fs::write(&other, lines.join("\n")).expect("baseline config");
+    let mut p = Proc::serve(&other);
+    let port = p.port();
+    let _ = try_send(
+        request("GET", &format!("http://127.0.0.1:{port}/x")),
+        Vec::new(),
+    )
+    .await;
+    let n = open_fds(p.child.id());
+    p.signal(libc::SIGTERM);
+    p.wait_exit(10);
+    n
+}
