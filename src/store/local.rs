@@ -5,7 +5,7 @@
 //! lock has no writer. Temp and root share a filesystem, so the final move is one
 //! atomic `rename`, and nothing partial is ever visible under `root`.
 
-use super::{Location, PartFile, Store, StoreError};
+use super::{Committed, Location, PartFile, Store, StoreError, Unsent};
 use crate::config::Storage;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 /// Partial files end with this, so a sweep never touches anything else in `temp`.
 const PART_SUFFIX: &str = ".part";
+const UNSENT_SUFFIX: &str = ".unsent";
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -61,6 +62,49 @@ impl LocalStore {
             path: Some(dest),
             bucket: String::new(),
         })
+    }
+
+    /// Creates and locks `temp/<id>.unsent` (see `Unsent`).
+    fn mark_unsent(&self, id: &str) -> io::Result<Unsent> {
+        let marker = self.cfg.temp.join(format!("{id}{UNSENT_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.cfg.file_mode)
+            .open(&marker)?;
+        if let Err(e) = file.try_lock() {
+            let _ = fs::remove_file(&marker);
+            return Err(io::Error::other(e.to_string()));
+        }
+        Ok(Unsent::new(marker, file))
+    }
+
+    /// An unlocked `<id>.unsent` marker: its request died between committing the file and
+    /// telling the app. Deletes the file and the marker; whether it did.
+    fn settle_unsent(&self, marker: &Path) -> io::Result<bool> {
+        let name = marker.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(id) = name.as_deref().and_then(|n| n.strip_suffix(UNSENT_SUFFIX)) else {
+            return Ok(false);
+        };
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let Ok(file) = File::open(marker) else {
+            return Ok(false);
+        };
+        if file.try_lock().is_err() {
+            return Ok(false);
+        }
+        match fs::remove_file(self.final_dir(id).join(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::remove_file(marker)?;
+        tracing::warn!(
+            id,
+            "deleted a file whose app was never told (porter stopped in between)"
+        );
+        Ok(true)
     }
 
     /// The storage settings.
@@ -134,6 +178,10 @@ impl Store for LocalStore {
         let mut removed = 0;
         for entry in fs::read_dir(&self.cfg.temp)? {
             let path = entry?.path();
+            if path.to_string_lossy().ends_with(UNSENT_SUFFIX) {
+                removed += usize::from(self.settle_unsent(&path)?);
+                continue;
+            }
             if !path.to_string_lossy().ends_with(PART_SUFFIX) {
                 continue;
             }
@@ -182,7 +230,9 @@ impl PartFile for LocalPart {
         }
     }
 
-    fn commit(mut self: Box<Self>) -> Result<Location, StoreError> {
+    fn commit(mut self: Box<Self>) -> Result<Committed, StoreError> {
+        // The marker first: a crash between it and the rename leaves nothing behind.
+        let unsent = self.store.mark_unsent(&self.id)?;
         let file = self
             .file
             .take()
@@ -192,7 +242,10 @@ impl PartFile for LocalPart {
         if result.is_err() {
             let _ = fs::remove_file(&self.temp);
         }
-        Ok(result?)
+        Ok(Committed {
+            location: result?,
+            unsent: Some(unsent),
+        })
     }
 }
 
@@ -227,7 +280,7 @@ mod tests {
         let id = Uuid::new_v4();
         let mut p = s.create(id).unwrap();
         p.write_all(b"hello").unwrap();
-        let loc = p.commit().unwrap();
+        let loc = p.commit().unwrap().location;
         let hex = id.simple().to_string();
         assert_eq!(loc.key, format!("{}/{}/{hex}", &hex[..2], &hex[2..4]));
         let path = loc.path.clone().unwrap();
@@ -240,6 +293,34 @@ mod tests {
         s.remove(&loc).unwrap();
         assert!(!path.exists());
         s.remove(&loc).unwrap();
+    }
+
+    #[test]
+    fn a_file_whose_app_was_never_told_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        // While its request lives, the marker is locked: the sweep keeps the file.
+        let mut p = s.create(Uuid::new_v4()).unwrap();
+        p.write_all(b"x").unwrap();
+        let committed = p.commit().unwrap();
+        let live = committed.location.path.clone().unwrap();
+        assert_eq!(s.sweep().unwrap(), 0);
+        assert!(live.exists());
+        // What a request that died before telling the app leaves: file + unlocked marker.
+        let id = Uuid::new_v4().simple().to_string();
+        let dead = s.final_dir(&id).join(&id);
+        ensure_dir(dead.parent().unwrap(), 0o2750).unwrap();
+        fs::write(&dead, b"orphan").unwrap();
+        fs::write(dir.path().join("tmp").join(format!("{id}.unsent")), b"").unwrap();
+        assert_eq!(s.sweep().unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        // Told: the marker goes, the file stays the app's.
+        let mut stored = crate::store::Stored::new(committed, std::sync::Arc::new(s.clone()));
+        stored.keep();
+        drop(stored);
+        assert!(live.exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

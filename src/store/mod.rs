@@ -56,20 +56,52 @@ impl From<StoreError> for crate::error::Error {
     }
 }
 
+/// A file committed to its final place whose app has not been told yet. Until it is,
+/// a marker in `storage.temp`, locked while this lives, says so: if porter dies before
+/// telling the app, the next start-up sweep (or `porter gc`) finds the marker unlocked
+/// and deletes the file, which no one else knows about.
+pub struct Unsent {
+    marker: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Unsent {
+    pub fn new(marker: PathBuf, lock: std::fs::File) -> Unsent {
+        Unsent {
+            marker,
+            _lock: lock,
+        }
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
+/// What `PartFile::commit` gives back.
+pub struct Committed {
+    pub location: Location,
+    pub unsent: Option<Unsent>,
+}
+
 /// A finished file, deleted when dropped unless `keep` was called: whoever holds it
 /// (even a task whose requester went away) cannot leave it behind by accident.
 pub struct Stored {
     location: Location,
     store: std::sync::Arc<dyn Store>,
     keep: bool,
+    unsent: Option<Unsent>,
 }
 
 impl Stored {
-    pub fn new(location: Location, store: std::sync::Arc<dyn Store>) -> Stored {
+    pub fn new(committed: Committed, store: std::sync::Arc<dyn Store>) -> Stored {
         Stored {
-            location,
+            location: committed.location,
             store,
             keep: false,
+            unsent: committed.unsent,
         }
     }
 
@@ -77,9 +109,17 @@ impl Stored {
         &self.location
     }
 
+    /// The app is being told about the file now: from here on a crash leaves it to
+    /// the app rather than to the sweep (a file the app may have accepted is never
+    /// deleted behind its back).
+    pub fn told(&mut self) {
+        self.unsent = None;
+    }
+
     /// The file now belongs to the app.
     pub fn keep(&mut self) {
         self.keep = true;
+        self.told();
     }
 }
 
@@ -109,5 +149,5 @@ pub trait Store: Send + Sync + 'static {
 pub trait PartFile: Send {
     fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError>;
     /// Makes the bytes durable (per config) and moves them to their final place.
-    fn commit(self: Box<Self>) -> Result<Location, StoreError>;
+    fn commit(self: Box<Self>) -> Result<Committed, StoreError>;
 }

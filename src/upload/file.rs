@@ -133,6 +133,11 @@ pub struct StoredFile {
 }
 
 impl StoredFile {
+    /// The app is about to be told (see `Stored::told`).
+    pub fn told(&mut self) {
+        self.stored.told();
+    }
+
     /// The file now belongs to the app.
     pub fn keep(&mut self) {
         self.stored.keep();

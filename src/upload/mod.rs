@@ -430,6 +430,7 @@ async fn deliver(
     let stats = crate::http::stats::RequestStats::current();
     let task = tokio::spawn(async move {
         let mut files = files;
+        files.iter_mut().for_each(StoredFile::told);
         let answer = app.backend.send_generated(req).await;
         match answer {
             Ok(resp) => {

@@ -229,7 +229,7 @@ async fn one(base: &str, kind: Kind, name: &str, data: &[u8], abort: bool, fail:
             let (ct, body) = Form::new()
                 .file("file", name, "application/octet-stream", data)
                 .finish();
-            try_send(
+            send_body(
                 with_fail(request("POST", &format!("{base}/upload")), fail)
                     .header("content-type", ct),
                 body,
@@ -238,7 +238,7 @@ async fn one(base: &str, kind: Kind, name: &str, data: &[u8], abort: bool, fail:
         }
         Kind::Raw => {
             let req = request("POST", &format!("{base}/raw")).header("x-file-name", name);
-            try_send(with_fail(req, fail), data.to_vec()).await
+            send_body(with_fail(req, fail), data.to_vec()).await
         }
         Kind::Tus => tus(base, name, data, fail).await,
         Kind::Chunked => chunked(base, name, data, fail).await,
@@ -257,10 +257,11 @@ fn with_fail(req: http::request::Builder, fail: bool) -> http::request::Builder 
     }
 }
 
-/// `send`, but a connection error (porter being killed) is `None`, not a panic.
-async fn try_send(req: http::request::Builder, body: Vec<u8>) -> Option<Reply> {
-    let req = req.body(Full::new(Bytes::from(body))).ok()?;
-    tokio::spawn(send(req)).await.ok()
+/// Sends; a connection error (porter being killed) is `None`.
+async fn send_body(req: http::request::Builder, body: Vec<u8>) -> Option<Reply> {
+    try_send(req.body(Full::new(Bytes::from(body))).ok()?)
+        .await
+        .ok()
 }
 
 /// Starts an upload and cuts the connection halfway through its body.
@@ -303,7 +304,7 @@ async fn cut(base: &str, kind: Kind, name: &str, data: &[u8]) -> Outcome {
 
 async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
     let meta = format!("filename {}", base64(name.as_bytes()));
-    let created = try_send(
+    let created = send_body(
         request("POST", &format!("{base}/files"))
             .header("tus-resumable", "1.0.0")
             .header("upload-length", data.len())
@@ -322,7 +323,7 @@ async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
             .header("tus-resumable", "1.0.0")
             .header("upload-offset", offset)
             .header("content-type", "application/offset+octet-stream");
-        let r = try_send(with_fail(req, fail), part.to_vec()).await?;
+        let r = send_body(with_fail(req, fail), part.to_vec()).await?;
         if r.status != 204 {
             return Some(r);
         }
@@ -352,7 +353,7 @@ async fn chunked(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Repl
         let req = request("POST", &format!("{base}/chunked"))
             .header("content-type", ct)
             .header("content-range", range);
-        let r = try_send(req, body).await?;
+        let r = send_body(req, body).await?;
         if r.status != 200 {
             return Some(r);
         }
@@ -361,7 +362,7 @@ async fn chunked(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Repl
     let fields = format!("upload_id={}&md5={}", upload_id?, md5_hex(data));
     let req = request("POST", &format!("{base}/chunked-complete"))
         .header("content-type", "application/x-www-form-urlencoded");
-    try_send(with_fail(req, fail), fields.into_bytes()).await
+    send_body(with_fail(req, fail), fields.into_bytes()).await
 }
 
 fn base64(data: &[u8]) -> String {
@@ -462,7 +463,7 @@ async fn baseline_fds(cfg: &Path) -> usize {
     std::fs::write(&other, lines.join("\n")).expect("baseline config");
     let mut p = Proc::serve(&other);
     let port = p.port();
-    let _ = try_send(
+    let _ = send_body(
         request("GET", &format!("http://127.0.0.1:{port}/x")),
         Vec::new(),
     )

@@ -240,19 +240,28 @@ impl Reply {
 
 /// Sends one request over a fresh HTTP/1.1 connection with hyper's client.
 pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    try_send(req).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `send`, with a failed connection or response as an error rather than a panic.
+pub async fn try_send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
-        .expect("response in time")
-        .expect("response");
+        .map_err(|_| "no response in time".to_string())?
+        .map_err(|e| format!("response: {e}"))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    Reply {
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(Reply {
         status,
         headers,
-        body,
-    }
+        body: body.to_bytes(),
+    })
 }
 
 pub fn request(method: &str, url: &str) -> http::request::Builder {
