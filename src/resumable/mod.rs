@@ -402,7 +402,13 @@ impl Engine {
             let stored = match up.completion {
                 // An accepted file belongs to the app: only porter's record goes.
                 Some(state::Completion::Accepted { .. }) => None,
-                _ => up.stored.as_ref().map(|(_, path)| path.clone()),
+                // A move the state never learnt of (porter died between the two) left
+                // the file where the app was never told of it: it goes too.
+                _ => up
+                    .stored
+                    .as_ref()
+                    .map(|(_, path)| path.clone())
+                    .or_else(|| self.store.committed(&up.id)),
             };
             let (s, id) = (self.store.clone(), up.id.clone());
             if blocking(move || s.remove_if_idle(&id, stored.as_deref())).await? {

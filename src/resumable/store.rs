@@ -45,6 +45,9 @@ pub trait ResumableStore: Send + Sync + 'static {
     fn ids(&self) -> Result<Vec<String>, StoreError>;
     /// A local path for scratch data named `name`.
     fn scratch(&self, name: &str) -> PathBuf;
+    /// Where upload `id`'s finished file is, if it was moved there (possibly by a run
+    /// that died before its state recorded the move).
+    fn committed(&self, id: &str) -> Option<String>;
     /// Removes every scratch file and half-written state: called once when `porter
     /// serve` starts, before it accepts, so none can be in use. (`porter gc`, which may
     /// run beside a live server, leaves them until they are a day old.)
@@ -236,6 +239,14 @@ impl ResumableStore for LocalResumable {
 
     fn scratch(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.chunk"))
+    }
+
+    fn committed(&self, id: &str) -> Option<String> {
+        if !valid_id(id) {
+            return None;
+        }
+        let loc = self.files.existing(id)?;
+        loc.path.map(|p| p.to_string_lossy().into_owned())
     }
 
     fn sweep_scratch(&self) -> Result<usize, StoreError> {
