@@ -32,6 +32,8 @@ const [url, file, out] = process.argv.slice(2);
       if (state === "done") break;
       await page.waitForTimeout(100);
     }
+    // The last progress event and "done" may land between two samples: read it once more.
+    highest = Math.max(highest, Number((await row.getAttribute("data-progress")) || 0));
     const name = path.basename(file);
     const link = page.locator("a.file", { hasText: name });
     await link.waitFor({ timeout: 20000 });
