@@ -206,6 +206,26 @@ async fn best_upload(
     Ok(best)
 }
 
+/// Starts a peer that was found (`found`) in its own folder `name`, where it keeps
+/// finished uploads under `stored`; `None` when it is not installed.
+fn peer(
+    found: &Option<PathBuf>,
+    sub: &dyn Fn(&str) -> Result<PathBuf, String>,
+    name: &str,
+    stored: &str,
+    start: impl FnOnce(&Path, &Path) -> Result<Server, String>,
+) -> Result<Option<Target>, String> {
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let dir = sub(name)?;
+    let server = start(found, &dir)?;
+    Ok(Some(Target {
+        server,
+        stored: dir.join(stored),
+    }))
+}
+
 /// The servers of one storage location.
 struct Place {
     label: &'static str,
@@ -236,47 +256,13 @@ impl Run {
             stored: nosync_dir.join("root"),
         };
         let p = &self.peers;
-        let nginx = match &p.nginx {
-            Some(bin) => {
-                let d = sub("nginx")?;
-                let server = setup::nginx(bin, &d, self.backend, files)?;
-                Some(Target {
-                    server,
-                    stored: setup::nginx_bodies(&d),
-                })
-            }
-            None => None,
-        };
-        let django = match &p.python {
-            Some(python) => {
-                let d = sub("django")?;
-                Some(Target {
-                    server: setup::django(python, &d)?,
-                    stored: d.join("media"),
-                })
-            }
-            None => None,
-        };
-        let rustus = match &p.rustus {
-            Some(bin) => {
-                let d = sub("rustus")?;
-                Some(Target {
-                    server: setup::rustus(bin, &d)?,
-                    stored: d.join("data"),
-                })
-            }
-            None => None,
-        };
-        let tus_node = match &p.tus_node {
-            Some(modules) => {
-                let d = sub("tus-node")?;
-                Some(Target {
-                    server: setup::tus_node(modules, &d)?,
-                    stored: d.join("data"),
-                })
-            }
-            None => None,
-        };
+        let backend = self.backend;
+        let nginx = peer(&p.nginx, &sub, "nginx", "body", |bin, d| {
+            setup::nginx(bin, d, backend, files)
+        })?;
+        let django = peer(&p.python, &sub, "django", "media", setup::django)?;
+        let rustus = peer(&p.rustus, &sub, "rustus", "data", setup::rustus)?;
+        let tus_node = peer(&p.tus_node, &sub, "tus-node", "data", setup::tus_node)?;
         Ok(Place {
             label,
             porter,

@@ -134,7 +134,8 @@ pub fn porter(
     )
 }
 
-/// Stock nginx: `/raw` offloads the body with `client_body_in_file_only` and hands the
+/// Stock nginx: `/raw` offloads the body with `client_body_in_file_only` (kept in
+/// `dir/body` for the app) and hands the
 /// backend `$request_body_file`; `/protected/` serves X-Accel-Redirect targets from
 /// `files` with `sendfile on`; everything else goes to the backend.
 pub fn nginx(bin: &Path, dir: &Path, backend: SocketAddr, files: &Path) -> Result<Server, String> {
@@ -172,11 +173,6 @@ pub fn nginx(bin: &Path, dir: &Path, backend: SocketAddr, files: &Path) -> Resul
     cmd.arg("-e").arg(dir.join("error.log"));
     let signals = [libc::SIGQUIT, libc::SIGTERM];
     Server::spawn("nginx", cmd, addr, &dir.join("nginx.out"), &signals)
-}
-
-/// The uploads nginx kept (`client_body_in_file_only on` leaves them for the app).
-pub fn nginx_bodies(dir: &Path) -> PathBuf {
-    dir.join("body")
 }
 
 /// Django (`benches/peers/django_peer.py`) under gunicorn with 2 × cores + 1 sync
