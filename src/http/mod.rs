@@ -3,6 +3,7 @@
 pub mod body;
 pub mod content_range;
 pub mod headers;
+pub mod informational;
 pub mod stats;
 
 use bytes::Bytes;

@@ -8,6 +8,7 @@
 
 use super::{Generation, Live};
 use crate::http::headers::Peer;
+use crate::http::informational::{Informational, Shared};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -100,18 +101,28 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that reports its activity.
+/// A socket that reports its activity, and writes the informational heads that
+/// requests queue (`crate::http::informational`, which explains why that is safe).
 pub struct TrackedIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    interim: Arc<Shared>,
+    /// hyper has written since it last flushed: it may still hold bytes of a response,
+    /// and a queued 1xx head may not go out before them.
+    dirty: bool,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TrackedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.interim.register(cx.waker());
+        if !self.dirty {
+            // An error here shows again on hyper's next write; a full socket wakes us.
+            let _ = self.poll_interim(cx);
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -122,6 +133,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> TrackedIo<T> {
+    /// Writes a queued informational head, if any.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.interim.pending() {
+            return Poll::Ready(Ok(()));
+        }
+        let TrackedIo { inner, interim, .. } = self;
+        let written = interim.write_with(|b| match Pin::new(&mut *inner).poll_write(cx, b) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        });
+        written.map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// Before hyper writes: a queued head goes first, or is dropped if hyper may still
+    /// hold bytes of an earlier response.
+    fn poll_before_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.interim.pending() && self.dirty && self.interim.discard() {
+            tracing::debug!("dropped an informational response: an earlier one is unsent");
+        }
+        self.poll_interim(cx)
+    }
+
+    fn wrote(&mut self, r: &Poll<io::Result<usize>>) {
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.dirty = true;
+        }
+        self.note(r);
+    }
+
     fn note<R>(&self, r: &Poll<R>) {
         let a = &self.activity;
         match r {
@@ -148,8 +188,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_before_write(cx))?;
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.note(&r);
+        self.wrote(&r);
         r
     }
 
@@ -158,8 +199,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_before_write(cx))?;
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.note(&r);
+        self.wrote(&r);
         r
     }
 
@@ -168,6 +210,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes the socket only once it has written everything it buffered.
+        self.dirty = false;
+        std::task::ready!(self.poll_interim(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -201,14 +246,22 @@ pub async fn serve<I>(
     let timeouts = generation.timeouts;
     let activity = Arc::new(Activity::new());
     let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
+    let informational = Informational::new();
+    let interim = informational.shared();
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let in_flight = svc_activity.begin();
+        // Only an HTTP/1.1 connection can take a head written beneath hyper.
+        if req.version() == hyper::Version::HTTP_11 {
+            req.extensions_mut().insert(informational.clone());
+        }
         let app = live.app();
         async move { Ok::<_, Infallible>(crate::service::handle(app, peer, req, in_flight).await) }
     });
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
+        interim,
+        dirty: false,
     });
     let conn = generation.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);

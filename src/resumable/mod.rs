@@ -10,6 +10,8 @@
 
 pub mod chunked;
 pub mod complete;
+pub mod draft;
+mod front;
 pub mod nginx;
 pub mod state;
 pub mod store;
@@ -36,14 +38,55 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// An upload held by one request; others get 423 until it is dropped.
+/// An upload held by one request; others get 423 until it is dropped, or ask it to
+/// stop (`Engine::take_over`).
 pub struct Lock {
     _guard: tokio::sync::OwnedMutexGuard<()>,
+    slot: Arc<Slot>,
+    /// `slot.takeovers` when this lock was taken: a change means "stop".
+    seen: u64,
+}
+
+/// One upload's lock and its stop signal.
+#[derive(Default)]
+struct Slot {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    takeovers: std::sync::atomic::AtomicU64,
+    stop: tokio::sync::Notify,
+}
+
+impl Lock {
+    fn new(slot: Arc<Slot>, guard: tokio::sync::OwnedMutexGuard<()>) -> Lock {
+        let seen = slot.takeovers.load(std::sync::atomic::Ordering::Acquire);
+        Lock {
+            _guard: guard,
+            slot,
+            seen,
+        }
+    }
+
+    /// Resolves when a newer request asked to take the upload over.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.slot.stop.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .slot
+                .takeovers
+                .load(std::sync::atomic::Ordering::Acquire)
+                != self.seen
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 pub struct Engine {
     store: Arc<dyn ResumableStore>,
-    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, Weak<Slot>>>,
     /// Byte ranges being written right now, per upload (segments in parallel).
     inflight: Inflight,
 }
@@ -98,19 +141,42 @@ impl Engine {
         }
     }
 
-    /// Takes the upload's lock, or `None` if another request holds it.
-    pub fn try_lock(&self, id: &str) -> Option<Lock> {
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
         let mut map = self.locks.lock().ok()?;
         map.retain(|_, w| w.strong_count() > 0);
-        let m = match map.get(id).and_then(Weak::upgrade) {
-            Some(m) => m,
+        Some(match map.get(id).and_then(Weak::upgrade) {
+            Some(s) => s,
             None => {
-                let m = Arc::new(tokio::sync::Mutex::new(()));
-                map.insert(id.to_string(), Arc::downgrade(&m));
-                m
+                let s = Arc::new(Slot::default());
+                map.insert(id.to_string(), Arc::downgrade(&s));
+                s
             }
-        };
-        m.try_lock_owned().ok().map(|g| Lock { _guard: g })
+        })
+    }
+
+    /// Takes the upload's lock, or `None` if another request holds it.
+    pub fn try_lock(&self, id: &str) -> Option<Lock> {
+        let slot = self.slot(id)?;
+        let guard = slot.mutex.clone().try_lock_owned().ok()?;
+        Some(Lock::new(slot, guard))
+    }
+
+    /// Takes the upload's lock, asking the request that holds it to stop (it keeps
+    /// what it wrote) and waiting up to `wait` for it to let go. The IETF draft's rule:
+    /// a client that lost its connection resumes at once, while porter may not have
+    /// noticed the loss yet.
+    pub async fn take_over(&self, id: &str, wait: std::time::Duration) -> Option<Lock> {
+        let slot = self.slot(id)?;
+        if let Ok(guard) = slot.mutex.clone().try_lock_owned() {
+            return Some(Lock::new(slot, guard));
+        }
+        slot.takeovers
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        slot.stop.notify_waiters();
+        let guard = tokio::time::timeout(wait, slot.mutex.clone().lock_owned())
+            .await
+            .ok()?;
+        Some(Lock::new(slot, guard))
     }
 
     /// Claims an inclusive byte range for writing, or `None` if it overlaps a range
@@ -250,10 +316,12 @@ impl Engine {
 
     /// Appends the body at the upload's offset. The caller decides, from the result,
     /// whether to keep the bytes (update the offset and save) or not (leave the state as
-    /// it was: the next open cuts the bytes off).
+    /// it was: the next open cuts the bytes off). A takeover of `lock` ends the body
+    /// early, like a client gone: what arrived is kept.
     pub async fn append<B>(
         &self,
         up: &Upload,
+        lock: &Lock,
         body: &mut GuardedBody<B>,
         max_size: u64,
         check: &[Algorithm],
@@ -277,7 +345,18 @@ impl Engine {
         let mut overflow = false;
         let mut broken = None;
         loop {
-            match body.next_data().await {
+            let next = tokio::select! {
+                biased;
+                () = lock.stopped() => {
+                    broken = Some(Error::new(
+                        ErrorKind::Conflict,
+                        "a newer request took this upload over",
+                    ));
+                    break;
+                }
+                next = body.next_data() => next,
+            };
+            match next {
                 Ok(Some(d)) if pipe.size() + d.len() as u64 > room => {
                     overflow = true;
                     break;

@@ -10,6 +10,8 @@ pub enum Protocol {
     Tus,
     Chunked,
     NginxResumable,
+    /// The IETF resumable-upload draft, on a tus route.
+    IetfDraft,
 }
 
 /// tus concatenation.

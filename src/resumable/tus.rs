@@ -5,18 +5,21 @@
 //! `POST path` creates, `path/<id>` takes HEAD / PATCH / DELETE, `OPTIONS path`
 //! describes the server. Every response but OPTIONS carries `Tus-Resumable`.
 
-use super::complete::{self, Answer};
-use super::state::{Completion, Concat, Protocol, Upload, now};
-use super::{Engine, UploadProgress, not_found};
+use super::front::{
+    ALLOW_HEADERS, Ctx, algorithms, append, cors, cors_allowed, finish, hv, load, location, locked,
+    new_upload, parse_u64, relay, settle, status, target, text,
+};
+use super::state::{Completion, Concat, Protocol, Upload};
+use super::{UploadProgress, not_found};
 use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
-use crate::http::headers::{Peer, is_trusted};
-use crate::http::{Body, empty};
+use crate::http::Body;
+use crate::http::headers::Peer;
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::upload::{admit, authorize, backend_headers, guarded};
+use crate::upload::{admit, authorize, guarded};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -28,37 +31,9 @@ pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-lengt
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// Every tus header a browser client must be allowed to read.
-const EXPOSE: &str = "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Expires, Upload-Checksum";
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum";
 
-/// The request as tus sees it.
-struct Ctx<'a> {
-    app: Arc<App>,
-    route: &'a UploadRoute,
-    peer: Peer,
-    progress: Option<Tracker>,
-}
-
-impl Ctx<'_> {
-    fn engine(&self) -> &Engine {
-        &self.app.resumable
-    }
-}
-
-fn hv(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
-}
-
-fn status(code: StatusCode) -> Response<Body> {
-    let mut r = Response::new(empty());
-    *r.status_mut() = code;
-    r
-}
-
+/// Serves a request on a tus route: tus 1.0, or the IETF draft when the request
+/// carries `Upload-Draft-Interop-Version` (`draft`), on the same uploads.
 pub async fn handle(
     app: Arc<App>,
     route: &UploadRoute,
@@ -68,40 +43,31 @@ pub async fn handle(
     progress: Option<Tracker>,
 ) -> Response<Body> {
     let origin = text(req.headers(), "origin").map(str::to_string);
-    let is_options = req.method() == Method::OPTIONS;
     let ctx = Ctx {
         app,
         route,
         peer,
         progress,
     };
-    let mut resp = match dispatch(&ctx, path, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::info!(route = %route.path, error = %e, "tus request refused");
-            e.into_response()
+    let mut resp = if super::draft::is_draft(req.headers()) {
+        super::draft::handle(&ctx, path, req).await
+    } else {
+        let is_options = req.method() == Method::OPTIONS;
+        let mut resp = match dispatch(&ctx, path, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(route = %route.path, error = %e, "tus request refused");
+                e.into_response()
+            }
+        };
+        if !is_options {
+            resp.headers_mut()
+                .insert("tus-resumable", HeaderValue::from_static(VERSION));
         }
+        resp
     };
-    let h = resp.headers_mut();
-    if !is_options {
-        h.insert("tus-resumable", HeaderValue::from_static(VERSION));
-    }
-    if let Some(o) = origin.filter(|o| cors_allowed(route, o)) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&o));
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSE),
-        );
-        h.append(header::VARY, HeaderValue::from_static("Origin"));
-    }
+    cors(route, origin, resp.headers_mut());
     resp
-}
-
-fn cors_allowed(route: &UploadRoute, origin: &str) -> bool {
-    route
-        .cors_origins
-        .iter()
-        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
 async fn dispatch(
@@ -109,18 +75,7 @@ async fn dispatch(
     path: &NormalPath,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let method = match text(req.headers(), "x-http-method-override") {
-        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .map_err(|_| Error::bad_request("bad X-HTTP-Method-Override"))?,
-        None => req.method().clone(),
-    };
-    let rest = &path.as_bytes()[ctx
-        .route
-        .path
-        .trim_end_matches('/')
-        .len()
-        .min(path.as_bytes().len())..];
-    let rest = String::from_utf8_lossy(rest).trim_matches('/').to_string();
+    let (method, rest) = target(ctx, path, &req)?;
     if method == Method::OPTIONS {
         return Ok(options(ctx, req.headers()));
     }
@@ -229,52 +184,10 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn lookup<'a>(meta: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
-    keys.iter()
-        .find_map(|k| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
-}
-
-fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
-    text(h, name)
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| Error::bad_request(format!("bad {name}")))
-        })
-        .transpose()
-}
-
-/// The URL of an upload, honouring `X-Forwarded-*` only from trusted proxies.
-fn location(ctx: &Ctx<'_>, h: &HeaderMap, id: &str) -> String {
-    let trusted = is_trusted(&ctx.app.config.server.trusted_proxies, &ctx.peer);
-    let fwd = |name| {
-        if trusted {
-            text(h, name)
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-        } else {
-            None
-        }
-    };
-    let scheme = fwd("x-forwarded-proto").unwrap_or(if ctx.peer.tls { "https" } else { "http" });
-    let host = fwd("x-forwarded-host")
-        .or_else(|| text(h, "host"))
-        .unwrap_or("localhost");
-    let base = ctx.route.path.trim_end_matches('/');
-    format!(
-        "{scheme}://{host}{}/{id}",
-        canonical_encode(base.as_bytes())
-    )
-}
-
 fn expires_header(up: &Upload) -> HeaderValue {
     hv(&httpdate::fmt_http_date(
         UNIX_EPOCH + Duration::from_secs(up.expires),
     ))
-}
-
-/// The hashes every upload computes: the route's, plus md5 for chunked completion.
-fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
-    route.hashes.clone()
 }
 
 fn part_id(ctx: &Ctx<'_>, url: &str) -> Option<String> {
@@ -330,33 +243,11 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     if let Some(refusal) = authorize(&ctx.app, route, &req, ctx.peer).await? {
         return Ok(refusal);
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut up = Upload {
-        id: id.clone(),
-        protocol: Protocol::Tus,
-        route: route.path.clone(),
-        offset: 0,
-        length,
-        name: lookup(&metadata, &["filename", "name"])
-            .unwrap_or("")
-            .to_string(),
-        content_type: lookup(&metadata, &["filetype", "type"])
-            .unwrap_or("")
-            .to_string(),
-        detected_type: String::new(),
-        metadata,
-        raw_metadata,
-        concat,
-        hashes: Hashes::new(&algorithms(route)).save(),
-        expires: now() + route.expire.as_secs(),
-        created: now(),
-        ranges: Vec::new(),
-        completion: None,
-        waiting: Vec::new(),
-        stored: None,
-    };
+    let mut up = new_upload(ctx, Protocol::Tus, length, metadata, raw_metadata);
+    up.concat = concat;
+    let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.
-    let _lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
+    let lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
     if let Some(Concat::Final { parts }) = up.concat.clone() {
         concatenate(ctx, &mut up, &parts).await?;
     } else {
@@ -369,7 +260,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     if with_body {
         let body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
         let mut body = body.with_progress(tracking.tracker());
-        if let Err(e) = append(ctx, &mut up, &mut body, &parts.headers).await {
+        if let Err(e) = append(ctx, &mut up, &lock, &mut body, &parts.headers).await {
             // The client never learnt the Location: nothing may stay behind.
             let _ = ctx.engine().remove(&up).await;
             return Err(e);
@@ -390,10 +281,6 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
         out.insert("upload-offset", HeaderValue::from(up.offset));
     }
     Ok(resp)
-}
-
-fn locked() -> Error {
-    Error::new(ErrorKind::Locked, "the upload is busy in another request")
 }
 
 /// Builds a final upload from complete partial ones.
@@ -497,73 +384,6 @@ async fn release_finals(ctx: &Ctx<'_>, partial: &Upload, parts: &http::request::
     }
 }
 
-/// Appends a PATCH (or creation) body, applying the checksum and length rules.
-async fn append(
-    ctx: &Ctx<'_>,
-    up: &mut Upload,
-    body: &mut crate::http::body::GuardedBody<Incoming>,
-    h: &HeaderMap,
-) -> Result<(), Error> {
-    let declared = match text(h, "upload-checksum") {
-        Some(v) => Some(parse_checksum(v)?),
-        None => None,
-    };
-    let trailer =
-        text(h, "trailer").is_some_and(|t| t.to_ascii_lowercase().contains("upload-checksum"));
-    let check: Vec<Algorithm> = match (&declared, trailer) {
-        (Some((a, _)), _) => vec![*a],
-        (None, true) => vec![Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha256],
-        (None, false) => Vec::new(),
-    };
-    let limits = &ctx.app.config.limits;
-    let got = ctx
-        .engine()
-        .append(up, body, ctx.route.max_file_size, &check, limits.buffer)
-        .await?;
-    if got.overflow {
-        return Err(Error::too_large(
-            "the body goes past Upload-Length; nothing of it was kept",
-        ));
-    }
-    let expected = match declared {
-        Some(d) => Some(d),
-        None if got.broken.is_none() => body
-            .trailers()
-            .and_then(|t| t.get("upload-checksum"))
-            .and_then(|v| v.to_str().ok())
-            .map(parse_checksum)
-            .transpose()?,
-        None => None,
-    };
-    if let (Some((algo, want)), Some(check)) = (expected, got.check) {
-        if got.broken.is_some() {
-            return Err(got
-                .broken
-                .unwrap_or_else(|| Error::bad_request("the body broke off")));
-        }
-        let digest = check.finish();
-        let have = digest
-            .get(algo)
-            .and_then(crate::sink::hashes::unhex)
-            .unwrap_or_default();
-        if have != want {
-            return Err(Error::new(
-                ErrorKind::ChecksumMismatch,
-                "the chunk's checksum does not match; it was discarded",
-            ));
-        }
-    }
-    up.offset += got.size;
-    up.hashes = got.hashes.save();
-    up.expires = now() + ctx.route.expire.as_secs();
-    ctx.engine().save(up).await?;
-    drop(got.hold);
-    match got.broken {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 /// `Upload-Checksum: <algorithm> <base64 digest>`.
 pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
     let (algo, b64) = v
@@ -584,111 +404,11 @@ pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
     Ok((algo, want))
 }
 
-/// Sends the metadata of a complete upload to `notify` and settles it.
-async fn finish(
-    ctx: &Ctx<'_>,
-    up: &mut Upload,
-    parts: &http::request::Parts,
-) -> Result<Answer, Error> {
-    let headers = backend_headers(&ctx.app, parts, ctx.peer);
-    let notify = ctx
-        .route
-        .notify
-        .clone()
-        .unwrap_or_else(|| ctx.route.path.clone());
-    let fields = up.metadata.clone();
-    let req = complete::Request {
-        client: Some((
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-            ctx.peer,
-        )),
-        method: Method::POST,
-        target: canonical_encode(notify.as_bytes()),
-        headers,
-        fields,
-    };
-    complete::complete(&ctx.app, ctx.route, ctx.engine(), up, req).await
-}
-
-/// The app's answer, relayed to the client.
-fn relay(a: Answer) -> Response<Body> {
-    a.into_response()
-}
-
-/// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
-async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
-    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
-    if up.route != ctx.route.path {
-        return Err(not_found());
-    }
-    if up.completion == Some(Completion::Refused) {
-        return Err(Error::new(
-            ErrorKind::Expired,
-            "the app refused this upload",
-        ));
-    }
-    if up.completion.is_none() && up.expires <= now() {
-        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
-    }
-    if matches!(up.completion, Some(Completion::Pending { until, .. }) if until <= now()) {
-        return Err(Error::new(
-            ErrorKind::Expired,
-            "the app did not accept the upload within retry_window",
-        ));
-    }
-    Ok(up)
-}
-
-/// A complete upload whose metadata the app has not accepted: try again. `Ok(true)`
-/// once accepted.
-async fn retry(
-    ctx: &Ctx<'_>,
-    up: &mut Upload,
-    parts: &http::request::Parts,
-) -> Result<Option<Answer>, Error> {
-    let pending = matches!(up.completion, Some(Completion::Pending { .. }));
-    let unsent = up.is_complete() && up.completion.is_none();
-    if !(pending || unsent) {
-        return Ok(None);
-    }
-    if up.concat == Some(Concat::Partial) {
-        return Ok(None);
-    }
-    finish(ctx, up, parts).await.map(Some)
-}
-
 async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     let (parts, _) = req.into_parts();
-    if let Some(answer) = retry(ctx, &mut up, &parts)
-        .await
-        .or_else(|e| match e.kind {
-            ErrorKind::BackendUnavailable | ErrorKind::BackendTimeout => Ok(None),
-            _ => Err(e),
-        })?
-        && !answer.status.is_success()
-    {
-        if up.completion == Some(Completion::Refused) {
-            return Err(Error::new(
-                ErrorKind::Expired,
-                "the app refused this upload",
-            ));
-        }
-        // SPEC §4.3: never report a complete offset while the app has not accepted.
-        return Err(Error::new(
-            ErrorKind::Locked,
-            "the upload is complete but the app has not accepted it yet",
-        ));
-    }
-    if matches!(up.completion, Some(Completion::Pending { .. })) {
-        return Err(Error::new(
-            ErrorKind::Locked,
-            "the upload is complete but the app has not accepted it yet",
-        ));
-    }
+    settle(ctx, &mut up, &parts).await?;
     let mut r = status(StatusCode::OK);
     let out = r.headers_mut();
     // A final upload still waiting for unfinished partials has no offset yet.
@@ -733,7 +453,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         return Ok(r);
     }
     let _permit = admit(&ctx.app, h, u64::MAX)?;
-    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     if matches!(up.concat, Some(Concat::Final { .. })) {
         let mut r = Error::bad_request("a final concatenation cannot be patched").into_response();
@@ -779,7 +499,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
             ctx.progress.clone(),
         );
         let mut body = body.with_progress(tracking.tracker());
-        append(ctx, &mut up, &mut body, &parts.headers).await?;
+        append(ctx, &mut up, &lock, &mut body, &parts.headers).await?;
         if up.is_complete() && !up.waiting.is_empty() {
             release_finals(ctx, &up, &parts).await;
         }
@@ -806,16 +526,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
 
 async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
-    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
-    if up.route != ctx.route.path {
-        return Err(not_found());
-    }
-    let mut gone = up.clone();
-    if matches!(up.completion, Some(Completion::Accepted { .. })) {
-        // The file belongs to the app now; only porter's record goes.
-        gone.stored = None;
-    }
-    ctx.engine().remove(&gone).await?;
+    super::front::remove(ctx, id).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
 

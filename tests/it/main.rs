@@ -7,6 +7,7 @@ mod chunked;
 mod cli;
 mod django;
 mod download;
+mod draft;
 mod faults;
 mod fuzz_corpus;
 mod hostile;

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 /// A porter with `[server] tls` set to a certificate for localhost from a new CA.
-async fn https_porter(backend: std::net::SocketAddr, extra: &str) -> (Porter, tempfile::TempDir) {
+pub(crate) async fn https_porter(
+    backend: std::net::SocketAddr,
+    extra: &str,
+) -> (Porter, tempfile::TempDir) {
     let pki_dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(pki_dir.path(), "ca");
     let (crt, key) = pki.leaf("localhost", &["localhost"]);
@@ -16,11 +19,11 @@ async fn https_porter(backend: std::net::SocketAddr, extra: &str) -> (Porter, te
     (Porter::start(backend, &table).await, pki_dir)
 }
 
-fn https_url(p: &Porter, host: &str, path: &str) -> String {
+pub(crate) fn https_url(p: &Porter, host: &str, path: &str) -> String {
     format!("https://{host}:{}{path}", p.addr.port())
 }
 
-fn resolve(p: &Porter, host: &str) -> String {
+pub(crate) fn resolve(p: &Porter, host: &str) -> String {
     format!("{host}:{}:127.0.0.1", p.addr.port())
 }
 

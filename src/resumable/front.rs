@@ -1,0 +1,363 @@
+//! What the front-ends of a `tus` route share (tus 1.0 in `tus`, the IETF draft in
+//! `draft`): the request context, loading an upload under the expiry and refusal rules,
+//! appending a body, and handing a complete upload to `complete`. Each front-end only
+//! parses and renders its own wire format.
+
+use super::complete::{self, Answer};
+use super::state::{Completion, Concat, Protocol, Upload, now};
+use super::{Engine, Lock, not_found};
+use crate::app::App;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::http::headers::{Peer, is_trusted};
+use crate::http::{Body, empty};
+use crate::progress::Tracker;
+use crate::route::{NormalPath, canonical_encode};
+use crate::sink::hashes::{Algorithm, Hashes};
+use crate::upload::backend_headers;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// A request on a tus route, whichever protocol it speaks.
+pub(super) struct Ctx<'a> {
+    pub app: Arc<App>,
+    pub route: &'a UploadRoute,
+    pub peer: Peer,
+    pub progress: Option<Tracker>,
+}
+
+impl Ctx<'_> {
+    pub fn engine(&self) -> &Engine {
+        &self.app.resumable
+    }
+}
+
+pub(super) fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(super) fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+pub(super) fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = code;
+    r
+}
+
+/// Headers a browser client may read, for both protocols of a tus route.
+const EXPOSE: &str = "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Expires, Upload-Checksum, Upload-Complete, Upload-Limit, Upload-Draft-Interop-Version";
+/// Headers a browser client may send (answered to a CORS preflight).
+pub(super) const ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Disposition, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, Upload-Complete, Upload-Draft-Interop-Version";
+
+/// CORS headers for an allowed `origin`.
+pub(super) fn cors(route: &UploadRoute, origin: Option<String>, h: &mut HeaderMap) {
+    if let Some(o) = origin.filter(|o| cors_allowed(route, o)) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&o));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE),
+        );
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// The method (honouring `X-HTTP-Method-Override`) and what follows the route's path:
+/// `""` for the route itself, else an upload id.
+pub(super) fn target(
+    ctx: &Ctx<'_>,
+    path: &NormalPath,
+    req: &Request<Incoming>,
+) -> Result<(Method, String), Error> {
+    let method = match text(req.headers(), "x-http-method-override") {
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::bad_request("bad X-HTTP-Method-Override"))?,
+        None => req.method().clone(),
+    };
+    let base = ctx.route.path.trim_end_matches('/').len();
+    let rest = &path.as_bytes()[base.min(path.as_bytes().len())..];
+    let rest = String::from_utf8_lossy(rest).trim_matches('/').to_string();
+    Ok((method, rest))
+}
+
+pub(super) fn cors_allowed(route: &UploadRoute, origin: &str) -> bool {
+    route
+        .cors_origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+}
+
+pub(super) fn lookup<'a>(meta: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
+}
+
+pub(super) fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
+    text(h, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Error::bad_request(format!("bad {name}")))
+        })
+        .transpose()
+}
+
+/// The URL of an upload, honouring `X-Forwarded-*` only from trusted proxies.
+pub(super) fn location(ctx: &Ctx<'_>, h: &HeaderMap, id: &str) -> String {
+    let trusted = is_trusted(&ctx.app.config.server.trusted_proxies, &ctx.peer);
+    let fwd = |name| {
+        if trusted {
+            text(h, name)
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+        } else {
+            None
+        }
+    };
+    let scheme = fwd("x-forwarded-proto").unwrap_or(if ctx.peer.tls { "https" } else { "http" });
+    let host = fwd("x-forwarded-host")
+        .or_else(|| text(h, "host"))
+        .unwrap_or("localhost");
+    let base = ctx.route.path.trim_end_matches('/');
+    format!(
+        "{scheme}://{host}{}/{id}",
+        canonical_encode(base.as_bytes())
+    )
+}
+
+/// The hashes every upload computes: the route's, plus md5 for chunked completion.
+pub(super) fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
+    route.hashes.clone()
+}
+
+pub(super) fn locked() -> Error {
+    Error::new(ErrorKind::Locked, "the upload is busy in another request")
+}
+
+/// Appends a PATCH (or creation) body, applying the checksum and length rules.
+pub(super) async fn append(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    lock: &Lock,
+    body: &mut crate::http::body::GuardedBody<Incoming>,
+    h: &HeaderMap,
+) -> Result<(), Error> {
+    let declared = match text(h, "upload-checksum") {
+        Some(v) => Some(super::tus::parse_checksum(v)?),
+        None => None,
+    };
+    let trailer =
+        text(h, "trailer").is_some_and(|t| t.to_ascii_lowercase().contains("upload-checksum"));
+    let check: Vec<Algorithm> = match (&declared, trailer) {
+        (Some((a, _)), _) => vec![*a],
+        (None, true) => vec![Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha256],
+        (None, false) => Vec::new(),
+    };
+    let limits = &ctx.app.config.limits;
+    let got = ctx
+        .engine()
+        .append(
+            up,
+            lock,
+            body,
+            ctx.route.max_file_size,
+            &check,
+            limits.buffer,
+        )
+        .await?;
+    if got.overflow {
+        return Err(Error::too_large(
+            "the body goes past Upload-Length; nothing of it was kept",
+        ));
+    }
+    let expected = match declared {
+        Some(d) => Some(d),
+        None if got.broken.is_none() => body
+            .trailers()
+            .and_then(|t| t.get("upload-checksum"))
+            .and_then(|v| v.to_str().ok())
+            .map(super::tus::parse_checksum)
+            .transpose()?,
+        None => None,
+    };
+    if let (Some((algo, want)), Some(check)) = (expected, got.check) {
+        if got.broken.is_some() {
+            return Err(got
+                .broken
+                .unwrap_or_else(|| Error::bad_request("the body broke off")));
+        }
+        let digest = check.finish();
+        let have = digest
+            .get(algo)
+            .and_then(crate::sink::hashes::unhex)
+            .unwrap_or_default();
+        if have != want {
+            return Err(Error::new(
+                ErrorKind::ChecksumMismatch,
+                "the chunk's checksum does not match; it was discarded",
+            ));
+        }
+    }
+    up.offset += got.size;
+    up.hashes = got.hashes.save();
+    up.expires = now() + ctx.route.expire.as_secs();
+    ctx.engine().save(up).await?;
+    drop(got.hold);
+    match got.broken {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Sends the metadata of a complete upload to `notify` and settles it.
+pub(super) async fn finish(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    parts: &http::request::Parts,
+) -> Result<Answer, Error> {
+    let headers = backend_headers(&ctx.app, parts, ctx.peer);
+    let notify = ctx
+        .route
+        .notify
+        .clone()
+        .unwrap_or_else(|| ctx.route.path.clone());
+    let fields = up.metadata.clone();
+    let req = complete::Request {
+        client: Some((
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+            ctx.peer,
+        )),
+        method: Method::POST,
+        target: canonical_encode(notify.as_bytes()),
+        headers,
+        fields,
+    };
+    complete::complete(&ctx.app, ctx.route, ctx.engine(), up, req).await
+}
+
+/// The app's answer, relayed to the client.
+pub(super) fn relay(a: Answer) -> Response<Body> {
+    a.into_response()
+}
+
+/// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
+pub(super) async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
+    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
+    if up.route != ctx.route.path {
+        return Err(not_found());
+    }
+    if up.completion == Some(Completion::Refused) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app refused this upload",
+        ));
+    }
+    if up.completion.is_none() && up.expires <= now() {
+        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
+    }
+    if matches!(up.completion, Some(Completion::Pending { until, .. }) if until <= now()) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app did not accept the upload within retry_window",
+        ));
+    }
+    Ok(up)
+}
+
+/// A complete upload whose metadata the app has not accepted: try again. `Ok(true)`
+/// once accepted.
+pub(super) async fn retry(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    parts: &http::request::Parts,
+) -> Result<Option<Answer>, Error> {
+    let pending = matches!(up.completion, Some(Completion::Pending { .. }));
+    let unsent = up.is_complete() && up.completion.is_none();
+    if !(pending || unsent) {
+        return Ok(None);
+    }
+    if up.concat == Some(Concat::Partial) {
+        return Ok(None);
+    }
+    finish(ctx, up, parts).await.map(Some)
+}
+
+/// A new, empty upload on this route.
+pub(super) fn new_upload(
+    ctx: &Ctx<'_>,
+    protocol: Protocol,
+    length: Option<u64>,
+    metadata: Vec<(String, String)>,
+    raw_metadata: Option<String>,
+) -> Upload {
+    Upload {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        protocol,
+        route: ctx.route.path.clone(),
+        offset: 0,
+        length,
+        name: lookup(&metadata, &["filename", "name"])
+            .unwrap_or("")
+            .to_string(),
+        content_type: lookup(&metadata, &["filetype", "type"])
+            .unwrap_or("")
+            .to_string(),
+        detected_type: String::new(),
+        metadata,
+        raw_metadata,
+        concat: None,
+        hashes: Hashes::new(&algorithms(ctx.route)).save(),
+        expires: now() + ctx.route.expire.as_secs(),
+        created: now(),
+        ranges: Vec::new(),
+        completion: None,
+        waiting: Vec::new(),
+        stored: None,
+    }
+}
+
+/// Retries the notify of a complete upload the app has not accepted, for a request that
+/// asks where the upload stands: never report a complete offset while the app has not
+/// accepted it (SPEC §4.3).
+pub(super) async fn settle(
+    ctx: &Ctx<'_>,
+    up: &mut Upload,
+    parts: &http::request::Parts,
+) -> Result<(), Error> {
+    let answer = retry(ctx, up, parts).await.or_else(|e| match e.kind {
+        ErrorKind::BackendUnavailable | ErrorKind::BackendTimeout => Ok(None),
+        _ => Err(e),
+    })?;
+    let refused = answer.as_ref().is_some_and(|a| !a.status.is_success());
+    if refused && up.completion == Some(Completion::Refused) {
+        return Err(Error::new(
+            ErrorKind::Expired,
+            "the app refused this upload",
+        ));
+    }
+    if refused || matches!(up.completion, Some(Completion::Pending { .. })) {
+        return Err(Error::new(
+            ErrorKind::Locked,
+            "the upload is complete but the app has not accepted it yet",
+        ));
+    }
+    Ok(())
+}
+
+/// Cancels an upload (tus termination, draft cancellation). An accepted file belongs to
+/// the app: only porter's record of it goes.
+pub(super) async fn remove(ctx: &Ctx<'_>, id: &str) -> Result<(), Error> {
+    let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
+    if up.route != ctx.route.path {
+        return Err(not_found());
+    }
+    let mut gone = up.clone();
+    if matches!(up.completion, Some(Completion::Accepted { .. })) {
+        gone.stored = None;
+    }
+    ctx.engine().remove(&gone).await
+}
