@@ -256,9 +256,12 @@ fn complete_header(complete: bool) -> HeaderValue {
     HeaderValue::from_static(if complete { "?1" } else { "?0" })
 }
 
+/// Name/value pairs, as tus's `Upload-Metadata` gives them.
+type Metadata = Vec<(String, String)>;
+
 /// The client's metadata: tus's `Upload-Metadata` (tus-js-client sends it), else the
 /// `Content-Disposition` file name and the request's `Content-Type`.
-fn metadata(h: &HeaderMap) -> Result<(Vec<(String, String)>, Option<String>), Problem> {
+fn metadata(h: &HeaderMap) -> Result<(Metadata, Option<String>), Problem> {
     if let Some(raw) = text(h, "upload-metadata") {
         return Ok((super::tus::parse_metadata(raw)?, Some(raw.to_string())));
     }

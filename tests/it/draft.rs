@@ -336,6 +336,51 @@ async fn cancellation_and_expiry() {
     let r = head(&url).await;
     assert_eq!(r.status, 410);
     assert_eq!(header(&r, "content-type"), "application/problem+json");
+    // `porter gc` collects it, as it does tus uploads.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args(["gc", "-c"])
+        .arg(porter.dir.path().join("porter.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 expired resumable upload"), "{stdout}");
+    assert_eq!(head(&url).await.status, 404, "collected");
+    assert!(files_under(&porter.temp()).is_empty());
+}
+
+/// SPEC §4.3 through the draft: a 5xx keeps the upload for a retry (HEAD sends the
+/// metadata again); a 4xx is final and relayed, and the upload is gone (410).
+#[tokio::test]
+async fn the_apps_refusals_follow_the_completion_rules() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let backend =
+        Backend::start(
+            move |_| match c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => answer(503, r#"{"later":1}"#),
+                1 => answer(201, r#"{"id":7}"#),
+                _ => answer(422, r#"{"bad":1}"#),
+            },
+        )
+        .await;
+    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let r = create(&porter, &[("upload-complete", "?1")], &[1; 1000]).await;
+    assert_eq!(r.status, 503, "the app's answer is relayed");
+    assert_eq!(r.body, r#"{"later":1}"#);
+    let url = header(&r, "location").to_string();
+    // The retry (a HEAD) sends the metadata again; now the app accepts.
+    let h = head(&url).await;
+    assert_eq!(h.status, 204, "{:?}", h.body);
+    assert_eq!(header(&h, "upload-complete"), "?1");
+    assert_eq!(backend.count(), 2);
+    // A 4xx is final.
+    let r = create(&porter, &[("upload-complete", "?1")], &[2; 1000]).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body, r#"{"bad":1}"#);
+    let url = header(&r, "location").to_string();
+    assert_eq!(head(&url).await.status, 410);
+    let stored = files_under(&porter.root());
+    assert_eq!(stored.len(), 1, "only the accepted file stays: {stored:?}");
 }
 
 /// Reads from `s` until `needle` has been seen (bounded), returning what was read.

@@ -23,8 +23,22 @@ async fn tuspy(endpoint: &str, file: &std::path::Path, chunk: usize, mode: &str)
 }
 
 async fn tus_js(endpoint: &str, file: &std::path::Path, chunk: usize, url: Option<&str>) -> String {
+    tus_js_with(endpoint, file, chunk, url, &[]).await
+}
+
+/// tus-js-client speaking the IETF draft (interop version 6).
+const DRAFT: (&str, &str) = ("TUS_PROTOCOL", "ietf-draft-05");
+
+async fn tus_js_with(
+    endpoint: &str,
+    file: &std::path::Path,
+    chunk: usize,
+    url: Option<&str>,
+    env: &[(&str, &str)],
+) -> String {
     let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", peer_env("PORTER_TEST_NODE_PATH"))
+    cmd.envs(env.iter().copied())
+        .env("NODE_PATH", peer_env("PORTER_TEST_NODE_PATH"))
         .arg(script("tus_upload.js"))
         .args([endpoint, file.to_str().unwrap(), &chunk.to_string()]);
     if let Some(u) = url {
@@ -138,6 +152,34 @@ async fn tus_js_client_survives_a_cut_connection() {
     check_delivery(&backend, &content, "js");
 }
 
+#[tokio::test]
+async fn tus_js_client_on_the_ietf_draft_survives_a_cut_connection() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, super::tus::ROUTE).await;
+    let (file, content) = sample(porter.dir.path(), 5 << 20);
+    let proxy = cutting_proxy(porter.addr, 1_300_000).await;
+    let url = tus_js_with(
+        &format!("http://{proxy}/files"),
+        &file,
+        256 << 10,
+        None,
+        &[DRAFT],
+    )
+    .await;
+    assert!(url.contains("/files/"), "{url}");
+    check_delivery(&backend, &content, "js");
+    assert_protocol(&porter.temp(), &url, "ietf-draft");
+}
+
+/// The protocol porter recorded for an upload (the client really spoke it).
+fn assert_protocol(temp: &std::path::Path, url: &str, protocol: &str) {
+    let id = url.rsplit('/').next().unwrap();
+    let state = std::fs::read_to_string(temp.join("resumable").join(format!("{id}.json")))
+        .expect("the upload's state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["protocol"], protocol, "{state}");
+}
+
 /// porter as a separate process, so it can be killed with SIGKILL.
 struct Process {
     child: Child,
@@ -238,6 +280,26 @@ async fn uploads_resume_after_porter_is_killed() {
     tus_js(&endpoint, &file, 256 << 10, Some(&url)).await;
     let form = parse_form(&backend.requests()[0]);
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
+    p.kill9();
+}
+
+#[tokio::test]
+async fn tus_js_client_on_the_ietf_draft_resumes_after_porter_is_killed() {
+    let backend = Backend::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = Process::start(dir.path(), backend.addr, port);
+    let (file, content) = sample(dir.path(), 4 << 20);
+    let endpoint = format!("http://127.0.0.1:{port}/files");
+    let stop = ("STOP_AFTER", "1000000");
+    let url = tus_js_with(&endpoint, &file, 128 << 10, None, &[DRAFT, stop]).await;
+    let p = p.restart();
+    let offset = head_offset(&url).await;
+    assert!((1_000_000..4 << 20).contains(&offset), "{offset}");
+    // The client resumes from its stored URL: HEAD, then appends from the offset.
+    tus_js_with(&endpoint, &file, 128 << 10, Some(&url), &[DRAFT]).await;
+    check_delivery(&backend, &content, "js");
+    assert_protocol(&dir.path().join("tmp"), &url, "ietf-draft");
     p.kill9();
 }
 
