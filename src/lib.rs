@@ -20,6 +20,9 @@
 //! * `route`: path normalisation, canonical encoding, route choice (SPEC §3).
 //! * `upload`: intercepted uploads: admit → protocol front-end (`form` for multipart,
 //!   on the sans-I/O `multipart` parser) → `FileReceiver` → deliver the metadata.
+//! * `resumable`: resumable uploads on one engine (tusd's shape: front-ends per
+//!   protocol over `Engine`, a store, per-upload locks): tus and the IETF draft on a
+//!   `tus` route, django-chunked-upload, nginx-upload-module's resumable protocol.
 //! * `proxy`: passthrough with request and response buffering, and WebSocket tunnels.
 //! * `sink`: hashes and writes a file's bytes off the async workers, with backpressure.
 //! * `store`: where bytes live (`Store` trait; `LocalStore` for files on disk).
@@ -27,7 +30,8 @@
 //! * `config`: the TOML file, parsed and validated once into typed structs.
 //! * `error`: the one error kind enum and its mapping to HTTP.
 //! * `metrics`: Prometheus counters that survive reloads.
-//! * `http`: body types and header hygiene shared by all of the above.
+//! * `http`: body types, header hygiene and 1xx informational heads (which hyper's
+//!   server cannot send) shared by all of the above.
 //!
 //! `run` takes already-bound listeners, so tests bind `127.0.0.1:0` and hand them in.
 

@@ -40,6 +40,9 @@ struct Plan {
     /// Tries for single large transfers; the best counts.
     tries: usize,
     out: PathBuf,
+    /// `--only NAME`: run just that scenario (`big`, `concurrent`, `small`, `tus`,
+    /// `draft`, `downloads`, `h2`).
+    only: Option<String>,
 }
 
 const SMALL: u64 = 10 * 1024;
@@ -63,7 +66,16 @@ impl Plan {
             period: Duration::from_secs(if quick { 2 } else { 10 }),
             tries: if quick { 1 } else { 2 },
             out,
+            only: args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .cloned(),
         }
+    }
+
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == scenario)
     }
 }
 
@@ -425,7 +437,7 @@ impl Run {
                     let mut best = 0f64;
                     for _ in 0..tries {
                         let start = Instant::now();
-                        tus_upload(t.addr(), size, &pattern)
+                        resumable_upload(t.addr(), size, &pattern, Resumable::Tus)
                             .await
                             .map_err(|e| format!("{}: {e}", t.server.name))?;
                         best = best.max(limits::mib_s(size, start.elapsed().as_secs_f64()));
@@ -436,6 +448,31 @@ impl Run {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// One large upload in 8 MiB appends over the IETF draft, against tus on the same
+    /// porter route: the cost of the draft's front-end.
+    async fn draft(&mut self, place: &Place) -> Result<(), String> {
+        let size = self.plan.big;
+        let mut figures = [0f64; 2];
+        for (i, protocol) in [Resumable::Draft, Resumable::Tus].into_iter().enumerate() {
+            for _ in 0..self.plan.tries {
+                let start = Instant::now();
+                resumable_upload(place.porter.addr(), size, &self.pattern, protocol).await?;
+                figures[i] = figures[i].max(limits::mib_s(size, start.elapsed().as_secs_f64()));
+                place.porter.take(size)?;
+            }
+        }
+        self.rows.push(Row {
+            scenario: format!("IETF draft: one {} in 8 MiB appends", size_label(size)),
+            storage: place.label.to_string(),
+            metric: Metric::MibPerSec,
+            porter: figures[0],
+            peer: "porter over tus".into(),
+            theirs: Some(figures[1]),
+            note: String::new(),
+        });
         Ok(())
     }
 
@@ -529,13 +566,53 @@ impl Run {
     }
 }
 
-/// A tus 1.0 upload of `size` bytes: creation, then 8 MiB PATCHes on one connection.
-async fn tus_upload(addr: SocketAddr, size: u64, pattern: &Bytes) -> Result<(), String> {
+/// The two protocols of porter's tus route.
+#[derive(Clone, Copy)]
+enum Resumable {
+    Tus,
+    /// The IETF draft, interop version 6.
+    Draft,
+}
+
+impl Resumable {
+    fn create(self, size: u64) -> Shape {
+        let shape =
+            Shape::raw(Method::POST, "/files/", 0).header("upload-length", &size.to_string());
+        match self {
+            Resumable::Tus => shape.header("tus-resumable", "1.0.0"),
+            Resumable::Draft => shape
+                .header("upload-draft-interop-version", "6")
+                .header("upload-complete", "?0"),
+        }
+    }
+
+    fn append(self, path: &str, offset: u64, n: u64, last: bool) -> Shape {
+        let mut shape =
+            Shape::raw(Method::PATCH, path, n).header("upload-offset", &offset.to_string());
+        shape
+            .headers
+            .retain(|(name, _)| name != hyper::header::CONTENT_TYPE);
+        match self {
+            Resumable::Tus => shape
+                .header("tus-resumable", "1.0.0")
+                .header("content-type", "application/offset+octet-stream"),
+            Resumable::Draft => shape
+                .header("upload-draft-interop-version", "6")
+                .header("content-type", "application/partial-upload")
+                .header("upload-complete", if last { "?1" } else { "?0" }),
+        }
+    }
+}
+
+/// A resumable upload of `size` bytes: creation, then 8 MiB appends on one connection.
+async fn resumable_upload(
+    addr: SocketAddr,
+    size: u64,
+    pattern: &Bytes,
+    protocol: Resumable,
+) -> Result<(), String> {
     let mut conn = Conn::open(addr, Proto::H1).await?;
-    let create = Shape::raw(Method::POST, "/files/", 0)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", &size.to_string());
-    let created = load::success(conn.send(&create, pattern, addr).await?)?;
+    let created = load::success(conn.send(&protocol.create(size), pattern, addr).await?)?;
     let location = created
         .headers
         .get(hyper::header::LOCATION)
@@ -548,13 +625,7 @@ async fn tus_upload(addr: SocketAddr, size: u64, pattern: &Bytes) -> Result<(), 
     let mut offset = 0u64;
     while offset < size {
         let n = (size - offset).min(TUS_PATCH);
-        let mut patch = Shape::raw(Method::PATCH, &path, n)
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", &offset.to_string());
-        patch
-            .headers
-            .retain(|(name, _)| name != hyper::header::CONTENT_TYPE);
-        let patch = patch.header("content-type", "application/offset+octet-stream");
+        let patch = protocol.append(&path, offset, n, offset + n == size);
         let answer = load::success(conn.send(&patch, pattern, addr).await?)?;
         offset += n;
         let told = answer
@@ -661,13 +732,24 @@ async fn run(plan: Plan) -> Result<(), String> {
         let dir = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
         let place = run.start_place(label, dir.path(), files.path())?;
         eprintln!("{label}: servers up, measuring");
-        run.one_big(&place).await?;
-        run.concurrent(&place).await?;
-        run.small(&place).await?;
-        run.tus(&place).await?;
-        if *label == "disk" {
+        if run.plan.runs("big") {
+            run.one_big(&place).await?;
+        }
+        if run.plan.runs("concurrent") {
+            run.concurrent(&place).await?;
+        }
+        if run.plan.runs("small") {
+            run.small(&place).await?;
+        }
+        if run.plan.runs("tus") {
+            run.tus(&place).await?;
+        }
+        if run.plan.runs("draft") {
+            run.draft(&place).await?;
+        }
+        if *label == "disk" && run.plan.runs("downloads") {
             run.downloads(&place).await?;
-        } else {
+        } else if *label != "disk" && run.plan.runs("h2") {
             run.h2(&place).await?;
         }
     }

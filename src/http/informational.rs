@@ -88,7 +88,7 @@ impl Shared {
     }
 
     /// Writes what is queued through `write` (which returns `None` when the socket
-    /// would block); `true` once nothing is left.
+    /// would block): `None` while some is left, else the outcome.
     pub fn write_with(
         &self,
         mut write: impl FnMut(&[u8]) -> Option<std::io::Result<usize>>,

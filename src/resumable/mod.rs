@@ -6,7 +6,9 @@
 //!   remove / expire, all protocol-neutral;
 //! * `complete`: turning a finished upload into the app's metadata request, with
 //!   SPEC §4.3's rules for what the app's answer means;
-//! * `tus`: the tus 1.0 front-end.
+//! * `tus`: the tus 1.0 front-end; `draft`: the IETF resumable-upload draft, answered
+//!   on the same `tus` route; `front`: what those two share;
+//! * `chunked`, `nginx`: django-chunked-upload and nginx-upload-module's protocol.
 
 pub mod chunked;
 pub mod complete;

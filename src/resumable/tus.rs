@@ -30,6 +30,7 @@ pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
 /// Serves a request on a tus route: tus 1.0, or the IETF draft when the request
 /// carries `Upload-Draft-Interop-Version` (`draft`), on the same uploads.
 pub async fn handle(

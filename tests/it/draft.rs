@@ -403,12 +403,36 @@ async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Waits (by the upload's progress, SPEC §6) until porter has read `n` bytes of it.
+async fn wait_received(porter: &Porter, url: &str, n: u64) {
+    let id = url.rsplit('/').next().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = send(
+            request("GET", &porter.url(&format!("/progress?X-Progress-ID={id}")))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .json();
+        if p["received"] == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn with_progress() -> String {
+    format!("[progress]\npath = \"/progress\"\n{}", route("1h"))
+}
+
 /// URLSession's flow: the whole file in the creation request; the 104 tells the
 /// Location before the body is read, so after a cut the client resumes from HEAD.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, &with_progress()).await;
     let content = data(400_000, 9);
     let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
     let head_text = format!(
@@ -433,18 +457,11 @@ async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
         .expect("a Location in the 104")
         .to_string();
     s.write_all(&content[..150_000]).await.unwrap();
-    // Wait for porter to have the bytes, then cut the connection.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let offset = loop {
-        drop(tokio::time::timeout(Duration::from_millis(50), s.read(&mut [0u8; 64])).await);
-        let r = head(&url).await;
-        let o: u64 = header(&r, "upload-offset").parse().unwrap();
-        if o == 150_000 || tokio::time::Instant::now() > deadline {
-            break o;
-        }
-    };
-    assert_eq!(offset, 150_000);
+    // Once porter has the bytes, the connection is cut; the client asks where it stands.
+    wait_received(&porter, &url, 150_000).await;
     drop(s);
+    let offset: u64 = header(&head(&url).await, "upload-offset").parse().unwrap();
+    assert_eq!(offset, 150_000);
     let r = append(&url, offset, true, &content[150_000..], &[]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     check_notify(&backend, &content, "photo.heic", "application/octet-stream");
@@ -455,7 +472,7 @@ async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_request_takes_over_an_upload_busy_in_a_stalled_one() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, &with_progress()).await;
     let content = data(100_000, 11);
     let r = create(
         &porter,
@@ -475,17 +492,11 @@ async fn a_newer_request_takes_over_an_upload_busy_in_a_stalled_one() {
     );
     s.write_all(req.as_bytes()).await.unwrap();
     s.write_all(&content[..30_000]).await.unwrap();
+    wait_received(&porter, &url, 30_000).await;
     // The stalled request holds the upload; the HEAD stops it rather than wait for it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let offset = loop {
-        let r = head(&url).await;
-        assert_eq!(r.status, 204, "{:?}", r.body);
-        let o: u64 = header(&r, "upload-offset").parse().unwrap();
-        if o == 30_000 || tokio::time::Instant::now() > deadline {
-            break o;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let r = head(&url).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let offset: u64 = header(&r, "upload-offset").parse().unwrap();
     assert_eq!(offset, 30_000, "the older request kept what it wrote");
     // The older request was told it lost the upload (not timed out: that would be 408).
     let answer = read_until(&mut s, "\r\n").await;
