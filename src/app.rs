@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::progress::Registry;
 use crate::resumable::Engine;
+use crate::store::s3::{S3Store, Settings as S3Settings};
 use crate::store::{LocalStore, Store};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -20,6 +21,9 @@ pub struct App {
     pub config: Arc<Config>,
     pub backend: Backend,
     pub store: Arc<dyn Store>,
+    /// The `[storage.s3]` bucket, when configured: the store of S3 uploads and the
+    /// source of `[[internal]] store = "s3"` downloads.
+    pub s3: Option<S3Store>,
     /// One permit per upload in progress: `max_concurrent_uploads`.
     pub uploads: Arc<Semaphore>,
     /// Uploads that carry an `X-Progress-ID`.
@@ -43,16 +47,15 @@ pub enum StartError {
 impl App {
     /// Builds the app: loads (or creates) the secret and creates the storage directories.
     pub fn new(config: Arc<Config>) -> Result<App, StartError> {
-        let store = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
-        let resumable = crate::resumable::store::LocalResumable::open(store.clone())
-            .map_err(StartError::Storage)?;
+        let (store, resumable, s3) = storage(&config)?;
         let metrics = Arc::new(Metrics::new());
         Ok(App {
             backend: backend(&config, metrics.clone())?,
-            store: Arc::new(store),
+            store,
+            s3,
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
             progress: Arc::default(),
-            resumable: Arc::new(Engine::new(Arc::new(resumable))),
+            resumable,
             metrics,
             config,
         })
@@ -62,8 +65,8 @@ impl App {
     /// store and the resumable engine (whose in-process locks must stay shared) when
     /// `[storage]` is unchanged, and the upload slots when their number is.
     pub fn reload(&self, config: Arc<Config>) -> Result<App, StartError> {
-        let (store, resumable) = if config.storage == self.config.storage {
-            (self.store.clone(), self.resumable.clone())
+        let (store, resumable, s3) = if config.storage == self.config.storage {
+            (self.store.clone(), self.resumable.clone(), self.s3.clone())
         } else {
             storage(&config)?
         };
@@ -76,6 +79,7 @@ impl App {
         Ok(App {
             backend: backend(&config, self.metrics.clone())?,
             store,
+            s3,
             uploads,
             progress: self.progress.clone(),
             resumable,
@@ -93,12 +97,55 @@ impl App {
     }
 }
 
-/// Opens `[storage]` (creating its directories): finished files and resumable uploads.
-fn storage(config: &Config) -> Result<(Arc<dyn Store>, Arc<Engine>), StartError> {
-    let store = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
-    let resumable = crate::resumable::store::LocalResumable::open(store.clone())
+/// The stores `[storage]` opens.
+pub(crate) type Stores = (Arc<dyn Store>, Arc<Engine>, Option<S3Store>);
+
+/// Opens `[storage]` (creating its directories): finished files, resumable uploads and
+/// the S3 bucket if there is one.
+pub(crate) fn storage(config: &Config) -> Result<Stores, StartError> {
+    let local = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
+    let resumable = crate::resumable::store::LocalResumable::open(local.clone())
         .map_err(StartError::Storage)?;
-    Ok((Arc::new(store), Arc::new(Engine::new(Arc::new(resumable)))))
+    let s3 = match &config.storage.s3 {
+        Some(s3) => Some(
+            S3Store::open(&config.storage, &s3_settings(s3)?, config.limits.buffer)
+                .map_err(StartError::Storage)?,
+        ),
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &s3 {
+        Some(s3) if config.storage.uploads_to_s3 => Arc::new(s3.clone()),
+        _ => Arc::new(local),
+    };
+    Ok((store, Arc::new(Engine::new(Arc::new(resumable))), s3))
+}
+
+/// The bucket's settings, with its keys: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+/// when both are set, else the key files.
+pub fn s3_settings(s3: &crate::config::S3Storage) -> Result<S3Settings, StartError> {
+    let env = |k| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (access_key, secret_key) = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(a), Some(s)) => (a, s),
+        _ => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map(|k| k.trim().to_string())
+                    .map_err(|e| StartError::Other(format!("{}: {e}", p.display())))
+            };
+            (read(&s3.access_key_file)?, read(&s3.secret_key_file)?)
+        }
+    };
+    Ok(S3Settings {
+        s3: crate::store::s3::client::Settings {
+            endpoints: s3.endpoints.clone(),
+            region: s3.region.clone(),
+            bucket: s3.bucket.clone(),
+            access_key,
+            secret_key,
+        },
+        prefix: s3.prefix.clone(),
+        part_size: s3.part_size,
+    })
 }
 
 /// The backend client, with the signing secret loaded (or created) when uploads need it.

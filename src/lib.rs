@@ -94,13 +94,24 @@ pub async fn run(
     }
 }
 
+/// `porter check --online`: whether `[storage.s3]`'s bucket answers (with its keys).
+pub async fn reach_bucket(s3: &config::S3Storage) -> Result<(), String> {
+    let settings = app::s3_settings(s3).map_err(|e| e.to_string())?;
+    let client = store::s3::client::S3::new(&settings.s3)?;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), client.probe()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
 /// One pass of `porter gc`: partial files no live upload holds, and expired resumable
 /// uploads no request is using (in this process or another). Returns both counts.
 pub async fn collect_garbage(config: &Config) -> Result<(usize, usize), StartError> {
-    let store = store::LocalStore::open(&config.storage).map_err(StartError::Storage)?;
-    let partials = store::Store::sweep(&store).map_err(StartError::Storage)?;
-    let local = resumable::store::LocalResumable::open(store).map_err(StartError::Storage)?;
-    let engine = resumable::Engine::new(std::sync::Arc::new(local));
+    let (store, engine, _) = app::storage(config)?;
+    let partials = tokio::task::spawn_blocking(move || store.sweep())
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?
+        .map_err(StartError::Storage)?;
     let uploads = engine
         .collect()
         .await

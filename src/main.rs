@@ -84,6 +84,15 @@ fn check(path: PathBuf, online: bool) -> ExitCode {
             reason: e,
         });
     }
+    if online
+        && let Some(s3) = &cfg.storage.s3
+        && let Err(e) = reach_bucket(s3)
+    {
+        problems.push(Problem {
+            key: "storage.s3".into(),
+            reason: format!("bucket {:?}: {e}", s3.bucket),
+        });
+    }
     if !problems.is_empty() {
         return print_problems(&path, problems);
     }
@@ -97,6 +106,14 @@ fn check(path: PathBuf, online: bool) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn reach_bucket(s3: &config::S3Storage) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(porter::reach_bucket(s3))
 }
 
 fn reach_backend(cfg: &Config) -> Result<(), String> {

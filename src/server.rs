@@ -75,13 +75,17 @@ pub async fn run(
     // The one rustls provider, before anything could pick another.
     crate::listen::tls::provider();
     let app = Arc::new(App::new(Arc::new(config))?);
-    let swept = app.store.sweep().and_then(|a| {
-        let b = app
+    let sweeper = app.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        let a = sweeper.store.sweep()?;
+        let b = sweeper
             .resumable
             .sweep_scratch()
             .map_err(std::io::Error::other)?;
-        Ok(a + b)
-    });
+        Ok::<_, std::io::Error>(a + b)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     match swept {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed partial files left by an earlier run"),

@@ -96,6 +96,22 @@ pub struct Storage {
     pub min_free: u64,
     pub file_mode: u32,
     pub dir_mode: u32,
+    /// `[storage.s3]`, when given.
+    pub s3: Option<S3Storage>,
+    /// `backend = "s3"`: finished files go to the bucket (else under `root`).
+    pub uploads_to_s3: bool,
+}
+
+/// `[storage.s3]`, validated; the keys are read from their files when the store opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Storage {
+    pub endpoints: Vec<String>,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub access_key_file: PathBuf,
+    pub secret_key_file: PathBuf,
+    pub part_size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +215,10 @@ impl UploadRoute {
 pub struct Internal {
     /// Normalised like a route path: no trailing `/`.
     pub prefix: String,
+    /// Empty for an S3 entry.
     pub root: PathBuf,
+    /// `store = "s3"`: targets are object keys in `[storage.s3]`'s bucket.
+    pub s3: bool,
     pub headers: Vec<(String, String)>,
 }
 

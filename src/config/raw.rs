@@ -118,6 +118,30 @@ pub struct RawStorage {
     pub file_mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir_mode: Option<String>,
+    /// `local` or `s3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<RawS3>,
+}
+
+/// `[storage.s3]`: an S3-compatible bucket (SPEC §9).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RawS3 {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<OneOrMany>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<Human>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -186,6 +210,9 @@ pub struct RawUpload {
 pub struct RawInternal {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// `s3`: targets are object keys in `[storage.s3]`'s bucket, not files under `root`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +289,14 @@ impl RawConfig {
         set(&mut st.min_free, "1GiB".into());
         set(&mut st.file_mode, "0660".into());
         set(&mut st.dir_mode, "2770".into());
+        set(&mut st.backend, "local".into());
+        if let Some(s3) = &mut st.s3 {
+            set(&mut s3.region, "us-east-1".into());
+            set(&mut s3.prefix, String::new());
+            set(&mut s3.access_key_file, "s3-access-key".into());
+            set(&mut s3.secret_key_file, "s3-secret-key".into());
+            set(&mut s3.part_size, "16MiB".into());
+        }
 
         let l = &mut self.limits;
         set(&mut l.max_header_bytes, "64KiB".into());

@@ -106,6 +106,19 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
         .map(|(i, u)| upload(&mut c, &format!("upload[{i}]"), u))
         .collect();
     routes_disjoint(&mut c, &uploads, &internals);
+    if storage.uploads_to_s3 {
+        for (i, u) in uploads.iter().enumerate() {
+            if !matches!(u.kind, Kind::Multipart | Kind::Raw) {
+                c.fail(
+                    format!("upload[{i}].kind"),
+                    format!(
+                        "{} keeps its partial data on local disk; with storage.backend = \"s3\" this build offloads multipart and raw routes only",
+                        u.kind.name()
+                    ),
+                );
+            }
+        }
+    }
     let progress = raw.progress.as_ref().map(|p| match &p.path {
         Some(path) => c.route_path("progress.path", path),
         None => {
@@ -300,6 +313,18 @@ fn parse_backend_url(url: &str) -> Result<BackendAddr, String> {
 
 fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
     let s = &raw.storage;
+    let uploads_to_s3 = match s.backend.as_deref().unwrap_or("local") {
+        "local" => false,
+        "s3" => true,
+        other => {
+            c.fail("storage.backend", format!("{other:?} is not local or s3"));
+            false
+        }
+    };
+    let s3 = s.s3.as_ref().map(|t| s3_storage(c, t, base));
+    if uploads_to_s3 && s3.is_none() {
+        c.fail("storage.backend", "\"s3\" needs a [storage.s3] table");
+    }
     Storage {
         root: resolve(base, s.root.as_deref().unwrap_or_default()),
         temp: resolve(base, s.temp.as_deref().unwrap_or_default()),
@@ -307,6 +332,41 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
         min_free: c.size("storage.min_free", &s.min_free),
         file_mode: c.mode("storage.file_mode", &s.file_mode),
         dir_mode: c.mode("storage.dir_mode", &s.dir_mode),
+        s3,
+        uploads_to_s3,
+    }
+}
+
+fn s3_storage(c: &mut Check, t: &crate::config::raw::RawS3, base: &Path) -> S3Storage {
+    let endpoints = t.endpoint.as_ref().map(|e| e.to_vec()).unwrap_or_default();
+    if endpoints.is_empty() {
+        c.fail("storage.s3.endpoint", "is required");
+    }
+    for e in &endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) || url::Url::parse(e).is_err() {
+            c.fail(
+                "storage.s3.endpoint",
+                format!("{e:?} is not an http:// or https:// URL"),
+            );
+        }
+    }
+    let bucket = t.bucket.clone().unwrap_or_default();
+    if bucket.is_empty() {
+        c.fail("storage.s3.bucket", "is required");
+    }
+    let prefix = t.prefix.clone().unwrap_or_default();
+    if prefix.starts_with('/') || prefix.split('/').any(|seg| seg == "..") {
+        c.fail("storage.s3.prefix", "must be relative, without .. segments");
+    }
+    const MIB: u64 = 1 << 20;
+    S3Storage {
+        endpoints,
+        region: t.region.clone().unwrap_or_default(),
+        bucket,
+        prefix,
+        access_key_file: resolve(base, t.access_key_file.as_deref().unwrap_or_default()),
+        secret_key_file: resolve(base, t.secret_key_file.as_deref().unwrap_or_default()),
+        part_size: c.size_in("storage.s3.part_size", &t.part_size, 5 * MIB, 5 << 30),
     }
 }
 
@@ -342,14 +402,33 @@ fn internals(c: &mut Check, raw: &RawConfig, base: &Path) -> Vec<Internal> {
                 continue;
             }
         };
-        let Some(root) = &int.root else {
-            c.fail(format!("{key}.root"), "is required");
-            continue;
+        let s3 = match int.store.as_deref().unwrap_or("local") {
+            "local" => false,
+            "s3" => true,
+            other => {
+                c.fail(
+                    format!("{key}.store"),
+                    format!("{other:?} is not local or s3"),
+                );
+                continue;
+            }
+        };
+        if s3 && raw.storage.s3.is_none() {
+            c.fail(format!("{key}.store"), "\"s3\" needs a [storage.s3] table");
+        }
+        let root = match (&int.root, s3) {
+            (Some(root), false) => resolve(base, root),
+            (None, false) => {
+                c.fail(format!("{key}.root"), "is required");
+                continue;
+            }
+            (_, true) => PathBuf::new(),
         };
         let headers = header_table(c, &key, &int.headers);
         out.push(Internal {
             prefix,
-            root: resolve(base, root),
+            root,
+            s3,
             headers,
         });
     }
@@ -641,6 +720,7 @@ pub fn check_paths(cfg: &Config) -> Vec<Problem> {
     let temp_dev = writable_dir(&mut c, "storage.temp", &s.temp);
     if let (Some(a), Some(b)) = (root_dev, temp_dev)
         && a != b
+        && !s.uploads_to_s3
     {
         c.fail(
             "storage.temp",
@@ -650,6 +730,27 @@ pub fn check_paths(cfg: &Config) -> Vec<Problem> {
                 s.root.display()
             ),
         );
+    }
+    if let Some(s3) = &s.s3
+        && (std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            || std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none())
+    {
+        for (key, path) in [
+            ("storage.s3.access_key_file", &s3.access_key_file),
+            ("storage.s3.secret_key_file", &s3.secret_key_file),
+        ] {
+            match std::fs::read_to_string(path) {
+                Ok(k) if !k.trim().is_empty() => {}
+                Ok(_) => c.fail(key, format!("{} is empty", path.display())),
+                Err(e) => c.fail(
+                    key,
+                    format!(
+                        "{}: {e} (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                        path.display()
+                    ),
+                ),
+            }
+        }
     }
     for (i, int) in cfg.internals.iter().enumerate() {
         if int.root.exists() && !int.root.is_dir() {

@@ -130,7 +130,60 @@ pub async fn from_backend(app: &App, ask: &Ask, resp: Response<Body>) -> Respons
         charset: text("x-accel-charset").filter(|c| !c.is_empty()),
     };
     drop(resp);
+    if internal.s3 {
+        return serve_object(app, ask, &candidate.path, opts).await;
+    }
     serve(app, ask, &internal.root, &candidate.path, opts).await
+}
+
+/// Serves an object of the `[storage.s3]` bucket: `key` is the target's path below its
+/// `[[internal]]` prefix, and must lie under `storage.s3.prefix`. Ranges become ranged
+/// GETs; the validators are the object's ETag and Last-Modified.
+async fn serve_object(app: &App, ask: &Ask, key: &Path, opts: Options) -> Response<Body> {
+    let (Some(store), Some(cfg)) = (&app.s3, &app.config.storage.s3) else {
+        return not_found("no [storage.s3] bucket is configured");
+    };
+    let key = key.to_string_lossy().into_owned();
+    if !key.starts_with(&cfg.prefix) {
+        return not_found("the key is outside storage.s3.prefix");
+    }
+    let client = store.client();
+    let info = match client.head(&key).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return not_found("no such object"),
+        Err(e) => {
+            tracing::error!(%key, error = %e, "cannot reach the object store");
+            return Error::new(
+                ErrorKind::BackendUnavailable,
+                "the object store is unreachable",
+            )
+            .into_response();
+        }
+    };
+    let modified = info.last_modified.unwrap_or(std::time::UNIX_EPOCH);
+    let v = match info.etag {
+        Some(etag) => Validators { etag, modified },
+        None => Validators::new(modified, info.size),
+    };
+    let (head_only, rate) = (ask.method == Method::HEAD, opts.rate);
+    let Plan {
+        status,
+        headers,
+        pieces,
+        total,
+    } = match plan(ask, opts, Path::new(&key), info.size, &v) {
+        Ok(p) => p,
+        Err((status, h)) => return bare(status, h),
+    };
+    let body = if head_only || total == 0 {
+        empty()
+    } else {
+        stream::object(client, key, pieces, rate)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 pub fn add_headers(h: &mut HeaderMap, extra: &[(String, String)]) {
@@ -176,8 +229,49 @@ pub async fn serve(
     };
     let len = meta.len();
     let v = Validators::new(meta.modified().unwrap_or(std::time::UNIX_EPOCH), len);
+    let rate = opts.rate;
+    let plan = match plan(ask, opts, &path, len, &v) {
+        Ok(p) => p,
+        Err((status, h)) => return bare(status, h),
+    };
+    let Plan {
+        status,
+        headers: h,
+        pieces,
+        total,
+    } = plan;
+    let block = app.config.limits.buffer.max(64 << 10);
+    let block = rate.map_or(block, |r| block.min((r / 8).max(1024) as usize));
+    let body = match small {
+        _ if head_only || total == 0 => empty(),
+        Some(data) if rate.is_none() => stream::from_memory(&data, &pieces),
+        _ => stream::body(file, pieces, block, rate),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = h;
+    resp
+}
+
+/// The status, headers and body pieces of a response serving `len` bytes named `path`
+/// with validators `v`, or the status and headers of the bodiless answer (304, 412,
+/// 416) that replaces it.
+struct Plan {
+    status: StatusCode,
+    headers: HeaderMap,
+    pieces: Vec<Piece>,
+    total: u64,
+}
+
+fn plan(
+    ask: &Ask,
+    opts: Options,
+    path: &Path,
+    len: u64,
+    v: &Validators,
+) -> Result<Plan, (StatusCode, HeaderMap)> {
     let mut h = opts.headers;
-    set_content_type(&mut h, &path, opts.charset.as_deref());
+    set_content_type(&mut h, path, opts.charset.as_deref());
     h.insert(header::ETAG, value(&v.etag));
     h.insert(header::LAST_MODIFIED, value(&v.last_modified()));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -185,11 +279,11 @@ pub async fn serve(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    let ranges = match conditional::evaluate(&ask.method, &ask.headers, &v) {
-        Outcome::PreconditionFailed => return bare(StatusCode::PRECONDITION_FAILED, h),
+    let ranges = match conditional::evaluate(&ask.method, &ask.headers, v) {
+        Outcome::PreconditionFailed => return Err((StatusCode::PRECONDITION_FAILED, h)),
         Outcome::NotModified => {
             h.remove(header::CONTENT_TYPE);
-            return bare(StatusCode::NOT_MODIFIED, h);
+            return Err((StatusCode::NOT_MODIFIED, h));
         }
         Outcome::Serve { ranges: false } => Ranges::Ignore,
         Outcome::Serve { ranges: true } => {
@@ -204,7 +298,7 @@ pub async fn serve(
         Ranges::Unsatisfiable => {
             h.insert(header::CONTENT_RANGE, value(&format!("bytes */{len}")));
             h.remove(header::CONTENT_TYPE);
-            return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
+            return Err((StatusCode::RANGE_NOT_SATISFIABLE, h));
         }
         Ranges::Satisfiable(list) if list.len() == 1 => {
             let (a, b) = list[0];
@@ -230,19 +324,12 @@ pub async fn serve(
         })
         .sum();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
-    let block = app.config.limits.buffer.max(64 << 10);
-    let block = opts
-        .rate
-        .map_or(block, |r| block.min((r / 8).max(1024) as usize));
-    let body = match small {
-        _ if head_only || total == 0 => empty(),
-        Some(data) if opts.rate.is_none() => stream::from_memory(&data, &pieces),
-        _ => stream::body(file, pieces, block, opts.rate),
-    };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    *resp.headers_mut() = h;
-    resp
+    Ok(Plan {
+        status,
+        headers: h,
+        pieces,
+        total,
+    })
 }
 
 fn value(s: &str) -> HeaderValue {

@@ -22,18 +22,53 @@ pub enum Piece {
     File { offset: u64, len: u64 },
 }
 
+/// Sends body frames, keeping to `rate` bytes per second (`None`: unlimited).
+struct Paced {
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    start: Instant,
+    sent: u64,
+    rate: Option<u64>,
+}
+
+impl Paced {
+    fn new(tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>, rate: Option<u64>) -> Paced {
+        Paced {
+            tx,
+            start: Instant::now(),
+            sent: 0,
+            rate,
+        }
+    }
+
+    /// Sends `data`, then waits until the rate allows more; `false` once the client
+    /// is gone.
+    async fn send(&mut self, data: Bytes) -> bool {
+        self.sent += data.len() as u64;
+        if self.tx.send(Ok(Frame::data(data))).await.is_err() {
+            return false;
+        }
+        if let Some(rate) = self.rate {
+            let due = self.start + Duration::from_secs_f64(self.sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        true
+    }
+
+    async fn fail(&self, e: BoxError) {
+        let _ = self.tx.send(Err(e)).await;
+    }
+}
+
 /// Streams `pieces` of `file`; `rate` is bytes per second (`None`: unlimited).
 pub fn body(file: File, pieces: Vec<Piece>, block: usize, rate: Option<u64>) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
     let file = Arc::new(file);
     tokio::spawn(async move {
-        let start = Instant::now();
-        let mut sent: u64 = 0;
+        let mut out = Paced::new(tx, rate);
         for piece in pieces {
             let (mut offset, mut left) = match piece {
                 Piece::Bytes(b) => {
-                    sent += b.len() as u64;
-                    if tx.send(Ok(Frame::data(b))).await.is_err() {
+                    if !out.send(b).await {
                         return;
                     }
                     continue;
@@ -50,24 +85,53 @@ pub fn body(file: File, pieces: Vec<Piece>, block: usize, rate: Option<u64>) -> 
                 .await;
                 let chunk = match read {
                     Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
+                    Ok(Err(e)) => return out.fail(e.into()).await,
+                    Err(e) => return out.fail(e.into()).await,
                 };
                 offset += n as u64;
                 left -= n as u64;
-                sent += n as u64;
-                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                if !out.send(chunk).await {
                     return;
                 }
-                if let Some(rate) = rate {
-                    let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-                    tokio::time::sleep_until(due).await;
+            }
+        }
+    });
+    StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
+}
+
+/// Streams `pieces` of an S3 object, one ranged GET per piece, paced by `rate`.
+pub fn object(
+    s3: Arc<crate::store::s3::client::S3>,
+    key: String,
+    pieces: Vec<Piece>,
+    rate: Option<u64>,
+) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+    tokio::spawn(async move {
+        let mut out = Paced::new(tx, rate);
+        for piece in pieces {
+            let (offset, len) = match piece {
+                Piece::Bytes(b) => {
+                    if !out.send(b).await {
+                        return;
+                    }
+                    continue;
+                }
+                Piece::File { offset, len } => (offset, len),
+            };
+            let mut body = match s3.get(&key, Some((offset, offset + len - 1))).await {
+                Ok(b) => b,
+                Err(e) => return out.fail(Box::new(e)).await,
+            };
+            while let Some(frame) = body.frame().await {
+                match frame.map(Frame::into_data) {
+                    Ok(Ok(data)) => {
+                        if !out.send(data).await {
+                            return;
+                        }
+                    }
+                    Ok(Err(_)) => {}
+                    Err(e) => return out.fail(e).await,
                 }
             }
         }

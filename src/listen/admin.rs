@@ -1,6 +1,6 @@
 //! The `[metrics]` listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (it should get traffic: storage above `min_free` and the
-//! backend reachable). Kept off the public listeners so it is never exposed by accident.
+//! answers) and `/readyz` (it should get traffic: storage above `min_free`, the S3
+//! bucket and the backend reachable). Kept off the public listeners so it is never exposed by accident.
 
 use super::Live;
 use crate::app::App;
@@ -89,6 +89,13 @@ async fn ready(app: &App) -> Result<(), String> {
         }
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read free space: {e}")),
+    }
+    if let Some(s3) = &app.s3 {
+        match tokio::time::timeout(Duration::from_secs(5), s3.client().probe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the S3 bucket: {e}")),
+            Err(_) => return Err("the S3 bucket does not answer".into()),
+        }
     }
     app.backend
         .reachable()

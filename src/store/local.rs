@@ -269,6 +269,8 @@ mod tests {
             min_free: 0,
             file_mode: 0o640,
             dir_mode: 0o2750,
+            s3: None,
+            uploads_to_s3: false,
         })
         .unwrap()
     }

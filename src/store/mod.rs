@@ -5,6 +5,7 @@
 //! batches, so file I/O never stalls the async workers.
 
 pub mod local;
+pub mod s3;
 
 use std::io;
 use std::path::PathBuf;
@@ -141,7 +142,8 @@ pub trait Store: Send + Sync + 'static {
     fn remove(&self, loc: &Location) -> io::Result<()>;
     /// Free bytes where new uploads land (`min_free` is checked against this).
     fn free_bytes(&self) -> io::Result<u64>;
-    /// Removes partial files that no live upload holds; returns how many.
+    /// Removes partial files that no live upload holds; returns how many. Blocks (an
+    /// object store's sweep makes requests): call it off the async workers.
     fn sweep(&self) -> io::Result<usize>;
 }
 

@@ -420,3 +420,73 @@ async fn a_browser_uploads_20_mib_on_the_page_and_downloads_it_back() {
     eprintln!("screenshot: {}", out.join("page.png").display());
     porter.stop().await;
 }
+
+/// porter uploads into a Garage bucket; Django's default storage is
+/// `porter_django.storage.S3Storage` on the same bucket: the form save adopts porter's
+/// object by a server-side copy, never by sending the bytes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage_adopts_the_offloaded_object_without_uploading_it_again() {
+    let garage = tokio::task::spawn_blocking(crate::s3::Garage::shared)
+        .await
+        .expect("garage");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).expect("secret");
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let location = format!("media{run}");
+    let endpoint = garage.endpoints[0].clone();
+    let (django, port) = gunicorn(
+        "integrations/django",
+        "tests.wsgi:application",
+        &[
+            ("DJANGO_SETTINGS_MODULE", "tests.e2e_settings".as_ref()),
+            ("PORTER_E2E_MEDIA", dir.path().as_os_str()),
+            ("PORTER_E2E_SECRET_FILE", secret.as_os_str()),
+            ("PORTER_E2E_S3_ENDPOINT", endpoint.as_ref()),
+            ("PORTER_E2E_S3_BUCKET", garage.bucket.as_ref()),
+            ("PORTER_E2E_S3_KEY_ID", garage.key_id.as_ref()),
+            ("PORTER_E2E_S3_SECRET", garage.secret.as_ref()),
+            ("PORTER_E2E_S3_LOCATION", location.as_ref()),
+        ],
+    )
+    .await;
+    let incoming = format!("incoming{run}/");
+    let porter = Porter::start_with(
+        &format!(
+            "[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {secret:?}\n[storage]\nbackend = \"s3\"\nmin_free = 0\n{}",
+            garage.table(&incoming)
+        ),
+        "[[upload]]\npath = \"/upload-s3\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n",
+    )
+    .await;
+    let body = data(7 << 20, 9);
+    let file = dir.path().join("scan.pdf");
+    std::fs::write(&file, &body).expect("write");
+    let (code, out) = curl(&[
+        "-F",
+        "title=scan",
+        "-F",
+        &format!("file=@{}", file.display()),
+        &porter.url("/upload-s3"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let got: serde_json::Value = serde_json::from_slice(&out).expect("json from Django");
+    assert_eq!(got["sha256"], sha256_hex(&body));
+    assert_eq!(got["size"], body.len());
+    let name = got["name"].as_str().expect("name");
+    let s3 = garage.client();
+    let key = format!("{location}/{name}");
+    let stored =
+        http_body_util::BodyExt::collect(s3.get(&key, None).await.expect("the saved object"))
+            .await
+            .expect("bytes")
+            .to_bytes();
+    assert!(stored == body, "the saved object has the upload's bytes");
+    assert!(
+        s3.list(&incoming).await.expect("list").is_empty(),
+        "porter's object was adopted (copied and deleted)"
+    );
+    drop(django);
+    porter.stop().await;
+}

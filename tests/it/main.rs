@@ -20,6 +20,7 @@ mod progress;
 mod proxy_protocol;
 mod raw;
 mod reload;
+mod s3;
 mod support;
 mod systemd;
 mod tls;

@@ -33,6 +33,9 @@ class PorterUploadedFile(UploadedFile):
         return self.porter_path
 
     def close(self):
+        if self.file is None:
+            # An object in S3: nothing open here.
+            return None
         try:
             return super().close()
         except FileNotFoundError:
@@ -41,9 +44,16 @@ class PorterUploadedFile(UploadedFile):
 
     def discard(self):
         """Deletes porter's file unless the app moved or saved it (as Django deletes
-        its temporary uploads at the end of a request)."""
+        its temporary uploads at the end of a request). An object in S3 is deleted
+        through the default storage, when that is ``porter_django.storage.S3Storage``."""
         try:
             self.close()
         finally:
             if self.porter_path and os.path.exists(self.porter_path):
                 os.remove(self.porter_path)
+            elif self.porter_key and not self.porter_path:
+                from django.core.files.storage import default_storage
+
+                delete = getattr(default_storage, "delete_porter_object", None)
+                if delete is not None:
+                    delete(self)

@@ -32,6 +32,16 @@ def upload(request):
     })
 
 
+def upload_to_s3(request):
+    """The form view of an app whose default storage is porter_django's S3Storage."""
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors}, status=400)
+    f = form.cleaned_data["file"]
+    saved = default_storage.save("docs/" + f.name, f)
+    return JsonResponse({"name": saved, "size": default_storage.size(saved), "sha256": f.sha256})
+
+
 def look(request):
     f = request.FILES.get("file")
     return JsonResponse({"name": f.name if f else None, "fields": sorted(request.POST.keys())})
@@ -59,6 +69,7 @@ class Complete(ChunkedUploadCompleteView):
 
 urlpatterns = [
     path("upload", upload),
+    path("upload-s3", upload_to_s3),
     path("look", look),
     path("d/<path:name>", download),
     path("notify", Notify.as_view()),
