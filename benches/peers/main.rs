@@ -35,13 +35,15 @@ struct Plan {
     /// The concurrent scenario: this many uploads of `each` bytes at once.
     many: usize,
     each: u64,
+    /// The S3 concurrent scenario: `many` uploads of this many bytes.
+    s3_each: u64,
     /// How long the small-request scenarios run.
     period: Duration,
     /// Tries for single large transfers; the best counts.
     tries: usize,
     out: PathBuf,
     /// `--only NAME`: run just that scenario (`big`, `concurrent`, `small`, `tus`,
-    /// `draft`, `downloads`, `h2`).
+    /// `draft`, `downloads`, `h2`, `s3`).
     only: Option<String>,
 }
 
@@ -63,6 +65,7 @@ impl Plan {
             big: if quick { 64 << 20 } else { 1 << 30 },
             many: 64,
             each: if quick { 1 << 20 } else { 16 << 20 },
+            s3_each: if quick { 1 << 20 } else { 64 << 20 },
             period: Duration::from_secs(if quick { 2 } else { 10 }),
             tries: if quick { 1 } else { 2 },
             out,
@@ -476,6 +479,82 @@ impl Run {
         Ok(())
     }
 
+    /// Uploads into a 3-node Garage cluster (`scripts/garage-cluster`): one large
+    /// multipart upload with md5+sha256 through porter against rclone copying the same
+    /// bytes into the same bucket, and many uploads at once with porter's peak memory.
+    async fn s3(&mut self, dir: &Path, files: &Path) -> Result<(), String> {
+        let size = self.plan.big;
+        let scenario = format!(
+            "S3 (Garage, 3 nodes): one {} multipart, md5+sha256",
+            size_label(size)
+        );
+        let Some(cluster) = Cluster::start(dir)? else {
+            self.rows.push(absent(&scenario, "garage not installed"));
+            return Ok(());
+        };
+        let porter_dir = dir.join("porter-s3");
+        std::fs::create_dir_all(&porter_dir).map_err(|e| e.to_string())?;
+        let server = setup::porter_s3(&porter_dir, self.backend, files, &cluster.table)?;
+        let addr = server.addr;
+        let multipart = Shape::multipart("/upload-hashed", size);
+        let mut ours = 0f64;
+        for _ in 0..self.plan.tries {
+            let start = Instant::now();
+            load::success(load::once(addr, Proto::H1, &multipart, &self.pattern).await?)?;
+            ours = ours.max(limits::mib_s(size, start.elapsed().as_secs_f64()));
+        }
+        let source = dir.join("rclone-source.bin");
+        write_pattern(&source, size, &self.pattern)?;
+        let theirs = match which("rclone") {
+            Some(rclone) => Some(cluster.rclone(&rclone, &source, size, self.plan.tries)?),
+            None => None,
+        };
+        self.rows.push(Row {
+            scenario,
+            storage: "disk".into(),
+            metric: Metric::MibPerSec,
+            porter: ours,
+            peer: "rclone copyto".into(),
+            theirs,
+            note: if theirs.is_none() {
+                "rclone not installed".into()
+            } else {
+                String::new()
+            },
+        });
+        let (n, each) = (self.plan.many, self.plan.s3_each);
+        let shape = Shape::multipart("/upload", each);
+        let rss = RssSampler::start(server.pid());
+        let batch = load::concurrent(addr, n, &shape, &self.pattern).await;
+        let peak = rss.finish();
+        let batch = batch?;
+        let title = format!(
+            "S3 (Garage, 3 nodes): {n} × {} multipart at once",
+            size_label(each)
+        );
+        for (what, metric, figure) in [
+            (
+                "throughput",
+                Metric::MibPerSec,
+                limits::mib_s(n as u64 * each, batch.total.as_secs_f64()),
+            ),
+            ("porter's peak RSS", Metric::RssMib, peak),
+        ] {
+            self.rows.push(Row {
+                scenario: format!("{title}: {what}"),
+                storage: "disk".into(),
+                metric,
+                porter: figure,
+                peer: "—".into(),
+                theirs: None,
+                note: "no peer: porter alone".into(),
+            });
+        }
+        drop(server);
+        drop(cluster);
+        Ok(())
+    }
+
     /// X-Accel-Redirect downloads of `files/big` and `files/small`: porter against nginx.
     async fn downloads(&mut self, place: &Place) -> Result<(), String> {
         let (big, tries, period) = (self.plan.big, self.plan.tries, self.plan.period);
@@ -563,6 +642,132 @@ impl Run {
             note: String::new(),
         });
         Ok(())
+    }
+}
+
+/// A row for a scenario that could not run.
+fn absent(scenario: &str, why: &str) -> Row {
+    Row {
+        scenario: scenario.to_string(),
+        storage: "disk".into(),
+        metric: Metric::MibPerSec,
+        porter: 0.0,
+        peer: "—".into(),
+        theirs: None,
+        note: why.to_string(),
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `size` bytes of the shared pattern in a file (rclone's source).
+fn write_pattern(path: &Path, size: u64, pattern: &Bytes) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(pattern.len() as u64) as usize;
+        f.write_all(&pattern[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// A Garage cluster for the S3 scenario (`scripts/garage-cluster`), stopped on drop.
+struct Cluster {
+    /// porter's `[storage.s3]` table for it.
+    table: String,
+    endpoint: String,
+    key: (String, String),
+    pids: Vec<String>,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Result<Option<Cluster>, String> {
+        let garage = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cargo/bin/garage"))
+            .filter(|p| p.exists())
+            .or_else(|| which("garage"));
+        if garage.is_none() {
+            return Ok(None);
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/garage-cluster");
+        let out = std::process::Command::new(script)
+            .arg(dir.join("garage"))
+            .arg("3")
+            .arg(std::process::id().to_string())
+            .output()
+            .map_err(|e| format!("{script}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "garage-cluster: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let var = |name: &str| -> Result<String, String> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(|v| v.trim_matches('\'').to_string())
+                .ok_or_else(|| format!("garage-cluster printed no {name}"))
+        };
+        let endpoints = var("GARAGE_ENDPOINTS")?;
+        let key = (var("GARAGE_KEY_ID")?, var("GARAGE_SECRET")?);
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+        std::fs::write(keys.join("access"), &key.0).map_err(|e| e.to_string())?;
+        std::fs::write(keys.join("secret"), &key.1).map_err(|e| e.to_string())?;
+        let list: Vec<String> = endpoints.split(',').map(|e| format!("{e:?}")).collect();
+        let table = format!(
+            "[storage.s3]\nendpoint = [{}]\nregion = \"garage\"\nbucket = \"uploads\"\n\
+             access_key_file = {:?}\nsecret_key_file = {:?}\n",
+            list.join(", "),
+            keys.join("access"),
+            keys.join("secret"),
+        );
+        Ok(Some(Cluster {
+            table,
+            endpoint: endpoints.split(',').next().unwrap_or_default().to_string(),
+            key,
+            pids: var("GARAGE_PIDS")?.split(' ').map(str::to_string).collect(),
+        }))
+    }
+
+    /// The best MiB/s of `tries` `rclone copyto` runs of `source` into the bucket.
+    fn rclone(&self, rclone: &Path, source: &Path, size: u64, tries: usize) -> Result<f64, String> {
+        let remote = format!(
+            ":s3,provider=Other,endpoint='{}',access_key_id={},secret_access_key={},region=garage,force_path_style=true:uploads/rclone/big",
+            self.endpoint, self.key.0, self.key.1
+        );
+        let mut best = 0f64;
+        for _ in 0..tries {
+            let start = Instant::now();
+            // Debian's rclone 1.60 fails on an AWS_CA_BUNDLE in the environment.
+            let out = std::process::Command::new(rclone)
+                .env_remove("AWS_CA_BUNDLE")
+                .arg("copyto")
+                .arg(source)
+                .arg(&remote)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("rclone: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            best = best.max(limits::mib_s(size, start.elapsed().as_secs_f64()));
+        }
+        Ok(best)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(&self.pids).status();
     }
 }
 
@@ -752,6 +957,11 @@ async fn run(plan: Plan) -> Result<(), String> {
         } else if *label != "disk" && run.plan.runs("h2") {
             run.h2(&place).await?;
         }
+    }
+    if run.plan.runs("s3") {
+        let dir = tempfile::tempdir_in(&disk).map_err(|e| e.to_string())?;
+        eprintln!("s3: starting a Garage cluster, measuring");
+        run.s3(dir.path(), files.path()).await?;
     }
     let text = write_report(&run, &ceilings, started.elapsed())?;
     println!("{text}");

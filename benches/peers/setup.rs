@@ -93,6 +93,33 @@ pub fn porter(
     files: &Path,
     fsync: bool,
 ) -> Result<Server, String> {
+    porter_with(dir, backend, files, fsync, "")
+}
+
+/// porter storing finished files in S3 (`s3` is its `[storage.s3]` table): the
+/// multipart and raw routes only (resumable kinds keep their data on local disk).
+pub fn porter_s3(
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+    s3: &str,
+) -> Result<Server, String> {
+    porter_with(
+        dir,
+        backend,
+        files,
+        true,
+        &format!("backend = \"s3\"\n{s3}"),
+    )
+}
+
+fn porter_with(
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+    fsync: bool,
+    storage: &str,
+) -> Result<Server, String> {
     let addr = free_addr();
     let route = |path: &str, kind: &str, hashes: &str| {
         format!(
@@ -104,7 +131,7 @@ pub fn porter(
     let text = format!(
         "[server]\nlisten = [\"{addr}\"]\nshutdown_grace = \"2s\"\n\n\
          [backend]\nurl = \"http://{backend}\"\n\n\
-         [storage]\nroot = {}\ntemp = {}\nmin_free = \"0\"\nfsync = {fsync}\n\n\
+         [storage]\nroot = {}\ntemp = {}\nmin_free = \"0\"\nfsync = {fsync}\n{storage}\n\
          {}{}{}{}{}\
          [[internal]]\nprefix = \"/protected/\"\nroot = {}\n\n\
          [log]\nlevel = \"warn\"\n",
@@ -114,7 +141,12 @@ pub fn porter(
         route("/upload-hashed", "multipart", both),
         route("/raw", "raw", ""),
         route("/raw-hashed", "raw", both),
-        route("/files", "tus", "").replace("[[upload]]\n", "[[upload]]\nnotify = \"/tus-done\"\n"),
+        if storage.is_empty() {
+            route("/files", "tus", "")
+                .replace("[[upload]]\n", "[[upload]]\nnotify = \"/tus-done\"\n")
+        } else {
+            String::new()
+        },
         quoted(files),
     );
     let config = dir.join("porter.toml");
