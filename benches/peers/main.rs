@@ -741,12 +741,13 @@ impl Cluster {
 
     /// The best MiB/s of `tries` `rclone copyto` runs of `source` into the bucket.
     fn rclone(&self, rclone: &Path, source: &Path, size: u64, tries: usize) -> Result<f64, String> {
-        let remote = format!(
-            ":s3,provider=Other,endpoint='{}',access_key_id={},secret_access_key={},region=garage,force_path_style=true:uploads/rclone/big",
-            self.endpoint, self.key.0, self.key.1
-        );
         let mut best = 0f64;
-        for _ in 0..tries {
+        for i in 0..tries {
+            // A new key each time: rclone skips a copy whose target looks identical.
+            let remote = format!(
+                ":s3,provider=Other,endpoint='{}',access_key_id={},secret_access_key={},region=garage,force_path_style=true:uploads/rclone/big-{i}",
+                self.endpoint, self.key.0, self.key.1
+            );
             let start = Instant::now();
             // Debian's rclone 1.60 fails on an AWS_CA_BUNDLE in the environment.
             let out = std::process::Command::new(rclone)

@@ -144,6 +144,9 @@ async fn serve_object(app: &App, ask: &Ask, key: &Path, opts: Options) -> Respon
         return not_found("no [storage.s3] bucket is configured");
     };
     let key = key.to_string_lossy().into_owned();
+    if key.is_empty() {
+        return not_found("no object key");
+    }
     if !key.starts_with(&cfg.prefix) {
         return not_found("the key is outside storage.s3.prefix");
     }
