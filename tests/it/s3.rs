@@ -437,3 +437,44 @@ async fn porter_check_validates_the_s3_keys_and_reaches_the_bucket() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("storage.s3"), "{text}");
 }
+
+/// An instance that died between completing an object and telling the app leaves a
+/// marker naming it in `storage.temp`; `porter gc` (or the next start) deletes the
+/// object, and a spool file no upload holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
+    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+    let backend = Backend::ok().await;
+    let prefix = prefix();
+    let porter = porter_on(garage, backend.addr, &prefix, ROUTES).await;
+    let s3 = garage.client();
+    let key = format!("{prefix}ab/cd/abcd0123456789abcdef0123456789ab");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"orphan").unwrap();
+    s3.put_file(&key, file.path(), 6, 1 << 16).await.unwrap();
+    let temp = porter.temp();
+    std::fs::write(temp.join("abcd0123456789abcdef0123456789ab.s3unsent"), &key).unwrap();
+    std::fs::write(
+        temp.join("abcd0123456789abcdef0123456789ab.1.s3spool"),
+        b"part",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args(["gc", "-c"])
+        .arg(porter.dir.path().join("porter.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s3.list(&prefix).await.unwrap().is_empty(),
+        "the orphan object is gone"
+    );
+    assert!(
+        files_under(&temp).is_empty(),
+        "markers and spool files are gone"
+    );
+}
