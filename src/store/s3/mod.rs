@@ -72,7 +72,7 @@ impl S3Store {
     }
 
     /// `prefix` + `ab/cd/<id>`.
-    pub fn key(&self, id: &str) -> String {
+    fn key(&self, id: &str) -> String {
         format!("{}{}/{}/{id}", self.0.prefix, &id[0..2], &id[2..4])
     }
 
