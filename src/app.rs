@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::progress::Registry;
 use crate::resumable::Engine;
+use crate::resumable::store::{LocalResumable, SharedResumable};
+use crate::store::redis::Redis;
 use crate::store::s3::{S3Store, Settings as S3Settings};
 use crate::store::{LocalStore, Store};
 use std::sync::Arc;
@@ -104,8 +106,6 @@ pub(crate) type Stores = (Arc<dyn Store>, Arc<Engine>, Option<S3Store>);
 /// the S3 bucket if there is one.
 pub(crate) fn storage(config: &Config) -> Result<Stores, StartError> {
     let local = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
-    let resumable = crate::resumable::store::LocalResumable::open(local.clone())
-        .map_err(StartError::Storage)?;
     let s3 = match &config.storage.s3 {
         Some(s3) => Some(
             S3Store::open(&config.storage, &s3_settings(s3)?, config.limits.buffer)
@@ -113,11 +113,28 @@ pub(crate) fn storage(config: &Config) -> Result<Stores, StartError> {
         ),
         None => None,
     };
+    let engine = match (&config.storage.state, &s3) {
+        (Some(state), Some(s3)) => {
+            let redis = Redis::new(&state.url, state.lock_lease)
+                .map_err(|e| StartError::Other(format!("state.url: {e}")))?;
+            let resumable = SharedResumable::open(
+                s3.clone(),
+                redis.clone(),
+                &config.storage.temp,
+                config.storage.dir_mode,
+            )
+            .map_err(StartError::Storage)?;
+            Engine::shared(Arc::new(resumable), redis)
+        }
+        _ => Engine::new(Arc::new(
+            LocalResumable::open(local.clone()).map_err(StartError::Storage)?,
+        )),
+    };
     let store: Arc<dyn Store> = match &s3 {
         Some(s3) if config.storage.uploads_to_s3 => Arc::new(s3.clone()),
         _ => Arc::new(local),
     };
-    Ok((store, Arc::new(Engine::new(Arc::new(resumable))), s3))
+    Ok((store, Arc::new(engine), s3))
 }
 
 /// The bucket's settings, with its keys: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`

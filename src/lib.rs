@@ -104,6 +104,16 @@ pub async fn reach_bucket(s3: &config::S3Storage) -> Result<(), String> {
     }
 }
 
+/// `porter check --online`: whether `[state]`'s Redis answers.
+pub async fn reach_redis(state: &config::SharedState) -> Result<(), String> {
+    let redis =
+        store::redis::Redis::new(&state.url, state.lock_lease).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), redis.ping()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
 /// One pass of `porter gc`: partial files no live upload holds, and expired resumable
 /// uploads no request is using (in this process or another). Returns both counts.
 pub async fn collect_garbage(config: &Config) -> Result<(usize, usize), StartError> {

@@ -93,6 +93,15 @@ fn check(path: PathBuf, online: bool) -> ExitCode {
             reason: format!("bucket {:?}: {e}", s3.bucket),
         });
     }
+    if online
+        && let Some(state) = &cfg.storage.state
+        && let Err(e) = reach_redis(state)
+    {
+        problems.push(Problem {
+            key: "state.url".into(),
+            reason: e,
+        });
+    }
     if !problems.is_empty() {
         return print_problems(&path, problems);
     }
@@ -114,6 +123,14 @@ fn reach_bucket(s3: &config::S3Storage) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(porter::reach_bucket(s3))
+}
+
+fn reach_redis(state: &config::SharedState) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(porter::reach_redis(state))
 }
 
 fn reach_backend(cfg: &Config) -> Result<(), String> {

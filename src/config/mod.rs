@@ -100,6 +100,16 @@ pub struct Storage {
     pub s3: Option<S3Storage>,
     /// `backend = "s3"`: finished files go to the bucket (else under `root`).
     pub uploads_to_s3: bool,
+    /// `[state]`: resumable uploads' state and locks in Redis, their data in the
+    /// bucket (only with `backend = "s3"`).
+    pub state: Option<SharedState>,
+}
+
+/// `[state]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    pub url: String,
+    pub lock_lease: Duration,
 }
 
 /// `[storage.s3]`, validated; the keys are read from their files when the store opens.

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub backend: RawBackend,
     #[serde(default)]
     pub storage: RawStorage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<RawState>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default, rename = "upload", skip_serializing_if = "Vec::is_empty")]
@@ -123,6 +125,15 @@ pub struct RawStorage {
     pub backend: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<RawS3>,
+}
+
+/// `[state]`: Redis for resumable state and locks shared by instances (SPEC §9).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RawState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_lease: Option<Human>,
 }
 
 /// `[storage.s3]`: an S3-compatible bucket (SPEC §9).
@@ -296,6 +307,9 @@ impl RawConfig {
             set(&mut s3.access_key_file, "s3-access-key".into());
             set(&mut s3.secret_key_file, "s3-secret-key".into());
             set(&mut s3.part_size, "16MiB".into());
+        }
+        if let Some(state) = &mut self.state {
+            set(&mut state.lock_lease, "10s".into());
         }
 
         let l = &mut self.limits;

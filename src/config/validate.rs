@@ -106,13 +106,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
         .map(|(i, u)| upload(&mut c, &format!("upload[{i}]"), u))
         .collect();
     routes_disjoint(&mut c, &uploads, &internals);
-    if storage.uploads_to_s3 {
+    if storage.uploads_to_s3 && storage.state.is_none() {
         for (i, u) in uploads.iter().enumerate() {
             if !matches!(u.kind, Kind::Multipart | Kind::Raw) {
                 c.fail(
                     format!("upload[{i}].kind"),
                     format!(
-                        "{} keeps its partial data on local disk; with storage.backend = \"s3\" this build offloads multipart and raw routes only",
+                        "{} keeps state across requests: with storage.backend = \"s3\" it needs a [state] table (Redis)",
                         u.kind.name()
                     ),
                 );
@@ -325,7 +325,15 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
     if uploads_to_s3 && s3.is_none() {
         c.fail("storage.backend", "\"s3\" needs a [storage.s3] table");
     }
+    let state = raw.state.as_ref().map(|t| shared_state(c, t));
+    if state.is_some() && !uploads_to_s3 {
+        c.fail(
+            "state",
+            "shares resumable uploads between instances, whose data must then be shared too: set storage.backend = \"s3\"",
+        );
+    }
     Storage {
+        state,
         root: resolve(base, s.root.as_deref().unwrap_or_default()),
         temp: resolve(base, s.temp.as_deref().unwrap_or_default()),
         fsync: s.fsync.unwrap_or(true),
@@ -335,6 +343,26 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
         s3,
         uploads_to_s3,
     }
+}
+
+fn shared_state(c: &mut Check, t: &crate::config::raw::RawState) -> SharedState {
+    let url = t.url.clone().unwrap_or_default();
+    if url.is_empty() {
+        c.fail("state.url", "is required in [state]");
+    } else if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("unix:")
+        || url.starts_with("redis+unix:"))
+    {
+        c.fail("state.url", format!("{url:?} must be a redis:// URL"));
+    } else if let Err(e) = redis::Client::open(url.as_str()) {
+        c.fail("state.url", e.to_string());
+    }
+    let lock_lease = c.duration("state.lock_lease", &t.lock_lease);
+    if lock_lease < Duration::from_secs(1) {
+        c.fail("state.lock_lease", "must be at least 1s");
+    }
+    SharedState { url, lock_lease }
 }
 
 fn s3_storage(c: &mut Check, t: &crate::config::raw::RawS3, base: &Path) -> S3Storage {

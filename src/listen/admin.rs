@@ -97,6 +97,13 @@ async fn ready(app: &App) -> Result<(), String> {
             Err(_) => return Err("the S3 bucket does not answer".into()),
         }
     }
+    if let Some(redis) = app.resumable.redis() {
+        match tokio::time::timeout(Duration::from_secs(5), redis.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the shared state: {e}")),
+            Err(_) => return Err("the shared state (Redis) does not answer".into()),
+        }
+    }
     app.backend
         .reachable()
         .await

@@ -301,6 +301,7 @@ async fn chunk_inner(
         Some(id) => {
             let lock = engine
                 .try_lock(id)
+                .await?
                 .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
             let Some(up) = engine
                 .load(id)
@@ -329,6 +330,7 @@ async fn chunk_inner(
             let up = new_upload(route, name, content_type);
             let lock = engine
                 .try_lock(&up.id)
+                .await?
                 .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
             engine.create(&up).await?;
             (up, lock)
@@ -384,6 +386,7 @@ fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload
         completion: None,
         waiting: Vec::new(),
         stored: None,
+        bucket: String::new(),
     }
 }
 
@@ -433,6 +436,7 @@ async fn finish_inner(
     };
     let _lock = engine
         .try_lock(id)
+        .await?
         .ok_or_else(|| Error::new(ErrorKind::Locked, "the upload is busy"))?;
     let Some(mut up) = engine
         .load(id)

@@ -14,7 +14,6 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Outcome;
 use crate::sink::hashes::Hashes;
-use crate::upload::accept;
 use crate::upload::metadata::{self, FileMeta, Item};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -95,13 +94,7 @@ pub async fn complete(
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;
         return settle(app, engine, route, up, answer).await;
     }
-    if up.stored.is_none() {
-        let head = engine.read_at(&up.id, 0, accept::SNIFF_BYTES).await?;
-        up.detected_type = accept::sniff(&head)
-            .map(|s| s.mime.to_string())
-            .unwrap_or_default();
-        engine.commit(up).await?;
-    }
+    engine.commit(up).await?;
     let meta = file_meta(route, up)?;
     let mut items: Vec<Item> = req
         .fields
@@ -232,7 +225,7 @@ fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {
         detected_type: up.detected_type.clone(),
         path,
         key,
-        bucket: String::new(),
+        bucket: up.bucket.clone(),
         id,
         size: up.offset,
         hashes: hashes.finish().0,

@@ -309,7 +309,7 @@ impl Draft<'_, '_> {
         self.ctx
             .engine()
             .take_over(id, TAKEOVER_WAIT)
-            .await
+            .await?
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Locked,
@@ -342,10 +342,10 @@ impl Draft<'_, '_> {
         }
         let mut up = new_upload(ctx, Protocol::IetfDraft, length, meta, raw);
         // Locked before it exists, so nothing (not even the collector) sees it half made.
-        let lock = ctx
-            .engine()
-            .try_lock(&up.id)
-            .ok_or_else(|| Problem::from(Error::internal("a new upload id is already locked")))?;
+        let lock =
+            ctx.engine().try_lock(&up.id).await?.ok_or_else(|| {
+                Problem::from(Error::internal("a new upload id is already locked"))
+            })?;
         ctx.engine().create(&up).await?;
         self.seen(&up);
         let loc = location(ctx, h, &up.id);

@@ -317,6 +317,7 @@ pub(super) fn new_upload(
         completion: None,
         waiting: Vec::new(),
         stored: None,
+        bucket: String::new(),
     }
 }
 

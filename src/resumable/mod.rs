@@ -25,6 +25,7 @@ use crate::http::stats::RequestStats;
 use crate::sink::Pipe;
 use crate::sink::hashes::{Algorithm, Hashes};
 use crate::store::StoreError;
+use crate::store::redis::Redis;
 use state::Upload;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -43,6 +44,8 @@ async fn blocking<T: Send + 'static>(
 /// An upload held by one request; others get 423 until it is dropped, or ask it to
 /// stop (`Engine::take_over`).
 pub struct Lock {
+    /// The Redis lease, with `[state]`: the lock across instances. Released first.
+    _lease: Option<crate::store::redis::Lease>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
     slot: Arc<Slot>,
     /// `slot.takeovers` when this lock was taken: a change means "stop".
@@ -57,13 +60,34 @@ struct Slot {
     stop: tokio::sync::Notify,
 }
 
+impl Slot {
+    /// Tells the request holding the lock to stop.
+    fn stop(&self) {
+        self.takeovers
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.stop.notify_waiters();
+    }
+}
+
 impl Lock {
-    fn new(slot: Arc<Slot>, guard: tokio::sync::OwnedMutexGuard<()>) -> Lock {
+    fn new(
+        slot: Arc<Slot>,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        lease: Option<crate::store::redis::Lease>,
+    ) -> Lock {
         let seen = slot.takeovers.load(std::sync::atomic::Ordering::Acquire);
         Lock {
+            _lease: lease,
             _guard: guard,
             slot,
             seen,
+        }
+    }
+
+    /// Lets go of the lock, waiting for another instance to be able to see it free.
+    pub async fn release(self) {
+        if let Some(lease) = self._lease {
+            lease.release().await;
         }
     }
 
@@ -88,9 +112,28 @@ impl Lock {
 
 pub struct Engine {
     store: Arc<dyn ResumableStore>,
-    locks: Mutex<HashMap<String, Weak<Slot>>>,
+    /// With `[state]`: locks are Redis leases too, and takeovers travel over Redis.
+    redis: Option<Arc<Redis>>,
+    /// The subscription to other instances' takeover requests.
+    listener: Option<tokio::task::JoinHandle<()>>,
+    locks: Arc<Mutex<HashMap<String, Weak<Slot>>>>,
     /// Byte ranges being written right now, per upload (segments in parallel).
     inflight: Inflight,
+}
+
+/// How long a lock held on another instance is waited for before 423.
+const LEASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn unavailable(e: crate::store::redis::RedisError) -> Error {
+    Error::new(ErrorKind::Busy, e.to_string())
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.abort();
+        }
+    }
 }
 
 /// Byte ranges in flight, per upload id.
@@ -138,9 +181,41 @@ impl Engine {
     pub fn new(store: Arc<dyn ResumableStore>) -> Engine {
         Engine {
             store,
-            locks: Mutex::new(HashMap::new()),
+            redis: None,
+            listener: None,
+            locks: Arc::default(),
             inflight: Arc::default(),
         }
+    }
+
+    /// An engine whose uploads many instances share: locks are Redis leases, and a
+    /// takeover asked for on another instance stops the request holding the upload
+    /// here. Must be called on the runtime.
+    pub fn shared(store: Arc<dyn ResumableStore>, redis: Arc<Redis>) -> Engine {
+        let locks: Arc<Mutex<HashMap<String, Weak<Slot>>>> = Arc::default();
+        let map = Arc::downgrade(&locks);
+        let listener = redis.on_stop(move |id| {
+            let slot = map.upgrade().and_then(|m| {
+                m.lock()
+                    .ok()
+                    .and_then(|m| m.get(id).and_then(Weak::upgrade))
+            });
+            if let Some(slot) = slot {
+                slot.stop();
+            }
+        });
+        Engine {
+            store,
+            redis: Some(redis),
+            listener: Some(listener),
+            locks,
+            inflight: Arc::default(),
+        }
+    }
+
+    /// The Redis server of `[state]`, if any (for `/readyz`).
+    pub fn redis(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref()
     }
 
     fn slot(&self, id: &str) -> Option<Arc<Slot>> {
@@ -156,29 +231,83 @@ impl Engine {
         })
     }
 
-    /// Takes the upload's lock, or `None` if another request holds it.
-    pub fn try_lock(&self, id: &str) -> Option<Lock> {
-        let slot = self.slot(id)?;
-        let guard = slot.mutex.clone().try_lock_owned().ok()?;
-        Some(Lock::new(slot, guard))
+    /// Takes the upload's lock, or `None` if another request holds it. With `[state]`,
+    /// a lease another instance holds is waited for a moment: it may be on its way
+    /// out (leases are released after the response).
+    pub async fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
+        let Some(slot) = self.slot(id) else {
+            return Ok(None);
+        };
+        let Ok(guard) = slot.mutex.clone().try_lock_owned() else {
+            return Ok(None);
+        };
+        self.lease(id, slot, guard, LEASE_PATIENCE, false).await
     }
 
-    /// Takes the upload's lock, asking the request that holds it to stop (it keeps
-    /// what it wrote) and waiting up to `wait` for it to let go. The IETF draft's rule:
-    /// a client that lost its connection resumes at once, while porter may not have
-    /// noticed the loss yet.
-    pub async fn take_over(&self, id: &str, wait: std::time::Duration) -> Option<Lock> {
-        let slot = self.slot(id)?;
-        if let Ok(guard) = slot.mutex.clone().try_lock_owned() {
-            return Some(Lock::new(slot, guard));
+    /// Adds the Redis lease to a lock held in this process, waiting up to `wait` for
+    /// another instance to let go (asking it to stop first, if `stop`).
+    async fn lease(
+        &self,
+        id: &str,
+        slot: Arc<Slot>,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+        wait: std::time::Duration,
+        stop: bool,
+    ) -> Result<Option<Lock>, Error> {
+        let Some(redis) = &self.redis else {
+            return Ok(Some(Lock::new(slot, guard, None)));
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked = !stop;
+        loop {
+            let lost = Arc::downgrade(&slot);
+            let lease = redis
+                .lease(id, move || {
+                    if let Some(s) = lost.upgrade() {
+                        s.stop();
+                    }
+                })
+                .await
+                .map_err(unavailable)?;
+            if let Some(lease) = lease {
+                return Ok(Some(Lock::new(slot, guard, Some(lease))));
+            }
+            if !asked {
+                redis.publish_stop(id).await.map_err(unavailable)?;
+                asked = true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        slot.takeovers
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        slot.stop.notify_waiters();
-        let guard = tokio::time::timeout(wait, slot.mutex.clone().lock_owned())
-            .await
-            .ok()?;
-        Some(Lock::new(slot, guard))
+    }
+
+    /// Takes the upload's lock, asking the request that holds it (here or on another
+    /// instance) to stop (it keeps what it wrote) and waiting up to `wait` for it to
+    /// let go. The IETF draft's rule: a client that lost its connection resumes at
+    /// once, while porter may not have noticed the loss yet.
+    pub async fn take_over(
+        &self,
+        id: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Lock>, Error> {
+        let Some(slot) = self.slot(id) else {
+            return Ok(None);
+        };
+        let started = tokio::time::Instant::now();
+        let guard = match slot.mutex.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                slot.stop();
+                match tokio::time::timeout(wait, slot.mutex.clone().lock_owned()).await {
+                    Ok(g) => g,
+                    Err(_) => return Ok(None),
+                }
+            }
+        };
+        let left = wait.saturating_sub(started.elapsed());
+        self.lease(id, slot, guard, left, true).await
     }
 
     /// Claims an inclusive byte range for writing, or `None` if it overlaps a range
@@ -242,29 +371,26 @@ impl Engine {
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
         let mut hashes = Hashes::new(algos);
         blocking(move || {
-            let mut at = 0;
-            while at < len {
-                let chunk = s.read_at(&id, at, block.min((len - at) as usize))?;
-                if chunk.is_empty() {
-                    return Err(StoreError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                hashes.update(&chunk);
-                at += chunk.len() as u64;
-            }
+            s.gather(&id, len, block, &mut |chunk| hashes.update(chunk))?;
             Ok(hashes)
         })
         .await
     }
 
+    /// Whether tus concatenation is available (partial data can be read back).
+    pub fn concatenates(&self) -> bool {
+        self.store.concatenates()
+    }
+
     /// Waits for the upload's lock (short critical sections: load, change, save).
-    pub async fn try_lock_wait(&self, id: &str) -> Option<Lock> {
+    pub async fn try_lock_wait(&self, id: &str) -> Result<Option<Lock>, Error> {
         for _ in 0..2000 {
-            if let Some(l) = self.try_lock(id) {
-                return Some(l);
+            if let Some(l) = self.try_lock(id).await? {
+                return Ok(Some(l));
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        None
+        Ok(None)
     }
 
     pub async fn create(&self, up: &Upload) -> Result<(), Error> {
@@ -296,18 +422,33 @@ impl Engine {
         blocking(move || s.read_at(&id, offset, len)).await
     }
 
-    /// Moves the finished data to its final place and records where.
+    /// Moves the finished data to its final place, sniffs its type from the first
+    /// bytes there, and records both.
     pub async fn commit(&self, up: &mut Upload) -> Result<(), Error> {
         if up.stored.is_some() {
             return Ok(());
         }
-        let (s, id) = (self.store.clone(), up.id.clone());
-        let loc = blocking(move || s.commit(&id)).await?;
+        let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
+        let (loc, head) = blocking(move || {
+            let loc = s.commit(&id, len)?;
+            let path = loc
+                .path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let head = s.head(&id, &path, crate::upload::accept::SNIFF_BYTES)?;
+            Ok((loc, head))
+        })
+        .await?;
+        up.detected_type = crate::upload::accept::sniff(&head)
+            .map(|s| s.mime.to_string())
+            .unwrap_or_default();
         let path = loc
             .path
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         up.stored = Some((loc.key, path));
+        up.bucket = loc.bucket;
         self.save(up).await
     }
 
@@ -460,43 +601,48 @@ impl Engine {
         let now = state::now();
         let mut removed = 0;
         for id in self.ids().await? {
-            let Some(_lock) = self.try_lock(&id) else {
+            let Some(lock) = self.try_lock(&id).await? else {
                 continue;
             };
-            let up = match self.load(&id).await {
-                Ok(Some(up)) => up,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "skipping an unreadable resumable upload");
-                    continue;
-                }
-            };
-            let expired = match &up.completion {
-                // An accepted file belongs to the app: only the state goes.
-                Some(state::Completion::Accepted { .. }) => up.expires <= now,
-                Some(state::Completion::Pending { until, .. }) => *until <= now,
-                _ => up.expires <= now,
-            };
-            if !expired {
-                continue;
-            }
-            let stored = match up.completion {
-                // An accepted file belongs to the app: only porter's record goes.
-                Some(state::Completion::Accepted { .. }) => None,
-                // A move the state never learnt of (porter died between the two) left
-                // the file where the app was never told of it: it goes too.
-                _ => up
-                    .stored
-                    .as_ref()
-                    .map(|(_, path)| path.clone())
-                    .or_else(|| self.store.committed(&up.id)),
-            };
-            let (s, id) = (self.store.clone(), up.id.clone());
-            if blocking(move || s.remove_if_idle(&id, stored.as_deref())).await? {
-                removed += 1;
-            }
+            let removed_it = self.collect_one(&id, now).await;
+            lock.release().await;
+            removed += usize::from(removed_it?);
         }
         Ok(removed)
+    }
+
+    /// Removes upload `id` (locked) if it expired; returns whether it did.
+    async fn collect_one(&self, id: &str, now: u64) -> Result<bool, Error> {
+        let up = match self.load(id).await {
+            Ok(Some(up)) => up,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "skipping an unreadable resumable upload");
+                return Ok(false);
+            }
+        };
+        let accepted = matches!(up.completion, Some(state::Completion::Accepted { .. }));
+        let expired = match &up.completion {
+            Some(state::Completion::Pending { until, .. }) => *until <= now,
+            _ => up.expires <= now,
+        };
+        if !expired {
+            return Ok(false);
+        }
+        let stored = up.stored.as_ref().map(|(_, path)| path.clone());
+        let (s, id) = (self.store.clone(), up.id.clone());
+        blocking(move || {
+            let stored = if accepted {
+                // An accepted file belongs to the app: only porter's record goes.
+                None
+            } else {
+                // A move the state never learnt of (porter died between the two) left
+                // the file where the app was never told of it: it goes too.
+                stored.or_else(|| s.committed(&id))
+            };
+            s.remove_if_idle(&id, stored.as_deref())
+        })
+        .await
     }
 }
 

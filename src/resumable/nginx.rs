@@ -122,7 +122,7 @@ async fn segment(
                 return Ok(refusal);
             }
             // Parallel first segments: one creates, the others find it made.
-            let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
+            let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
             match engine.load(&id).await? {
                 Some(existing) => existing,
                 None => {
@@ -151,7 +151,7 @@ async fn segment(
         }
         // Re-check under the lock: a completion may be moving the data right now.
         {
-            let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
+            let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
             let now_state = engine.load(&id).await?.ok_or_else(super::not_found)?;
             if now_state.completion.is_some() || now_state.stored.is_some() {
                 return Err(busy());
@@ -170,7 +170,7 @@ async fn segment(
         if written != end - start + 1 {
             return Err(Error::bad_request("the segment is shorter than its range"));
         }
-        let _lock = engine.try_lock_wait(&id).await.ok_or_else(busy)?;
+        let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
         up = engine.load(&id).await?.ok_or_else(super::not_found)?;
         merge(&mut up.ranges, (start, end));
         if up.ranges.len() > MAX_RANGES {
@@ -195,7 +195,7 @@ async fn segment(
         }
     }
     // Every byte is in (now, or a retry of a completion the app has not accepted).
-    let _lock = engine.try_lock(&id).ok_or_else(busy)?;
+    let _lock = engine.try_lock(&id).await?.ok_or_else(busy)?;
     // No segment may still be writing (a resend of stored bytes) while the file moves.
     let _all = engine
         .claim_wait(&id, (0, total.saturating_sub(1)))
@@ -261,6 +261,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         completion: None,
         waiting: Vec::new(),
         stored: None,
+        bucket: String::new(),
     }
 }
 

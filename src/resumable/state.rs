@@ -82,6 +82,9 @@ pub struct Upload {
     /// Where the finished file lives (`ab/cd/<id>` and the absolute path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<(String, String)>,
+    /// The bucket of a finished file in S3 (empty on local disk).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bucket: String,
 }
 
 impl Upload {

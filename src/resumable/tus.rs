@@ -28,6 +28,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
+/// With `[state]` (data in S3), partial data cannot be read back to concatenate.
+const SHARED_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination";
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
@@ -113,7 +115,12 @@ fn options(ctx: &Ctx<'_>, h: &HeaderMap) -> Response<Body> {
     });
     let out = r.headers_mut();
     out.insert("tus-version", HeaderValue::from_static(VERSION));
-    out.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    let extensions = if ctx.engine().concatenates() {
+        EXTENSIONS
+    } else {
+        SHARED_EXTENSIONS
+    };
+    out.insert("tus-extension", HeaderValue::from_static(extensions));
     out.insert("tus-max-size", HeaderValue::from(ctx.route.max_file_size));
     out.insert(
         "tus-checksum-algorithm",
@@ -205,6 +212,11 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     let route = ctx.route;
     let concat = match text(h, "upload-concat") {
         None => None,
+        Some(_) if !ctx.engine().concatenates() => {
+            return Err(Error::bad_request(
+                "concatenation is not available when uploads are shared through S3",
+            ));
+        }
         Some("partial") => Some(Concat::Partial),
         Some(v) if v.starts_with("final;") => {
             let parts = v["final;".len()..]
@@ -246,7 +258,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     up.concat = concat;
     let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.
-    let lock = ctx.engine().try_lock(&id).ok_or_else(locked)?;
+    let lock = ctx.engine().try_lock(&id).await?.ok_or_else(locked)?;
     if let Some(Concat::Final { parts }) = up.concat.clone() {
         concatenate(ctx, &mut up, &parts).await?;
     } else {
@@ -304,7 +316,7 @@ async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result
     // concatenation-unfinished: each unfinished partial remembers this final, and the
     // last one to complete assembles it.
     for id in unfinished {
-        let _lock = engine.try_lock_wait(&id).await.ok_or_else(locked)?;
+        let _lock = engine.try_lock_wait(&id).await?.ok_or_else(locked)?;
         let mut p = engine.load(&id).await?.ok_or_else(not_found)?;
         p.waiting.push(up.id.clone());
         engine.save(&p).await?;
@@ -362,7 +374,7 @@ async fn assemble(ctx: &Ctx<'_>, up: &mut Upload) -> Result<(), Error> {
 /// A partial upload just completed: assemble the finals that waited for it.
 async fn release_finals(ctx: &Ctx<'_>, partial: &Upload, parts: &http::request::Parts) {
     for id in &partial.waiting {
-        let Some(_lock) = ctx.engine().try_lock_wait(id).await else {
+        let Ok(Some(_lock)) = ctx.engine().try_lock_wait(id).await else {
             continue;
         };
         let Ok(Some(mut fin)) = ctx.engine().load(id).await else {
@@ -404,7 +416,7 @@ pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
 }
 
 async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     let (parts, _) = req.into_parts();
     settle(ctx, &mut up, &parts).await?;
@@ -452,7 +464,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         return Ok(r);
     }
     let _permit = admit(&ctx.app, h, u64::MAX)?;
-    let lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     if matches!(up.concat, Some(Concat::Final { .. })) {
         let mut r = Error::bad_request("a final concatenation cannot be patched").into_response();
@@ -524,7 +536,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
 }
 
 async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Error> {
-    let _lock = ctx.engine().try_lock(id).ok_or_else(locked)?;
+    let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     super::front::remove(ctx, id).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }

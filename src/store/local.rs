@@ -271,6 +271,7 @@ mod tests {
             dir_mode: 0o2750,
             s3: None,
             uploads_to_s3: false,
+            state: None,
         })
         .unwrap()
     }

@@ -5,6 +5,7 @@
 //! batches, so file I/O never stalls the async workers.
 
 pub mod local;
+pub mod redis;
 pub mod s3;
 
 use std::io;

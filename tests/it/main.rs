@@ -21,6 +21,7 @@ mod proxy_protocol;
 mod raw;
 mod reload;
 mod s3;
+mod shared;
 mod support;
 mod systemd;
 mod tls;

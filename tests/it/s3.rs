@@ -113,7 +113,7 @@ impl Drop for Garage {
 }
 
 /// A fresh key prefix, so tests sharing the cluster never see each other's objects.
-fn prefix() -> String {
+pub fn prefix() -> String {
     format!("t{}/", uuid::Uuid::new_v4().simple())
 }
 
@@ -136,7 +136,7 @@ async fn porter_on(
     .await
 }
 
-async fn object(s3: &S3, key: &str) -> Vec<u8> {
+pub async fn object(s3: &S3, key: &str) -> Vec<u8> {
     let body = s3.get(key, None).await.expect("the object exists");
     body.collect().await.unwrap().to_bytes().to_vec()
 }

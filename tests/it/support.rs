@@ -125,6 +125,12 @@ impl Porter {
     }
 
     pub async fn start_with(backend_table: &str, extra: &str) -> Porter {
+        // PORTER_TEST_LOG=1: in-process servers log to stderr (run with --nocapture).
+        if std::env::var_os("PORTER_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let head = if backend_table.contains("[storage]\n") {
             backend_table.replace(

@@ -15,7 +15,7 @@ fn script(name: &str) -> String {
     format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-async fn tuspy(endpoint: &str, file: &std::path::Path, chunk: usize, mode: &str) -> String {
+pub async fn tuspy(endpoint: &str, file: &std::path::Path, chunk: usize, mode: &str) -> String {
     run(Command::new(peer_env("PORTER_TEST_PYTHON"))
         .arg(script("tus_upload.py"))
         .args([endpoint, file.to_str().unwrap(), &chunk.to_string(), mode]))
@@ -123,7 +123,7 @@ fn check_delivery(backend: &Backend, content: &[u8], album: &str) {
     assert!(std::fs::read(one(&form, "file.path")).unwrap() == content);
 }
 
-fn sample(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+pub fn sample(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
     let content = data(len, 42);
     let path = dir.join("big.bin");
     std::fs::write(&path, &content).unwrap();
@@ -181,10 +181,10 @@ fn assert_protocol(temp: &std::path::Path, url: &str, protocol: &str) {
 }
 
 /// porter as a separate process, so it can be killed with SIGKILL.
-struct Process {
+pub struct Process {
     child: Child,
     conf: std::path::PathBuf,
-    port: u16,
+    pub port: u16,
 }
 
 impl Process {
@@ -201,7 +201,7 @@ impl Process {
         Process::spawn(conf, port)
     }
 
-    fn spawn(conf: std::path::PathBuf, port: u16) -> Process {
+    pub fn spawn(conf: std::path::PathBuf, port: u16) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_porter"))
             .args(["serve", "-c", conf.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -216,7 +216,7 @@ impl Process {
         Process { child, conf, port }
     }
 
-    fn kill9(mut self) {
+    pub fn kill9(mut self) {
         self.stop();
     }
 
@@ -303,7 +303,7 @@ async fn tus_js_client_on_the_ietf_draft_resumes_after_porter_is_killed() {
     p.kill9();
 }
 
-async fn head_offset(url: &str) -> u64 {
+pub async fn head_offset(url: &str) -> u64 {
     let r = send(
         request("HEAD", url)
             .header("tus-resumable", "1.0.0")

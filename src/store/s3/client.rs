@@ -360,7 +360,12 @@ impl S3 {
             let xml = S3::text(resp).await?;
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&xml)
                 .map_err(|e| S3Error::Malformed(e.to_string()))?;
-            keys.extend(page.contents.into_iter().map(|o| o.key));
+            // rusty-s3 asks for `encoding-type=url`: keys come percent-encoded.
+            keys.extend(page.contents.into_iter().map(|o| {
+                percent_encoding::percent_decode_str(&o.key)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            }));
             match page.next_continuation_token {
                 Some(t) => token = Some(t),
                 None => return Ok(keys),

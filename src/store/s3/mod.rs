@@ -71,9 +71,64 @@ impl S3Store {
         self.0.s3.clone()
     }
 
-    /// `prefix` + `ab/cd/<id>`.
-    fn key(&self, id: &str) -> String {
+    /// `prefix` + `ab/cd/<id>`: a finished file.
+    pub(crate) fn key(&self, id: &str) -> String {
         format!("{}{}/{}/{id}", self.0.prefix, &id[0..2], &id[2..4])
+    }
+
+    /// `prefix` + `partial/<id>/`: where a resumable upload keeps its pending objects
+    /// (never under a finished file's key).
+    pub(crate) fn partial_prefix(&self, id: &str) -> String {
+        format!("{}partial/{id}/", self.0.prefix)
+    }
+
+    pub(crate) fn part_size(&self) -> u64 {
+        self.0.part_size
+    }
+
+    pub(crate) fn chunk(&self) -> usize {
+        self.0.chunk
+    }
+
+    pub(crate) fn bucket(&self) -> String {
+        self.0.s3.bucket().to_string()
+    }
+
+    /// Runs an S3 request to its end; for the blocking store methods.
+    pub(crate) fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.0.rt.block_on(f)
+    }
+
+    /// A new, locked spool file in `storage.temp` (swept by `sweep` once unlocked).
+    pub(crate) fn spool(&self, name: &str) -> io::Result<Spool> {
+        let path = self
+            .0
+            .temp
+            .join(format!("{name}.{}{SPOOL_SUFFIX}", Uuid::new_v4().simple()));
+        let file = create_locked(&path, self.0.file_mode)?;
+        Ok(Spool { path, file, len: 0 })
+    }
+
+    /// Downloads `key`'s bytes `range` (inclusive) to the end of `spool`.
+    pub(crate) fn fetch_into(
+        &self,
+        key: &str,
+        range: (u64, u64),
+        spool: &mut Spool,
+    ) -> Result<u64, StoreError> {
+        use http_body_util::BodyExt;
+        let s3 = self.0.s3.clone();
+        let mut body = self.block_on(s3.get(key, Some(range)))?;
+        let mut got = 0;
+        while let Some(frame) = self.block_on(body.frame()) {
+            let frame = frame.map_err(|e| StoreError::Io(io::Error::other(e)))?;
+            if let Ok(data) = frame.into_data() {
+                spool.file.write_all(&data)?;
+                spool.len += data.len() as u64;
+                got += data.len() as u64;
+            }
+        }
+        Ok(got)
     }
 
     /// Runs an S3 request in the background: deleting a file must never stall the
@@ -148,10 +203,10 @@ impl Store for S3Store {
 }
 
 /// A part being filled on local disk; deleted when dropped.
-struct Spool {
-    path: PathBuf,
-    file: File,
-    len: u64,
+pub(crate) struct Spool {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) len: u64,
 }
 
 impl Drop for Spool {

@@ -1,58 +1,19 @@
-//! Where resumable uploads live: a trait (so an object store can slot in later, as
-//! tusd's data stores do) and the local implementation.
+//! Resumable uploads on local disk.
 //!
-//! Local layout: `storage.temp/resumable/<id>.part` (data) and `<id>.json` (state).
+//! Layout: `storage.temp/resumable/<id>.data` (data) and `<id>.json` (state).
 //! Durability rule: data is fsync'd before a state that counts it is written, and the
 //! state is replaced atomically (write, fsync, rename), so after a crash the state's
 //! offset never claims bytes that are not on disk. Bytes past the offset (written but
 //! never acknowledged) are cut off when the upload is next opened.
 
-use super::state::Upload;
+use super::{DataFile, ResumableStore, valid_id};
+use crate::resumable::state::Upload;
 use crate::sink::Writer;
 use crate::store::{LocalStore, Location, StoreError};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-
-/// A partial upload's data, open for writing.
-pub trait DataFile: Writer {
-    /// Writes at an absolute position (segments that arrive out of order).
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError>;
-    /// Makes everything written so far durable.
-    fn sync(&mut self) -> Result<(), StoreError>;
-}
-
-/// A store of resumable uploads. Methods block: the engine runs them off the workers.
-pub trait ResumableStore: Send + Sync + 'static {
-    fn create(&self, up: &Upload) -> Result<(), StoreError>;
-    fn load(&self, id: &str) -> Result<Option<Upload>, StoreError>;
-    fn save(&self, up: &Upload) -> Result<(), StoreError>;
-    /// Opens the data for appending at `offset`, cutting off anything beyond it.
-    fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError>;
-    /// Opens the data for writing anywhere, keeping what is there.
-    fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError>;
-    /// Reads up to `len` bytes at `offset`.
-    fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError>;
-    /// Moves the complete data to its final place.
-    fn commit(&self, id: &str) -> Result<Location, StoreError>;
-    /// Deletes the data and the state (the finished file too, if `stored` is given).
-    fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError>;
-    /// Like `remove`, but only if no request (in any process) has the data open;
-    /// returns whether it removed anything. Also drops stale scratch files.
-    fn remove_if_idle(&self, id: &str, stored: Option<&str>) -> Result<bool, StoreError>;
-    /// Every upload id, for garbage collection.
-    fn ids(&self) -> Result<Vec<String>, StoreError>;
-    /// A local path for scratch data named `name`.
-    fn scratch(&self, name: &str) -> PathBuf;
-    /// Where upload `id`'s finished file is, if it was moved there (possibly by a run
-    /// that died before its state recorded the move).
-    fn committed(&self, id: &str) -> Option<String>;
-    /// Removes every scratch file and half-written state: called once when `porter
-    /// serve` starts, before it accepts, so none can be in use. (`porter gc`, which may
-    /// run beside a live server, leaves them until they are a day old.)
-    fn sweep_scratch(&self) -> Result<usize, StoreError>;
-}
 
 pub struct LocalResumable {
     dir: PathBuf,
@@ -75,15 +36,6 @@ impl DataFile for LocalData {
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(self.0.sync_data()?)
     }
-}
-
-/// Upload ids are 32 lowercase hex digits; anything else is refused before it is
-/// used in a path.
-pub fn valid_id(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl LocalResumable {
@@ -189,7 +141,32 @@ impl ResumableStore for LocalResumable {
         Ok(buf)
     }
 
-    fn commit(&self, id: &str) -> Result<Location, StoreError> {
+    fn gather(
+        &self,
+        id: &str,
+        len: u64,
+        block: usize,
+        visit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        let mut at = 0;
+        while at < len {
+            let chunk = self.read_at(id, at, block.min((len - at) as usize))?;
+            if chunk.is_empty() {
+                return Err(StoreError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            visit(&chunk);
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn head(&self, _id: &str, path: &str, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(len);
+        File::open(path)?.take(len as u64).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn commit(&self, id: &str, _len: u64) -> Result<Location, StoreError> {
         Self::check(id)?;
         let path = self.data(id);
         // Moved before a crash, but the state never learnt it: the move is done.
@@ -291,11 +268,5 @@ impl ResumableStore for LocalResumable {
             }
         }
         Ok(out)
-    }
-}
-
-impl Writer for Box<dyn DataFile> {
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        (**self).write_all(buf)
     }
 }

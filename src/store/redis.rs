@@ -1,0 +1,290 @@
+//! Shared state in Redis (SPEC §9 `[state]`): resumable uploads' state, per-upload
+//! locks held by lease, and the "stop, I take this upload over" signal between
+//! instances.
+//!
+//! Why leases: an instance that dies (kill -9, a lost machine) cannot release its
+//! locks. A lock is a key set with `NX PX lease` holding a random token; its holder
+//! renews it every lease/3 and deletes it only if the token is still its own, so a
+//! lock whose holder died is free again after one lease, and a holder that lost its
+//! lease (paused too long) learns it and stops writing.
+//!
+//! Keys: `porter:up:<id>` (an upload's state, JSON), `porter:data:<id>` (a hash: the
+//! data store's own bookkeeping), `porter:lock:<id>` (the lease), channel
+//! `porter:stop` (ids to take over).
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+const STOP_CHANNEL: &str = "porter:stop";
+
+/// A Redis error, as text (the callers map it to their own error kinds).
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisError(String);
+
+impl From<redis::RedisError> for RedisError {
+    fn from(e: redis::RedisError) -> Self {
+        RedisError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RedisError>;
+
+/// One Redis server, reached through a connection that reconnects by itself.
+pub struct Redis {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    lease: Duration,
+}
+
+impl Redis {
+    /// Does not connect yet: porter starts (and answers `/readyz` with 503) while
+    /// Redis is down.
+    pub fn new(url: &str, lease: Duration) -> Result<Arc<Redis>> {
+        Ok(Arc::new(Redis {
+            client: redis::Client::open(url)?,
+            conn: OnceCell::new(),
+            lease,
+        }))
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(3))
+                    .set_response_timeout(Duration::from_secs(5))
+                    .set_number_of_retries(2);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// `PING`, for `/readyz` and `porter check --online`.
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.conn().await?.get(key).await?)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        Ok(self.conn().await?.set(key, value).await?)
+    }
+
+    /// Sets `key` only if it does not exist; returns whether it did.
+    pub async fn set_new(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let mut c = self.conn().await?;
+        let r: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .query_async(&mut c)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    pub async fn del(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        Ok(self.conn().await?.del(keys).await?)
+    }
+
+    pub async fn hset(&self, key: &str, field: &str, value: &str) -> Result<()> {
+        Ok(self.conn().await?.hset(key, field, value).await?)
+    }
+
+    pub async fn hgetall(&self, key: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.conn().await?.hgetall(key).await?)
+    }
+
+    /// Every key matching `pattern` (SCAN, so a large keyspace does not block Redis).
+    pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut c = self.conn().await?;
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            out.extend(batch);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Takes the lease on `name`, or `None` if another holder has it. The lease is
+    /// renewed in the background until the returned value is dropped; `lost` fires if
+    /// a renewal finds the lease gone (its holder must stop writing).
+    pub async fn lease(
+        self: &Arc<Self>,
+        name: &str,
+        lost: impl FnOnce() + Send + 'static,
+    ) -> Result<Option<Lease>> {
+        let key = format!("porter:lock:{name}");
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut c = self.conn().await?;
+        let ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut c)
+            .await?;
+        if got.is_none() {
+            return Ok(None);
+        }
+        let renew = tokio::spawn(renew(self.clone(), key.clone(), token.clone(), lost));
+        Ok(Some(Lease {
+            redis: self.clone(),
+            key,
+            token,
+            renew,
+        }))
+    }
+
+    /// Asks whichever instance holds upload `id` to stop (SPEC §9, IETF draft takeover).
+    pub async fn publish_stop(&self, id: &str) -> Result<()> {
+        let _: i64 = self.conn().await?.publish(STOP_CHANNEL, id).await?;
+        Ok(())
+    }
+
+    /// Calls `f` with every id another instance asks to stop, for as long as the
+    /// returned task runs (it resubscribes after Redis comes back).
+    pub fn on_stop(
+        self: &Arc<Self>,
+        f: impl Fn(&str) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let redis = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = redis.listen_stops(&f).await {
+                    tracing::warn!(error = %e, "the takeover subscription to Redis broke; retrying");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    async fn listen_stops(&self, f: &(impl Fn(&str) + Send + Sync)) -> Result<()> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(STOP_CHANNEL).await?;
+        let mut stream = pubsub.on_message();
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+            })
+            .await;
+            let Some(msg) = next else {
+                return Err(RedisError("the subscription ended".into()));
+            };
+            if let Ok(id) = msg.get_payload::<String>() {
+                f(&id);
+            }
+        }
+    }
+}
+
+/// Renews a lease every third of its length; reports a lost lease once and stops.
+async fn renew(redis: Arc<Redis>, key: String, token: String, lost: impl FnOnce()) {
+    let script = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+         return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    );
+    let ms = u64::try_from(redis.lease.as_millis()).unwrap_or(u64::MAX);
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(redis.lease / 3).await;
+        let r: Result<i64> = async {
+            let mut c = redis.conn().await?;
+            Ok(script
+                .key(&key)
+                .arg(&token)
+                .arg(ms)
+                .invoke_async(&mut c)
+                .await?)
+        }
+        .await;
+        match r {
+            Ok(1) => failures = 0,
+            // Redis unreachable: retry until the lease would have run out.
+            Err(e) if failures < 2 => {
+                failures += 1;
+                tracing::warn!(%key, error = %e, "could not renew a lock lease");
+            }
+            _ => {
+                tracing::warn!(%key, "lost a lock lease: stopping the request that held it");
+                lost();
+                return;
+            }
+        }
+    }
+}
+
+/// A held lease; released (if still ours) when dropped.
+pub struct Lease {
+    redis: Arc<Redis>,
+    key: String,
+    token: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Releases the lease now (and waits for Redis to confirm): for a process about to
+    /// exit, where the release `Drop` starts in the background would never run.
+    pub async fn release(mut self) {
+        self.renew.abort();
+        let (redis, key, token) = (
+            self.redis.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        release(redis, key, token).await;
+    }
+}
+
+async fn release(redis: Arc<Redis>, key: String, token: String) {
+    let script = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+         return redis.call('DEL', KEYS[1]) else return 0 end",
+    );
+    let r: Result<i64> = async {
+        let mut c = redis.conn().await?;
+        Ok(script.key(&key).arg(&token).invoke_async(&mut c).await?)
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(%key, error = %e, "could not release a lock (it expires by lease)");
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if self.key.is_empty() {
+            return;
+        }
+        let release = release(self.redis.clone(), self.key.clone(), self.token.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(release);
+        }
+    }
+}
