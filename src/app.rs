@@ -51,12 +51,14 @@ impl App {
     pub fn new(config: Arc<Config>) -> Result<App, StartError> {
         let (store, resumable, s3) = storage(&config)?;
         let metrics = Arc::new(Metrics::new());
+        let progress: Arc<Registry> = Arc::default();
+        progress.share(shared_progress(&config, &resumable));
         Ok(App {
             backend: backend(&config, metrics.clone())?,
             store,
             s3,
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
-            progress: Arc::default(),
+            progress,
             resumable,
             metrics,
             config,
@@ -83,7 +85,10 @@ impl App {
             store,
             s3,
             uploads,
-            progress: self.progress.clone(),
+            progress: {
+                self.progress.share(shared_progress(&config, &resumable));
+                self.progress.clone()
+            },
             resumable,
             metrics: self.metrics.clone(),
             config,
@@ -97,6 +102,13 @@ impl App {
             .max_concurrent_uploads
             .saturating_sub(self.uploads.available_permits())
     }
+}
+
+/// Where progress is mirrored for other instances: `[state]`'s Redis, when there is
+/// a `[progress]` endpoint to ask.
+fn shared_progress(config: &Config, engine: &Engine) -> Option<Arc<crate::store::redis::Redis>> {
+    config.progress.as_ref()?;
+    engine.redis().cloned()
 }
 
 /// The stores `[storage]` opens.

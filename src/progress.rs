@@ -4,9 +4,14 @@
 //!
 //! Each entry is a `watch` channel: the upload updates it per received chunk without a
 //! lock, and probes read or subscribe. Finished entries are kept for `KEEP`.
+//!
+//! With `[state]` (SPEC §9), every entry is mirrored to Redis (`porter:progress:<id>`,
+//! a few writes a second at most, expiring after `KEEP`), and a probe for an id this
+//! instance does not track reads it there: the probe may reach any instance.
 
 use crate::error::Error;
 use crate::http::{Body, BoxError, full};
+use crate::store::redis::Redis;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body::Frame;
@@ -45,6 +50,48 @@ impl State {
     fn is_final(&self) -> bool {
         matches!(self, State::Done | State::Error { .. })
     }
+
+    /// The inverse of `json`, for states mirrored by another instance.
+    fn from_json(v: &serde_json::Value) -> Option<State> {
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        Some(match v.get("state")?.as_str()? {
+            "starting" => State::Starting,
+            "uploading" => State::Uploading {
+                received: n("received")?,
+                size: n("size")?,
+            },
+            "done" => State::Done,
+            "error" => State::Error {
+                status: u16::try_from(n("status")?).ok()?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Redis key of a mirrored entry.
+fn mirror_key(id: &str) -> String {
+    format!("porter:progress:{id}")
+}
+
+/// Copies an entry's changes to Redis until it reaches a final state or is dropped.
+async fn mirror(redis: Arc<Redis>, id: String, mut rx: watch::Receiver<State>) {
+    let key = mirror_key(&id);
+    let ttl = KEEP.as_millis() as u64;
+    loop {
+        let s = *rx.borrow_and_update();
+        if let Err(e) = redis
+            .set_px(&key, s.json().to_string().as_bytes(), ttl)
+            .await
+        {
+            tracing::debug!(%id, error = %e, "could not mirror progress to Redis");
+        }
+        if s.is_final() || rx.changed().await.is_err() {
+            return;
+        }
+        // A few writes a second, however fast the chunks come.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 struct Entry {
@@ -56,6 +103,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// `[state]`'s Redis, once `share` was called.
+    shared: Mutex<Option<Arc<Redis>>>,
 }
 
 /// An upload's handle on its entry.
@@ -119,6 +168,26 @@ pub fn id_of(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
 }
 
 impl Registry {
+    /// Mirrors entries to `redis` from now on, and reads other instances' there.
+    pub fn share(&self, redis: Option<Arc<Redis>>) {
+        if let Ok(mut s) = self.shared.lock() {
+            *s = redis;
+        }
+    }
+
+    fn redis(&self) -> Option<Arc<Redis>> {
+        self.shared.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The state here, else as another instance mirrored it.
+    async fn state_anywhere(&self, id: &str) -> Option<State> {
+        if let Some(e) = self.entry(id) {
+            return Some(*e.state.borrow());
+        }
+        let bytes = self.redis()?.get(&mirror_key(id)).await.ok()??;
+        State::from_json(&serde_json::from_slice(&bytes).ok()?)
+    }
+
     fn purge(map: &mut HashMap<String, Arc<Entry>>) {
         map.retain(|_, e| {
             e.finished
@@ -146,6 +215,9 @@ impl Registry {
             finished: Mutex::new(None),
         });
         map.insert(id.to_string(), entry.clone());
+        if let Some(redis) = self.redis() {
+            tokio::spawn(mirror(redis, id.to_string(), entry.state.subscribe()));
+        }
         Some(Tracker(entry))
     }
 
@@ -161,7 +233,7 @@ impl Registry {
     }
 
     /// Answers a progress probe.
-    pub fn respond(
+    pub async fn respond(
         self: &Arc<Self>,
         method: &Method,
         uri: &http::Uri,
@@ -185,7 +257,8 @@ impl Registry {
         let (ct, body) = if wants_stream {
             ("text/event-stream", self.stream(&id))
         } else {
-            ("application/json", full(self.state(&id).json().to_string()))
+            let state = self.state_anywhere(&id).await.unwrap_or(State::Starting);
+            ("application/json", full(state.json().to_string()))
         };
         let mut r = Response::new(body);
         r.headers_mut()
@@ -201,12 +274,14 @@ impl Registry {
         let (me, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
             let event = |s: &State| Ok(Frame::data(Bytes::from(format!("data: {}\n\n", s.json()))));
-            // An unknown id is `starting` until its upload begins: poll for it.
+            // An unknown id is `starting` until its upload begins (here, or on
+            // another instance, whose mirror is followed once a second): poll for it.
             let entry = loop {
                 if let Some(e) = me.entry(&id) {
                     break e;
                 }
-                if tx.send(event(&State::Starting)).await.is_err() {
+                let s = me.state_anywhere(&id).await.unwrap_or(State::Starting);
+                if tx.send(event(&s)).await.is_err() || s.is_final() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

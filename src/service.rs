@@ -65,7 +65,11 @@ async fn dispatch(
             let route = route(&app.config, req.method(), &path);
             log.label = Label::of(&route);
             match route {
-                Route::Progress => app.progress.respond(req.method(), req.uri(), req.headers()),
+                Route::Progress => {
+                    app.progress
+                        .respond(req.method(), req.uri(), req.headers())
+                        .await
+                }
                 Route::Static(s) => serve_static(&app, &ask, s, &path).await,
                 Route::Internal => {
                     tracing::info!(path = %path.display(), "refused a direct request for an internal location");

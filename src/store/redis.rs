@@ -12,13 +12,14 @@
 //! data store's own bookkeeping), `porter:lock:<id>` (the lease), channel
 //! `porter:stop` (ids to take over).
 
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
 const STOP_CHANNEL: &str = "porter:stop";
+/// The longest any one Redis command may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis error, as text (the callers map it to their own error kinds).
 #[derive(Debug, thiserror::Error)]
@@ -65,29 +66,63 @@ impl Redis {
         Ok(conn.clone())
     }
 
+    /// Runs one command, bounded by `TIMEOUT` however the connection behaves (a
+    /// reconnecting connection may otherwise wait on a dead server).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let run = async {
+            let mut c = self.conn().await?;
+            Ok(cmd.query_async(&mut c).await?)
+        };
+        tokio::time::timeout(TIMEOUT, run)
+            .await
+            .map_err(|_| RedisError("no answer in time".into()))?
+    }
+
+    /// Runs a Lua script, bounded as `query` is.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        code: &str,
+        key: &str,
+        args: &[&str],
+    ) -> Result<T> {
+        let script = redis::Script::new(code);
+        let run = async {
+            let mut c = self.conn().await?;
+            let mut call = script.key(key);
+            for a in args {
+                call.arg(*a);
+            }
+            Ok(call.invoke_async(&mut c).await?)
+        };
+        tokio::time::timeout(TIMEOUT, run)
+            .await
+            .map_err(|_| RedisError("no answer in time".into()))?
+    }
+
     /// `PING`, for `/readyz` and `porter check --online`.
     pub async fn ping(&self) -> Result<()> {
-        let mut c = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.conn().await?.get(key).await?)
+        self.query(redis::cmd("GET").arg(key)).await
     }
 
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<()> {
-        Ok(self.conn().await?.set(key, value).await?)
+        self.query(redis::cmd("SET").arg(key).arg(value)).await
+    }
+
+    /// Sets `key`, expiring after `ms` milliseconds.
+    pub async fn set_px(&self, key: &str, value: &[u8], ms: u64) -> Result<()> {
+        self.query(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ms))
+            .await
     }
 
     /// Sets `key` only if it does not exist; returns whether it did.
     pub async fn set_new(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let mut c = self.conn().await?;
-        let r: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .query_async(&mut c)
+        let r: Option<String> = self
+            .query(redis::cmd("SET").arg(key).arg(value).arg("NX"))
             .await?;
         Ok(r.is_some())
     }
@@ -96,30 +131,35 @@ impl Redis {
         if keys.is_empty() {
             return Ok(());
         }
-        Ok(self.conn().await?.del(keys).await?)
+        let _: i64 = self.query(redis::cmd("DEL").arg(keys)).await?;
+        Ok(())
     }
 
     pub async fn hset(&self, key: &str, field: &str, value: &str) -> Result<()> {
-        Ok(self.conn().await?.hset(key, field, value).await?)
+        let _: i64 = self
+            .query(redis::cmd("HSET").arg(key).arg(field).arg(value))
+            .await?;
+        Ok(())
     }
 
     pub async fn hgetall(&self, key: &str) -> Result<Vec<(String, String)>> {
-        Ok(self.conn().await?.hgetall(key).await?)
+        self.query(redis::cmd("HGETALL").arg(key)).await
     }
 
     /// Every key matching `pattern` (SCAN, so a large keyspace does not block Redis).
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut c = self.conn().await?;
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
+            let (next, batch): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
                 .await?;
             out.extend(batch);
             if next == 0 {
@@ -139,15 +179,16 @@ impl Redis {
     ) -> Result<Option<Lease>> {
         let key = format!("porter:lock:{name}");
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut c = self.conn().await?;
         let ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        let got: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms)
-            .query_async(&mut c)
+        let got: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
             .await?;
         if got.is_none() {
             return Ok(None);
@@ -163,7 +204,9 @@ impl Redis {
 
     /// Asks whichever instance holds upload `id` to stop (SPEC §9, IETF draft takeover).
     pub async fn publish_stop(&self, id: &str) -> Result<()> {
-        let _: i64 = self.conn().await?.publish(STOP_CHANNEL, id).await?;
+        let _: i64 = self
+            .query(redis::cmd("PUBLISH").arg(STOP_CHANNEL).arg(id))
+            .await?;
         Ok(())
     }
 
@@ -175,11 +218,21 @@ impl Redis {
     ) -> tokio::task::JoinHandle<()> {
         let redis = self.clone();
         tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
             loop {
+                let started = tokio::time::Instant::now();
                 if let Err(e) = redis.listen_stops(&f).await {
-                    tracing::warn!(error = %e, "the takeover subscription to Redis broke; retrying");
+                    // Once per outage, not once per retry.
+                    if pause == Duration::from_secs(1) {
+                        tracing::warn!(error = %e, "the takeover subscription to Redis broke; retrying");
+                    }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause = if started.elapsed() > Duration::from_secs(60) {
+                    Duration::from_secs(1)
+                } else {
+                    (pause * 2).min(Duration::from_secs(30))
+                };
+                tokio::time::sleep(pause).await;
             }
         })
     }
@@ -205,24 +258,13 @@ impl Redis {
 
 /// Renews a lease every third of its length; reports a lost lease once and stops.
 async fn renew(redis: Arc<Redis>, key: String, token: String, lost: impl FnOnce()) {
-    let script = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-         return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
-    );
-    let ms = u64::try_from(redis.lease.as_millis()).unwrap_or(u64::MAX);
+    let ms = u64::try_from(redis.lease.as_millis())
+        .unwrap_or(u64::MAX)
+        .to_string();
     let mut failures = 0;
     loop {
         tokio::time::sleep(redis.lease / 3).await;
-        let r: Result<i64> = async {
-            let mut c = redis.conn().await?;
-            Ok(script
-                .key(&key)
-                .arg(&token)
-                .arg(ms)
-                .invoke_async(&mut c)
-                .await?)
-        }
-        .await;
+        let r: Result<i64> = redis.script(RENEW, &key, &[&token, &ms]).await;
         match r {
             Ok(1) => failures = 0,
             // Redis unreachable: retry until the lease would have run out.
@@ -238,6 +280,11 @@ async fn renew(redis: Arc<Redis>, key: String, token: String, lost: impl FnOnce(
         }
     }
 }
+
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                       return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// A held lease; released (if still ours) when dropped.
 pub struct Lease {
@@ -262,15 +309,7 @@ impl Lease {
 }
 
 async fn release(redis: Arc<Redis>, key: String, token: String) {
-    let script = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-         return redis.call('DEL', KEYS[1]) else return 0 end",
-    );
-    let r: Result<i64> = async {
-        let mut c = redis.conn().await?;
-        Ok(script.key(&key).arg(&token).invoke_async(&mut c).await?)
-    }
-    .await;
+    let r: Result<i64> = redis.script(RELEASE, &key, &[&token]).await;
     if let Err(e) = r {
         tracing::warn!(%key, error = %e, "could not release a lock (it expires by lease)");
     }

@@ -16,11 +16,11 @@ fn route(expire: &str) -> String {
     )
 }
 
-fn draft(method: &str, url: &str) -> http::request::Builder {
+pub fn draft(method: &str, url: &str) -> http::request::Builder {
     request(method, url).header("upload-draft-interop-version", "6")
 }
 
-async fn create(porter: &Porter, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub async fn create(porter: &Porter, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut req = draft("POST", &porter.url("/files"));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -28,7 +28,7 @@ async fn create(porter: &Porter, headers: &[(&str, &str)], body: &[u8]) -> Reply
     send(req.body(Full::new(Bytes::from(body.to_vec()))).unwrap()).await
 }
 
-async fn append(
+pub async fn append(
     url: &str,
     offset: u64,
     complete: bool,
@@ -45,11 +45,11 @@ async fn append(
     send(req.body(Full::new(Bytes::from(data.to_vec()))).unwrap()).await
 }
 
-async fn head(url: &str) -> Reply {
+pub async fn head(url: &str) -> Reply {
     send(draft("HEAD", url).body(Full::default()).unwrap()).await
 }
 
-fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+pub fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
     r.headers
         .get(name)
         .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers))
@@ -384,7 +384,7 @@ async fn the_apps_refusals_follow_the_completion_rules() {
 }
 
 /// Reads from `s` until `needle` has been seen (bounded), returning what was read.
-async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -> String {
+pub async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -404,7 +404,7 @@ async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -
 }
 
 /// Waits (by the upload's progress, SPEC §6) until porter has read `n` bytes of it.
-async fn wait_received(porter: &Porter, url: &str, n: u64) {
+pub async fn wait_received(porter: &Porter, url: &str, n: u64) {
     let id = url.rsplit('/').next().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -478,3 +478,57 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
         "markers and spool files are gone"
     );
 }
+
+/// porter killed (-9) in the middle of a large upload leaves an S3 multipart upload
+/// and a marker naming it; `porter gc` aborts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn porter_gc_aborts_the_multipart_upload_of_a_killed_instance() {
+    use tokio::io::AsyncWriteExt;
+    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+    let backend = Backend::ok().await;
+    let prefix = prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("porter.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[backend]\nurl = \"http://{}\"\n[storage]\nbackend = \"s3\"\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n{}{ROUTES}",
+            backend.addr,
+            garage.table(&prefix)
+        ),
+    )
+    .unwrap();
+    let p = super::tus_clients::Process::spawn(conf.clone(), port);
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        .await
+        .unwrap();
+    c.write_all(&data(12 << 20, 13)).await.unwrap();
+    let s3 = garage.client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s3.multipart_uploads(&prefix).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no multipart upload began"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.kill9();
+    drop(c);
+    assert_eq!(s3.multipart_uploads(&prefix).await.unwrap().len(), 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args(["gc", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_clean(&s3, &prefix).await;
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+}

@@ -345,6 +345,13 @@ async fn tus_patch(porter: &Porter, id: &str, offset: usize, body: &[u8]) -> Rep
     .await
 }
 
+/// No state, data record or lock of any upload is left in Redis.
+fn no_upload_keys(redis: &RedisServer) {
+    for pattern in ["porter:up:*", "porter:data:*", "porter:lock:*"] {
+        assert!(redis.keys(pattern).is_empty(), "{:?}", redis.keys(pattern));
+    }
+}
+
 /// Waits (bounded) until nothing is under `prefix` in the bucket.
 async fn wait_empty_bucket(garage: &Garage, prefix: &str) {
     let s3 = garage.client();
@@ -394,11 +401,7 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
     .await;
     assert_eq!(r.status, 204);
     wait_empty_bucket(garage, &prefix).await;
-    assert!(
-        redis.keys("porter:*").is_empty(),
-        "{:?}",
-        redis.keys("porter:*")
-    );
+    no_upload_keys(&redis);
     // Expiry: `porter gc` (a third process) collects it across instances.
     let id = tus_create(&b, 20 << 20).await;
     assert_eq!(tus_patch(&b, &id, 0, &content).await.status, 204);
@@ -419,10 +422,108 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
     );
     assert!(text.contains("1 expired resumable upload"), "{text}");
     wait_empty_bucket(garage, &prefix).await;
-    assert!(
-        redis.keys("porter:*").is_empty(),
-        "{:?}",
-        redis.keys("porter:*")
-    );
+    no_upload_keys(&redis);
     assert!(backend.requests().is_empty());
+}
+
+/// The IETF draft's takeover across instances: an append stalled on A is stopped by a
+/// HEAD on B (over Redis), keeps what it wrote, and B finishes the upload. B follows
+/// A's progress through Redis too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_request_on_one_instance_takes_over_an_append_stalled_on_the_other() {
+    use super::draft::{append, create, head, header, read_until, wait_received};
+    use tokio::io::AsyncWriteExt;
+    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+    let redis = RedisServer::start();
+    let backend = Backend::ok().await;
+    let prefix = prefix();
+    let routes = format!("[progress]\npath = \"/progress\"\n{TUS}");
+    let a = instance(garage, &redis, backend.addr, &prefix, &routes).await;
+    let b = instance(garage, &redis, backend.addr, &prefix, &routes).await;
+    let content = data(7 << 20, 12);
+    let r = create(
+        &a,
+        &[
+            ("upload-complete", "?0"),
+            ("upload-length", &content.len().to_string()),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = header(&r, "location")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    let req = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: x\r\nUpload-Draft-Interop-Version: 6\r\nContent-Type: application/partial-upload\r\nUpload-Offset: 0\r\nUpload-Complete: ?1\r\nContent-Length: {}\r\n\r\n",
+        content.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let sent = 6 << 20;
+    s.write_all(&content[..sent]).await.unwrap();
+    let on_b = b.url(&format!("/files/{id}"));
+    wait_received(&b, &on_b, sent as u64).await;
+    // A still holds the upload; B's HEAD asks it to stop rather than wait for it.
+    let r = head(&on_b).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let offset: u64 = header(&r, "upload-offset").parse().unwrap();
+    assert_eq!(offset, sent as u64, "A kept what it wrote");
+    let answer = read_until(&mut s, "\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    let r = append(&on_b, offset, true, &content[sent..], &[]).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    check_object(garage, &redis, &backend, &prefix, &content).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_and_porter_check_online_reach_redis() {
+    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+    let redis = RedisServer::start();
+    let backend = Backend::ok().await;
+    let prefix = prefix();
+    let mport = free_port();
+    let routes = format!("[metrics]\nlisten = \"127.0.0.1:{mport}\"\n{TUS}");
+    let a = instance(garage, &redis, backend.addr, &prefix, &routes).await;
+    let conf = a.dir.path().join("porter.toml");
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+            .args(["check", "--online", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    assert!(check().status.success());
+    let ready = || async {
+        send(
+            request("GET", &format!("http://127.0.0.1:{mport}/readyz"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(ready().await.status, 200);
+    drop(redis);
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state.url"));
+    let r = ready().await;
+    assert_eq!(r.status, 503);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("shared state"),
+        "{:?}",
+        r.body
+    );
+    // Without Redis, a resumable request is refused with 503, not a lost upload.
+    let r = send(
+        request("POST", &a.url("/files"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", "10")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
 }

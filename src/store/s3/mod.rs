@@ -23,6 +23,9 @@ use uuid::Uuid;
 
 const SPOOL_SUFFIX: &str = ".s3spool";
 const UNSENT_SUFFIX: &str = ".s3unsent";
+/// "This multipart upload is in progress here": held locked while its upload lives,
+/// so `porter gc` aborts the multipart uploads of a process that was killed.
+const UPLOAD_SUFFIX: &str = ".s3upload";
 
 /// What every part file of the store shares.
 struct Shared {
@@ -154,6 +157,7 @@ impl Store for S3Store {
             id,
             spool: None,
             upload: None,
+            marker: None,
             etags: Vec::new(),
             inflight: None,
             done: false,
@@ -178,7 +182,10 @@ impl Store for S3Store {
         for entry in fs::read_dir(&self.0.temp)? {
             let path = entry?.path();
             let name = path.to_string_lossy().into_owned();
-            if !(name.ends_with(SPOOL_SUFFIX) || name.ends_with(UNSENT_SUFFIX)) {
+            if ![SPOOL_SUFFIX, UNSENT_SUFFIX, UPLOAD_SUFFIX]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
                 continue;
             }
             let Ok(file) = File::open(&path) else {
@@ -194,6 +201,16 @@ impl Store for S3Store {
                     .rt
                     .block_on(async move { s3.delete(key.trim()).await })
                     .map_err(io::Error::other)?;
+            }
+            if name.ends_with(UPLOAD_SUFFIX) {
+                let text = fs::read_to_string(&path)?;
+                if let Some((key, upload)) = text.trim().split_once('\n') {
+                    let s3 = self.0.s3.clone();
+                    self.0
+                        .rt
+                        .block_on(async move { s3.abort_multipart(key, upload).await })
+                        .map_err(io::Error::other)?;
+                }
             }
             fs::remove_file(&path)?;
             removed += 1;
@@ -234,6 +251,8 @@ struct S3Part {
     spool: Option<Spool>,
     /// The multipart upload, once the file outgrew one part.
     upload: Option<String>,
+    /// Its marker (`UPLOAD_SUFFIX`), held until the upload completes or is aborted.
+    marker: Option<Spool>,
     etags: Vec<String>,
     /// The part being uploaded while the next one fills.
     inflight: Option<JoinHandle<Result<String, client::S3Error>>>,
@@ -282,7 +301,9 @@ impl S3Part {
         if self.upload.is_none() {
             let key = self.key.clone();
             let s3 = s.s3.clone();
-            self.upload = Some(s.rt.block_on(async move { s3.create_multipart(&key).await })?);
+            let upload = s.rt.block_on(async move { s3.create_multipart(&key).await })?;
+            self.marker = Some(self.mark(&upload)?);
+            self.upload = Some(upload);
         }
         self.settle()?;
         let number = u16::try_from(self.etags.len() + 1)
@@ -303,6 +324,18 @@ impl S3Part {
             r
         }));
         Ok(())
+    }
+
+    /// A marker that says "this multipart upload is alive in this process".
+    fn mark(&self, upload: &str) -> Result<Spool, StoreError> {
+        let path = self
+            .shared()
+            .temp
+            .join(format!("{}{UPLOAD_SUFFIX}", self.id));
+        let mut file = create_locked(&path, self.shared().file_mode)?;
+        file.write_all(format!("{}\n{upload}", self.key).as_bytes())?;
+        file.sync_all()?;
+        Ok(Spool { path, file, len: 0 })
     }
 
     /// A marker that says "this object exists but its app has not been told".
@@ -382,11 +415,15 @@ impl Drop for S3Part {
         let inflight = self.inflight.take();
         if let Some(upload) = self.upload.take() {
             let (s3, key) = (self.shared().s3.clone(), self.key.clone());
+            // The marker goes only once the abort is done.
+            let marker = self.marker.take();
             self.store.spawn("abort of a multipart upload", async move {
                 if let Some(t) = inflight {
                     let _ = t.await;
                 }
-                s3.abort_multipart(&key, &upload).await
+                let r = s3.abort_multipart(&key, &upload).await;
+                drop(marker);
+                r
             });
         }
     }
