@@ -155,7 +155,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
         progress,
         metrics,
         log,
-        effective: raw,
+        effective: redacted(raw),
     })
 }
 
@@ -345,6 +345,26 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
     }
 }
 
+/// The effective config as `porter check` prints it: a password in `state.url` is
+/// masked (the S3 keys live in files, so only their paths are ever shown).
+fn redacted(mut raw: RawConfig) -> RawConfig {
+    if let Some(url) = raw.state.as_mut().and_then(|s| s.url.as_mut()) {
+        *url = redact_url(url);
+    }
+    raw
+}
+
+/// `url` with its password, if any, replaced by `********`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn shared_state(c: &mut Check, t: &crate::config::raw::RawState) -> SharedState {
     let url = t.url.clone().unwrap_or_default();
     if url.is_empty() {
@@ -354,7 +374,10 @@ fn shared_state(c: &mut Check, t: &crate::config::raw::RawState) -> SharedState 
         || url.starts_with("unix:")
         || url.starts_with("redis+unix:"))
     {
-        c.fail("state.url", format!("{url:?} must be a redis:// URL"));
+        c.fail(
+            "state.url",
+            format!("{:?} must be a redis:// URL", redact_url(&url)),
+        );
     } else if let Err(e) = redis::Client::open(url.as_str()) {
         c.fail("state.url", e.to_string());
     }

@@ -527,3 +527,43 @@ async fn readyz_and_porter_check_online_reach_redis() {
     .await;
     assert_eq!(r.status, 503, "{:?}", r.body);
 }
+
+#[test]
+fn porter_check_validates_state_and_masks_its_password() {
+    let garage = Garage::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: String| {
+        let conf = dir.path().join("porter.toml");
+        std::fs::write(&conf, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+            .args(["check", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let base = "[backend]\nurl = \"http://127.0.0.1:9\"\n";
+    // [state] over local storage is refused; so are a bad URL and a short lease.
+    let (code, text) = check(format!(
+        "{base}[state]\nurl = \"http://x\"\nlock_lease = \"100ms\"\n"
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    for key in ["state:", "state.url", "state.lock_lease"] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    let (code, text) = check(format!(
+        "{base}[storage]\nbackend = \"s3\"\n{}[state]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n{TUS}",
+        garage.table("c/")
+    ));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("redis://:********@127.0.0.1:6379/0"),
+        "{text}"
+    );
+    assert!(text.contains("lock_lease = \"10s\""), "{text}");
+}

@@ -301,7 +301,8 @@ impl S3Part {
         if self.upload.is_none() {
             let key = self.key.clone();
             let s3 = s.s3.clone();
-            let upload = s.rt.block_on(async move { s3.create_multipart(&key).await })?;
+            let upload =
+                s.rt.block_on(async move { s3.create_multipart(&key).await })?;
             self.marker = Some(self.mark(&upload)?);
             self.upload = Some(upload);
         }
