@@ -551,7 +551,62 @@ impl Run {
             });
         }
         drop(server);
+        self.s3_shared(dir, files, &cluster).await?;
         drop(cluster);
+        Ok(())
+    }
+
+    /// One tus upload whose PATCHes alternate between two instances sharing Redis and
+    /// the bucket, against the same upload on one instance.
+    async fn s3_shared(
+        &mut self,
+        dir: &Path,
+        files: &Path,
+        cluster: &Cluster,
+    ) -> Result<(), String> {
+        let size = self.plan.big;
+        let scenario = format!(
+            "S3 + Redis: one {} tus upload (md5+sha256) in {} PATCHes, alternating 2 instances",
+            size_label(size),
+            size_label(SHARED_PATCH)
+        );
+        let Some(redis) = which("redis-server") else {
+            self.rows
+                .push(absent(&scenario, "redis-server not installed"));
+            return Ok(());
+        };
+        let redis = RedisServer::start(&redis, dir)?;
+        let mut servers = Vec::new();
+        for i in 0..2 {
+            let d = dir.join(format!("porter-shared-{i}"));
+            std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+            servers.push(setup::porter_shared(
+                &d,
+                self.backend,
+                files,
+                &cluster.table,
+                &redis.url,
+            )?);
+        }
+        let both = [servers[0].addr, servers[1].addr];
+        let mut figures = [0f64; 2];
+        for (i, addrs) in [&both[..], &both[..1]].into_iter().enumerate() {
+            for _ in 0..self.plan.tries {
+                let start = Instant::now();
+                resumable_upload_on(addrs, size, &self.pattern, Resumable::Tus, SHARED_PATCH)
+                    .await?;
+                figures[i] = figures[i].max(limits::mib_s(size, start.elapsed().as_secs_f64()));
+            }
+        }
+        self.rows.push(Row {
+            scenario,
+            storage: "disk".into(),
+            metric: Metric::MibPerSec,
+            porter: figures[0],
+            peer: "porter, one instance".into(),
+            theirs: Some(figures[1]),
+            note: String::new(),
+        });
         Ok(())
     }
 
@@ -766,6 +821,47 @@ impl Cluster {
     }
 }
 
+/// A Redis server of the benchmark's own, on a free loopback port.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start(bin: &Path, dir: &Path) -> Result<RedisServer, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = std::process::Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill").args(&self.pids).status();
@@ -817,8 +913,28 @@ async fn resumable_upload(
     pattern: &Bytes,
     protocol: Resumable,
 ) -> Result<(), String> {
-    let mut conn = Conn::open(addr, Proto::H1).await?;
-    let created = load::success(conn.send(&protocol.create(size), pattern, addr).await?)?;
+    resumable_upload_on(&[addr], size, pattern, protocol, TUS_PATCH).await
+}
+
+/// PATCH size of the scale-out scenario: the S3 part size (16 MiB), so no request
+/// leaves a tail the next one must fetch (README, Scaling out).
+const SHARED_PATCH: u64 = 16 << 20;
+
+/// A resumable upload created on `addrs[0]`, its appends of `patch` bytes sent to each
+/// of `addrs` in turn (one connection each): instances sharing state.
+async fn resumable_upload_on(
+    addrs: &[SocketAddr],
+    size: u64,
+    pattern: &Bytes,
+    protocol: Resumable,
+    patch: u64,
+) -> Result<(), String> {
+    let mut conns = Vec::new();
+    for addr in addrs {
+        conns.push((Conn::open(*addr, Proto::H1).await?, *addr));
+    }
+    let (conn, addr) = conns.first_mut().ok_or("no address")?;
+    let created = load::success(conn.send(&protocol.create(size), pattern, *addr).await?)?;
     let location = created
         .headers
         .get(hyper::header::LOCATION)
@@ -829,10 +945,13 @@ async fn resumable_upload(
         .map_err(|e| format!("Location {location}: {e}"))?;
     let path = uri.path().to_string();
     let mut offset = 0u64;
+    let mut turn = 0;
     while offset < size {
-        let n = (size - offset).min(TUS_PATCH);
-        let patch = protocol.append(&path, offset, n, offset + n == size);
-        let answer = load::success(conn.send(&patch, pattern, addr).await?)?;
+        let n = (size - offset).min(patch);
+        let append = protocol.append(&path, offset, n, offset + n == size);
+        let (conn, addr) = &mut conns[turn % addrs.len()];
+        turn += 1;
+        let answer = load::success(conn.send(&append, pattern, *addr).await?)?;
         offset += n;
         let told = answer
             .headers

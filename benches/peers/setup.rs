@@ -113,6 +113,24 @@ pub fn porter_s3(
     )
 }
 
+/// porter on S3 with shared state in Redis (`[state]`): the multipart and raw routes,
+/// and the tus route (`/files`), whose uploads any instance of the same tables continues.
+pub fn porter_shared(
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+    s3: &str,
+    redis: &str,
+) -> Result<Server, String> {
+    porter_with(
+        dir,
+        backend,
+        files,
+        true,
+        &format!("backend = \"s3\"\n{s3}[state]\nurl = \"{redis}\"\n"),
+    )
+}
+
 fn porter_with(
     dir: &Path,
     backend: SocketAddr,
@@ -141,8 +159,9 @@ fn porter_with(
         route("/upload-hashed", "multipart", both),
         route("/raw", "raw", ""),
         route("/raw-hashed", "raw", both),
-        if storage.is_empty() {
-            route("/files", "tus", "")
+        if storage.is_empty() || storage.contains("[state]") {
+            // Hashed on S3 (the scale-out figure); not locally, as rustus does not hash.
+            route("/files", "tus", if storage.is_empty() { "" } else { both })
                 .replace("[[upload]]\n", "[[upload]]\nnotify = \"/tus-done\"\n")
         } else {
             String::new()
