@@ -384,13 +384,16 @@ impl Engine {
 
     /// Waits for the upload's lock (short critical sections: load, change, save).
     pub async fn try_lock_wait(&self, id: &str) -> Result<Option<Lock>, Error> {
-        for _ in 0..2000 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
             if let Some(l) = self.try_lock(id).await? {
                 return Ok(Some(l));
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        Ok(None)
     }
 
     pub async fn create(&self, up: &Upload) -> Result<(), Error> {

@@ -39,6 +39,18 @@ pub struct Redis {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
     lease: Duration,
+    /// This process, in the stop messages it sends (it ignores its own).
+    instance: String,
+    /// The leases this process holds, by name: their token, and until when they are
+    /// surely still ours (the last renewal sent + the lease). Writes under a lease
+    /// check it (`holds`), and state writes are fenced by the token (`set_fenced`).
+    held: std::sync::Mutex<std::collections::HashMap<String, Held>>,
+}
+
+#[derive(Clone)]
+struct Held {
+    token: String,
+    until: tokio::time::Instant,
 }
 
 impl Redis {
@@ -49,6 +61,8 @@ impl Redis {
             client: redis::Client::open(url)?,
             conn: OnceCell::new(),
             lease,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            held: std::sync::Mutex::default(),
         }))
     }
 
@@ -82,13 +96,16 @@ impl Redis {
     async fn script<T: redis::FromRedisValue>(
         &self,
         code: &str,
-        key: &str,
-        args: &[&str],
+        keys: &[&str],
+        args: &[&[u8]],
     ) -> Result<T> {
         let script = redis::Script::new(code);
         let run = async {
             let mut c = self.conn().await?;
-            let mut call = script.key(key);
+            let mut call = script.prepare_invoke();
+            for k in keys {
+                call.key(*k);
+            }
             for a in args {
                 call.arg(*a);
             }
@@ -177,10 +194,11 @@ impl Redis {
         name: &str,
         lost: impl FnOnce() + Send + 'static,
     ) -> Result<Option<Lease>> {
-        let key = format!("porter:lock:{name}");
+        let key = lock_key(name);
         let token = uuid::Uuid::new_v4().simple().to_string();
         let ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        let got: Option<String> = self
+        let started = tokio::time::Instant::now();
+        let got: Result<Option<String>> = self
             .query(
                 redis::cmd("SET")
                     .arg(&key)
@@ -189,23 +207,103 @@ impl Redis {
                     .arg("PX")
                     .arg(ms),
             )
-            .await?;
+            .await;
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                // The SET may have landed with its answer lost: undo it, or the upload
+                // stays locked by no one for a whole lease.
+                tokio::spawn(release(self.clone(), name.to_string(), token));
+                return Err(e);
+            }
+        };
         if got.is_none() {
             return Ok(None);
         }
-        let renew = tokio::spawn(renew(self.clone(), key.clone(), token.clone(), lost));
+        self.set_held(name, &token, started + self.lease);
+        let renew = tokio::spawn(renew(self.clone(), name.to_string(), token.clone(), lost));
         Ok(Some(Lease {
             redis: self.clone(),
-            key,
+            name: name.to_string(),
             token,
             renew,
         }))
     }
 
+    fn set_held(&self, name: &str, token: &str, until: tokio::time::Instant) {
+        if let Ok(mut h) = self.held.lock() {
+            h.insert(
+                name.to_string(),
+                Held {
+                    token: token.to_string(),
+                    until,
+                },
+            );
+        }
+    }
+
+    fn forget(&self, name: &str, token: &str) {
+        if let Ok(mut h) = self.held.lock()
+            && h.get(name).is_some_and(|held| held.token == token)
+        {
+            h.remove(name);
+        }
+    }
+
+    fn held(&self, name: &str) -> Option<Held> {
+        self.held.lock().ok()?.get(name).cloned()
+    }
+
+    /// Whether this process may still write under lease `name`: true while the lease is
+    /// surely ours, and when this process holds none (no lock is in play).
+    pub fn holds(&self, name: &str) -> bool {
+        self.held(name)
+            .is_none_or(|h| h.until > tokio::time::Instant::now())
+    }
+
+    /// Sets `key` if this process's lease `name` is still the lock in Redis (a holder
+    /// that lost it, paused past its lease, cannot overwrite its successor's writes).
+    pub async fn set_fenced(&self, name: &str, key: &str, value: &[u8]) -> Result<()> {
+        let Some(held) = self.held(name) else {
+            return self.set(key, value).await;
+        };
+        let lock = lock_key(name);
+        let done: i64 = self
+            .script(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 redis.call('SET', KEYS[2], ARGV[2]) return 1 else return 0 end",
+                &[&lock, key],
+                &[held.token.as_bytes(), value],
+            )
+            .await?;
+        fenced(done)
+    }
+
+    /// `HSET key field value`, fenced as `set_fenced` is.
+    pub async fn hset_fenced(&self, name: &str, key: &str, field: &str, value: &str) -> Result<()> {
+        let Some(held) = self.held(name) else {
+            return self.hset(key, field, value).await;
+        };
+        let lock = lock_key(name);
+        let done: i64 = self
+            .script(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1 else return 0 end",
+                &[&lock, key],
+                &[held.token.as_bytes(), field.as_bytes(), value.as_bytes()],
+            )
+            .await?;
+        fenced(done)
+    }
+
     /// Asks whichever instance holds upload `id` to stop (SPEC §9, IETF draft takeover).
     pub async fn publish_stop(&self, id: &str) -> Result<()> {
         let _: i64 = self
-            .query(redis::cmd("PUBLISH").arg(STOP_CHANNEL).arg(id))
+            .query(
+                redis::cmd("PUBLISH")
+                    .arg(STOP_CHANNEL)
+                    .arg(format!("{id} {}", self.instance)),
+            )
             .await?;
         Ok(())
     }
@@ -249,35 +347,64 @@ impl Redis {
             let Some(msg) = next else {
                 return Err(RedisError("the subscription ended".into()));
             };
-            if let Ok(id) = msg.get_payload::<String>() {
-                f(&id);
+            // "<id> <instance>": a stop this process sent is not for it (the request
+            // that sent it would stop itself once it holds the upload).
+            if let Ok(text) = msg.get_payload::<String>()
+                && let Some((id, from)) = text.split_once(' ')
+                && from != self.instance
+            {
+                f(id);
             }
         }
     }
 }
 
-/// Renews a lease every third of its length; reports a lost lease once and stops.
-async fn renew(redis: Arc<Redis>, key: String, token: String, lost: impl FnOnce()) {
+/// Renews a lease every third of its length. The lease is surely ours until the last
+/// renewal *sent* plus the lease; each attempt is bounded by what is left of that, and
+/// when nothing is left the holder is told (`lost`) before a successor can have it.
+async fn renew(redis: Arc<Redis>, name: String, token: String, lost: impl FnOnce()) {
+    let key = lock_key(&name);
     let ms = u64::try_from(redis.lease.as_millis())
         .unwrap_or(u64::MAX)
         .to_string();
-    let mut failures = 0;
+    let mut until = tokio::time::Instant::now() + redis.lease;
     loop {
         tokio::time::sleep(redis.lease / 3).await;
-        let r: Result<i64> = redis.script(RENEW, &key, &[&token, &ms]).await;
-        match r {
-            Ok(1) => failures = 0,
-            // Redis unreachable: retry until the lease would have run out.
-            Err(e) if failures < 2 => {
-                failures += 1;
+        let sent = tokio::time::Instant::now();
+        let left = until.saturating_duration_since(sent);
+        let keys = [key.as_str()];
+        let args = [token.as_bytes(), ms.as_bytes()];
+        match tokio::time::timeout(left, redis.script::<i64>(RENEW, &keys, &args)).await {
+            Ok(Ok(1)) => {
+                until = sent + redis.lease;
+                redis.set_held(&name, &token, until);
+            }
+            // Redis unreachable: try again while the lease surely lasts.
+            Ok(Err(e)) if tokio::time::Instant::now() + redis.lease / 3 < until => {
                 tracing::warn!(%key, error = %e, "could not renew a lock lease");
             }
             _ => {
                 tracing::warn!(%key, "lost a lock lease: stopping the request that held it");
+                // Kept, expired: writes under it now fail rather than go unfenced.
+                redis.set_held(&name, &token, sent);
                 lost();
                 return;
             }
         }
+    }
+}
+
+fn lock_key(name: &str) -> String {
+    format!("porter:lock:{name}")
+}
+
+fn fenced(done: i64) -> Result<()> {
+    if done == 1 {
+        Ok(())
+    } else {
+        Err(RedisError(
+            "this instance lost the upload's lock (its lease ran out): not written".into(),
+        ))
     }
 }
 
@@ -289,7 +416,7 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// A held lease; released (if still ours) when dropped.
 pub struct Lease {
     redis: Arc<Redis>,
-    key: String,
+    name: String,
     token: String,
     renew: tokio::task::JoinHandle<()>,
 }
@@ -299,17 +426,18 @@ impl Lease {
     /// exit, where the release `Drop` starts in the background would never run.
     pub async fn release(mut self) {
         self.renew.abort();
-        let (redis, key, token) = (
-            self.redis.clone(),
-            std::mem::take(&mut self.key),
+        let (name, token) = (
+            std::mem::take(&mut self.name),
             std::mem::take(&mut self.token),
         );
-        release(redis, key, token).await;
+        release(self.redis.clone(), name, token).await;
     }
 }
 
-async fn release(redis: Arc<Redis>, key: String, token: String) {
-    let r: Result<i64> = redis.script(RELEASE, &key, &[&token]).await;
+async fn release(redis: Arc<Redis>, name: String, token: String) {
+    redis.forget(&name, &token);
+    let key = lock_key(&name);
+    let r: Result<i64> = redis.script(RELEASE, &[&key], &[token.as_bytes()]).await;
     if let Err(e) = r {
         tracing::warn!(%key, error = %e, "could not release a lock (it expires by lease)");
     }
@@ -318,10 +446,10 @@ async fn release(redis: Arc<Redis>, key: String, token: String) {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renew.abort();
-        if self.key.is_empty() {
+        if self.name.is_empty() {
             return;
         }
-        let release = release(self.redis.clone(), self.key.clone(), self.token.clone());
+        let release = release(self.redis.clone(), self.name.clone(), self.token.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(release);
         }

@@ -40,9 +40,15 @@ impl RedisServer {
 
     /// Keys matching `pattern` (the shell client, so the test does not trust porter's).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+    }
+
+    /// Runs `redis-cli` against this server; its output lines.
+    pub fn cli(&self, args: &[&str]) -> Vec<String> {
         let port = self.url.rsplit(':').next().unwrap().trim_end_matches("/0");
         let out = std::process::Command::new("redis-cli")
-            .args(["-p", port, "--scan", "--pattern", pattern])
+            .args(["-p", port])
+            .args(args)
             .output()
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout)
@@ -566,4 +572,58 @@ fn porter_check_validates_state_and_masks_its_password() {
         "{text}"
     );
     assert!(text.contains("lock_lease = \"10s\""), "{text}");
+}
+
+/// A request whose lease is gone (here: deleted, as if it had run out while the
+/// instance was paused) must not write the upload's state any more: its successor may
+/// own the upload by then. Its save is refused, and the upload goes on from what was
+/// last saved under a valid lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_lost_its_lease_cannot_save() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+    let redis = RedisServer::start();
+    let backend = Backend::ok().await;
+    let prefix = prefix();
+    let a = instance(garage, &redis, backend.addr, &prefix, TUS).await;
+    let b = instance(garage, &redis, backend.addr, &prefix, TUS).await;
+    let content = data(9 << 20, 14);
+    let id = tus_create(&a, content.len()).await;
+    let mut c = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    let head = format!(
+        "PATCH /files/{id} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        content.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&content[..3 << 20]).await.unwrap();
+    let lock = format!("porter:lock:{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redis.keys(&lock).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.cli(&["DEL", &lock]);
+    // A notices at its next renewal (lease/3) and stops; its answer is an error.
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut answer))
+        .await
+        .expect("A answers once it lost the lease")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 5"), "{answer}");
+    // Nothing A received was counted: B resumes at 0 and finishes.
+    let r = send(
+        request("HEAD", &b.url(&format!("/files/{id}")))
+            .header("tus-resumable", "1.0.0")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["upload-offset"], "0");
+    assert_eq!(tus_patch(&b, &id, 0, &content).await.status, 204);
+    check_object(garage, &redis, &backend, &prefix, &content).await;
 }

@@ -164,10 +164,11 @@ impl SharedResumable {
     fn complete(&self, id: &str, key: &str, len: u64) -> Result<(), StoreError> {
         let record = self.record(id)?;
         let s3 = self.s3.client();
-        let last = self.part_of(len)?;
         let tail = len % self.s3.part_size();
+        // Full parts, then the tail (if any) as part `full + 1`.
+        let full = u32::try_from(len / self.s3.part_size()).map_err(io_error)?;
         let mut spool = self.tail_spool(id, len)?;
-        if last == 1 {
+        if full == 0 {
             // Smaller than one part: one PUT of the tail.
             self.s3
                 .block_on(s3.put_file(key, &spool.path, tail, self.s3.chunk()))?;
@@ -181,7 +182,7 @@ impl SharedResumable {
             .clone()
             .ok_or_else(|| io_error("no multipart upload recorded"))?;
         let mut etags = Vec::new();
-        for n in 1..last {
+        for n in 1..=full {
             etags.push(
                 record
                     .etags
@@ -192,7 +193,7 @@ impl SharedResumable {
         }
         if tail > 0 {
             spool.file.flush()?;
-            let n = u16::try_from(last).map_err(io_error)?;
+            let n = u16::try_from(full + 1).map_err(io_error)?;
             let etag = self.s3.block_on(s3.upload_part(
                 key,
                 &upload,
@@ -239,7 +240,7 @@ impl ResumableStore for SharedResumable {
             return Err(bad_id());
         }
         let bytes = serde_json::to_vec(up).map_err(io_error)?;
-        self.redis(self.redis.set(&state_key(&up.id), &bytes))
+        self.redis(self.redis.set_fenced(&up.id, &state_key(&up.id), &bytes))
     }
 
     fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
@@ -384,7 +385,7 @@ impl ResumableStore for SharedResumable {
 
     fn ids(&self) -> Result<Vec<String>, StoreError> {
         let states = self.redis(self.redis.keys("porter:up:*"))?;
-        let ids: Vec<String> = states
+        let ids: std::collections::HashSet<String> = states
             .iter()
             .filter_map(|k| k.strip_prefix("porter:up:"))
             .filter(|id| valid_id(id))
@@ -394,13 +395,13 @@ impl ResumableStore for SharedResumable {
         for key in self.redis(self.redis.keys("porter:data:*"))? {
             if let Some(id) = key.strip_prefix("porter:data:")
                 && valid_id(id)
-                && !ids.iter().any(|i| i == id)
+                && !ids.contains(id)
                 && self.redis(self.redis.get(&state_key(id)))?.is_none()
             {
                 self.drop_data(id)?;
             }
         }
-        Ok(ids)
+        Ok(ids.into_iter().collect())
     }
 
     fn scratch(&self, name: &str) -> PathBuf {
@@ -432,6 +433,18 @@ impl ResumableStore for SharedResumable {
 }
 
 impl SharedResumable {
+    /// Refuses to write once this instance's lease on the upload has run out: a
+    /// successor may be writing it now.
+    fn still_held(&self, id: &str) -> Result<(), StoreError> {
+        if self.redis.holds(id) {
+            Ok(())
+        } else {
+            Err(io_error(
+                "this instance lost the upload's lock (its lease ran out)",
+            ))
+        }
+    }
+
     fn clone_handle(&self) -> Arc<SharedResumable> {
         Arc::new(SharedResumable {
             s3: self.s3.clone(),
@@ -457,13 +470,17 @@ impl InOrder {
     /// Uploads the full spool as part `self.part` and starts the next one.
     fn ship(&mut self) -> Result<(), StoreError> {
         let st = &self.store;
+        st.still_held(&self.id)?;
         let s3 = st.s3.client();
         let key = st.s3.key(&self.id);
         let upload = match &self.upload {
             Some(u) => u.clone(),
             None => {
                 let u = st.s3.block_on(s3.create_multipart(&key))?;
-                st.redis(st.redis.hset(&data_key(&self.id), UPLOAD_FIELD, &u))?;
+                st.redis(
+                    st.redis
+                        .hset_fenced(&self.id, &data_key(&self.id), UPLOAD_FIELD, &u),
+                )?;
                 self.upload = Some(u.clone());
                 u
             }
@@ -518,6 +535,7 @@ impl DataFile for InOrder {
         }
         self.spool.file.flush()?;
         let st = &self.store;
+        st.still_held(&self.id)?;
         let s3 = st.s3.client();
         let key = st.tail_key(&self.id, self.part);
         st.s3
@@ -568,6 +586,7 @@ impl DataFile for Segment {
             return Ok(());
         }
         let st = &self.store;
+        st.still_held(&self.id)?;
         let key = format!(
             "{}seg.{start:020}.{:020}",
             st.s3.partial_prefix(&self.id),
