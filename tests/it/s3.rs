@@ -142,7 +142,7 @@ pub async fn object(s3: &S3, key: &str) -> Vec<u8> {
 }
 
 /// Waits (bounded) until nothing is stored or in progress under `prefix`.
-async fn wait_clean(s3: &S3, prefix: &str) {
+pub async fn wait_clean(s3: &S3, prefix: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let objects = s3.list(prefix).await.unwrap();

@@ -2,7 +2,7 @@
 //! (state, leased locks, takeovers) and the Garage cluster of `s3.rs` (data), so
 //! consecutive requests of one upload may land on either instance.
 
-use super::s3::{Garage, object, prefix};
+use super::s3::{Garage, object, prefix, wait_clean};
 use super::tus_clients::{Process, head_offset, sample, tuspy};
 use crate::support::*;
 use bytes::Bytes;
@@ -93,6 +93,36 @@ async fn instance(
     .await
 }
 
+/// Two instances sharing the Garage cluster (under a fresh prefix) and a Redis of
+/// their own, in front of one backend.
+struct Pair {
+    garage: &'static Garage,
+    redis: RedisServer,
+    backend: Backend,
+    prefix: String,
+    a: Porter,
+    b: Porter,
+}
+
+impl Pair {
+    async fn start(routes: &str) -> Pair {
+        let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
+        let redis = RedisServer::start();
+        let backend = Backend::ok().await;
+        let prefix = prefix();
+        let a = instance(garage, &redis, backend.addr, &prefix, routes).await;
+        let b = instance(garage, &redis, backend.addr, &prefix, routes).await;
+        Pair {
+            garage,
+            redis,
+            backend,
+            prefix,
+            a,
+            b,
+        }
+    }
+}
+
 /// Checks the one metadata request and the object it names; then that nothing
 /// partial is left in the bucket or in Redis.
 async fn check_object(
@@ -141,12 +171,14 @@ async fn wait_unlocked(redis: &RedisServer, id: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tuspy_chunks_alternating_between_two_instances_make_one_object() {
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
-    let a = instance(garage, &redis, backend.addr, &prefix, TUS).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, TUS).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(TUS).await;
     // 13 MiB in 2 MiB chunks over 5 MiB parts: tails and parts change hands.
     let (file, content) = sample(a.dir.path(), 13 << 20);
     tuspy(
@@ -244,13 +276,15 @@ async fn segment(porter: &Porter, data: &[u8], start: usize, total: usize) -> Re
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_resumable_segments_out_of_order_on_both_instances() {
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
     let route = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\n";
-    let a = instance(garage, &redis, backend.addr, &prefix, route).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, route).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(route).await;
     let content = data(11 << 20, 8);
     let seg = 3 << 20;
     let starts = [9 << 20, 0, 6 << 20, 3 << 20];
@@ -287,13 +321,15 @@ async fn chunk(porter: &Porter, data: &[u8], at: (usize, usize), id: Option<&str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_uploads_alternate_between_instances_and_complete_on_either() {
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
     let route = "[[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\nmax_file_size = \"32MiB\"\n";
-    let a = instance(garage, &redis, backend.addr, &prefix, route).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, route).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(route).await;
     let content = data(9 << 20, 9);
     let size = 2 << 20;
     let mut id: Option<String> = None;
@@ -358,33 +394,17 @@ fn no_upload_keys(redis: &RedisServer) {
     }
 }
 
-/// Waits (bounded) until nothing is under `prefix` in the bucket.
-async fn wait_empty_bucket(garage: &Garage, prefix: &str) {
-    let s3 = garage.client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let objects = s3.list(prefix).await.unwrap();
-        let uploads = s3.multipart_uploads(prefix).await.unwrap();
-        if objects.is_empty() && uploads.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "left behind: {objects:?} {uploads:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
     let route = TUS.replace("max_file_size", "expire = \"1s\"\nmax_file_size");
-    let a = instance(garage, &redis, backend.addr, &prefix, &route).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, &route).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(&route).await;
     let content = data(7 << 20, 10);
     // Termination on B of an upload A holds a part and a tail of.
     let id = tus_create(&a, 20 << 20).await;
@@ -406,7 +426,7 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
     )
     .await;
     assert_eq!(r.status, 204);
-    wait_empty_bucket(garage, &prefix).await;
+    wait_clean(&garage.client(), &prefix).await;
     no_upload_keys(&redis);
     // Expiry: `porter gc` (a third process) collects it across instances.
     let id = tus_create(&b, 20 << 20).await;
@@ -427,7 +447,7 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("1 expired resumable upload"), "{text}");
-    wait_empty_bucket(garage, &prefix).await;
+    wait_clean(&garage.client(), &prefix).await;
     no_upload_keys(&redis);
     assert!(backend.requests().is_empty());
 }
@@ -439,13 +459,15 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
 async fn a_draft_request_on_one_instance_takes_over_an_append_stalled_on_the_other() {
     use super::draft::{append, create, head, header, read_until, wait_received};
     use tokio::io::AsyncWriteExt;
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
     let routes = format!("[progress]\npath = \"/progress\"\n{TUS}");
-    let a = instance(garage, &redis, backend.addr, &prefix, &routes).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, &routes).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(&routes).await;
     let content = data(7 << 20, 12);
     let r = create(
         &a,
@@ -581,12 +603,14 @@ fn porter_check_validates_state_and_masks_its_password() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_that_lost_its_lease_cannot_save() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
-    let a = instance(garage, &redis, backend.addr, &prefix, TUS).await;
-    let b = instance(garage, &redis, backend.addr, &prefix, TUS).await;
+    let Pair {
+        garage,
+        redis,
+        backend,
+        prefix,
+        a,
+        b,
+    } = Pair::start(TUS).await;
     let content = data(9 << 20, 14);
     let id = tus_create(&a, content.len()).await;
     let mut c = tokio::net::TcpStream::connect(a.addr).await.unwrap();
