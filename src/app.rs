@@ -74,6 +74,7 @@ impl App {
         } else {
             storage(&config)?
         };
+        self.progress.share(shared_progress(&config, &resumable));
         let uploads =
             if config.limits.max_concurrent_uploads == self.config.limits.max_concurrent_uploads {
                 self.uploads.clone()
@@ -85,10 +86,7 @@ impl App {
             store,
             s3,
             uploads,
-            progress: {
-                self.progress.share(shared_progress(&config, &resumable));
-                self.progress.clone()
-            },
+            progress: self.progress.clone(),
             resumable,
             metrics: self.metrics.clone(),
             config,

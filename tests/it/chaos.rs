@@ -147,16 +147,7 @@ async fn chaos_run_keeps_every_invariant() {
     }
     // Let expire and retry_window pass, then one gc pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let gc = Proc::command()
-        .args(["gc", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("porter gc");
-    assert!(
-        gc.status.success(),
-        "porter gc: {}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
+    porter_gc(&cfg);
 
     let killed: HashSet<String> = killed_batches(plans.len())
         .iter()

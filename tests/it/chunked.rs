@@ -6,7 +6,7 @@ use http_body_util::Full;
 
 const ROUTE: &str = "[[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\nmax_file_size = \"8MiB\"\n";
 
-async fn send_chunk(
+pub async fn send_chunk(
     porter: &Porter,
     data: &[u8],
     range: Option<(usize, usize, usize)>,
@@ -26,7 +26,7 @@ async fn send_chunk(
     send(req.body(Full::new(Bytes::from(body))).unwrap()).await
 }
 
-async fn send_complete(porter: &Porter, fields: &str) -> Reply {
+pub async fn send_complete(porter: &Porter, fields: &str) -> Reply {
     send(
         request("POST", &porter.url("/api/chunked_upload_complete/?next=1"))
             .header("content-type", "application/x-www-form-urlencoded")

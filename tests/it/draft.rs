@@ -337,12 +337,7 @@ async fn cancellation_and_expiry() {
     assert_eq!(r.status, 410);
     assert_eq!(header(&r, "content-type"), "application/problem+json");
     // `porter gc` collects it, as it does tus uploads.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args(["gc", "-c"])
-        .arg(porter.dir.path().join("porter.toml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = porter_gc(&porter.dir.path().join("porter.toml"));
     assert!(stdout.contains("1 expired resumable upload"), "{stdout}");
     assert_eq!(head(&url).await.status, 404, "collected");
     assert!(files_under(&porter.temp()).is_empty());

@@ -9,7 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTE: &str = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\n";
 
-async fn segment(porter: &Porter, session: &str, data: &[u8], start: usize, total: usize) -> Reply {
+pub async fn segment(
+    porter: &Porter,
+    session: &str,
+    data: &[u8],
+    start: usize,
+    total: usize,
+) -> Reply {
     send(
         request("POST", &porter.url("/resumable"))
             .header("content-disposition", "attachment; filename=\"movie.mp4\"")

@@ -158,6 +158,18 @@ pub async fn wait_clean(s3: &S3, prefix: &str) {
     }
 }
 
+/// Waits (bounded) until a multipart upload is in progress under `prefix`.
+async fn wait_multipart_upload(s3: &S3, prefix: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s3.multipart_uploads(prefix).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no multipart upload began"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn multipart_and_raw_uploads_become_objects_with_their_hashes() {
     let garage = Garage::shared();
@@ -235,14 +247,7 @@ async fn refused_and_aborted_uploads_leave_no_objects_and_no_multipart_uploads()
         .await
         .unwrap();
     c.write_all(&data(12 << 20, 5)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s3.multipart_uploads(&prefix).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no multipart upload began"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_multipart_upload(&s3, &prefix).await;
     drop(c);
     wait_clean(&s3, &prefix).await;
     assert!(porter.wait_empty().await.is_empty(), "no spool left");
@@ -459,16 +464,7 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
         b"part",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args(["gc", "-c"])
-        .arg(porter.dir.path().join("porter.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    porter_gc(&porter.dir.path().join("porter.toml"));
     assert!(
         s3.list(&prefix).await.unwrap().is_empty(),
         "the orphan object is gone"
@@ -508,27 +504,11 @@ async fn porter_gc_aborts_the_multipart_upload_of_a_killed_instance() {
         .unwrap();
     c.write_all(&data(12 << 20, 13)).await.unwrap();
     let s3 = garage.client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s3.multipart_uploads(&prefix).await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no multipart upload began"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_multipart_upload(&s3, &prefix).await;
     p.kill9();
     drop(c);
     assert_eq!(s3.multipart_uploads(&prefix).await.unwrap().len(), 1);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args(["gc", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    porter_gc(&conf);
     wait_clean(&s3, &prefix).await;
     assert!(files_under(&dir.path().join("tmp")).is_empty());
 }

@@ -2,6 +2,8 @@
 //! (state, leased locks, takeovers) and the Garage cluster of `s3.rs` (data), so
 //! consecutive requests of one upload may land on either instance.
 
+use super::chunked::{send_chunk, send_complete};
+use super::nginx_resumable::segment;
 use super::s3::{Garage, object, prefix, wait_clean};
 use super::tus_clients::{Process, head_offset, sample, tuspy};
 use crate::support::*;
@@ -259,21 +261,6 @@ async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_other() {
     drop(b);
 }
 
-async fn segment(porter: &Porter, data: &[u8], start: usize, total: usize) -> Reply {
-    send(
-        request("POST", &porter.url("/resumable"))
-            .header("content-disposition", "attachment; filename=\"movie.mp4\"")
-            .header(
-                "x-content-range",
-                format!("bytes {start}-{}/{total}", start + data.len() - 1),
-            )
-            .header("x-session-id", "shared-session")
-            .body(Full::new(Bytes::from(data.to_vec())))
-            .unwrap(),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_resumable_segments_out_of_order_on_both_instances() {
     let route = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\n";
@@ -291,32 +278,20 @@ async fn nginx_resumable_segments_out_of_order_on_both_instances() {
     for (i, start) in starts.into_iter().enumerate() {
         let end = (start + seg).min(content.len());
         let at = if i % 2 == 0 { &a } else { &b };
-        let r = segment(at, &content[start..end], start, content.len()).await;
+        let r = segment(
+            at,
+            "shared-session",
+            &content[start..end],
+            start,
+            content.len(),
+        )
+        .await;
         let want = if i + 1 == starts.len() { 200 } else { 201 };
         assert_eq!(r.status, want, "segment {i}: {:?}", r.body);
     }
     let form = parse_form(&backend.requests()[0]);
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
     check_object(garage, &redis, &backend, &prefix, &content).await;
-}
-
-async fn chunk(porter: &Porter, data: &[u8], at: (usize, usize), id: Option<&str>) -> Reply {
-    let mut form = Form::new();
-    if let Some(id) = id {
-        form = form.field("upload_id", id);
-    }
-    let (ct, body) = form.file("file", "photo.jpg", "image/jpeg", data).finish();
-    send(
-        request("POST", &porter.url("/api/chunked_upload/"))
-            .header("content-type", ct)
-            .header(
-                "content-range",
-                format!("bytes {}-{}/{}", at.0, at.0 + data.len() - 1, at.1),
-            )
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,27 +311,13 @@ async fn chunked_uploads_alternate_between_instances_and_complete_on_either() {
     for (i, start) in (0..content.len()).step_by(size).enumerate() {
         let end = (start + size).min(content.len());
         let at = if i % 2 == 0 { &a } else { &b };
-        let r = chunk(
-            at,
-            &content[start..end],
-            (start, content.len()),
-            id.as_deref(),
-        )
-        .await;
+        let range = (start, end - 1, content.len());
+        let r = send_chunk(at, &content[start..end], Some(range), id.as_deref()).await;
         assert_eq!(r.status, 200, "chunk {i}: {:?}", r.body);
         id.get_or_insert(r.json()["upload_id"].as_str().unwrap().to_string());
     }
-    let r = send(
-        request("POST", &b.url("/api/chunked_upload_complete/"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(format!(
-                "upload_id={}&md5={}",
-                id.unwrap(),
-                md5_hex(&content)
-            ))))
-            .unwrap(),
-    )
-    .await;
+    let fields = format!("upload_id={}&md5={}", id.unwrap(), md5_hex(&content));
+    let r = send_complete(&b, &fields).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     check_object(garage, &redis, &backend, &prefix, &content).await;
 }
@@ -432,20 +393,7 @@ async fn terminated_and_expired_shared_uploads_leave_nothing_behind() {
     let id = tus_create(&b, 20 << 20).await;
     assert_eq!(tus_patch(&b, &id, 0, &content).await.status, 204);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args([
-            "gc",
-            "-c",
-            a.dir.path().join("porter.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = porter_gc(&a.dir.path().join("porter.toml"));
     assert!(text.contains("1 expired resumable upload"), "{text}");
     wait_clean(&garage.client(), &prefix).await;
     no_upload_keys(&redis);

@@ -398,6 +398,21 @@ pub async fn curl(args: &[&str]) -> (u16, Vec<u8>) {
     (code, stdout[..cut].to_vec())
 }
 
+/// Runs one `porter gc -c config` pass, which must succeed; returns what it printed.
+pub fn porter_gc(config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
+        .args(["gc", "-c"])
+        .arg(config)
+        .output()
+        .expect("porter gc runs");
+    assert!(
+        out.status.success(),
+        "porter gc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A port that was free a moment ago (for configs that must name their port up front).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

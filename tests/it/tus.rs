@@ -370,24 +370,8 @@ async fn expiry_then_porter_gc() {
     assert_eq!(patch(&url, 0, b"01234", &[]).await.status, 204);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(head(&url).await.status, 410, "expired");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args([
-            "gc",
-            "-c",
-            porter.dir.path().join("porter.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 expired resumable upload"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = porter_gc(&porter.dir.path().join("porter.toml"));
+    assert!(out.contains("1 expired resumable upload"), "{out}");
     assert_eq!(head(&url).await.status, 404, "collected");
     assert!(files_under(&porter.temp()).is_empty());
 }
@@ -413,19 +397,8 @@ async fn porter_gc_never_touches_an_upload_in_use() {
     );
     s.write_all(head_text.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
-        .args([
-            "gc",
-            "-c",
-            porter.dir.path().join("porter.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("0 expired resumable upload"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = porter_gc(&porter.dir.path().join("porter.toml"));
+    assert!(out.contains("0 expired resumable upload"), "{out}");
     s.write_all(b"56789").await.unwrap();
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))

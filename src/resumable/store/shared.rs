@@ -29,12 +29,13 @@ use crate::sink::Writer;
 use crate::store::redis::Redis;
 use crate::store::s3::{S3Store, Spool};
 use crate::store::{Location, StoreError};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 const UPLOAD_FIELD: &str = "upload";
 
+#[derive(Clone)]
 pub struct SharedResumable {
     s3: S3Store,
     redis: Arc<Redis>,
@@ -253,7 +254,7 @@ impl ResumableStore for SharedResumable {
             part: self.part_of(offset)?,
             spool,
             dirty: false,
-            store: self.clone_handle(),
+            store: self.clone(),
             id: id.to_string(),
         }))
     }
@@ -263,7 +264,7 @@ impl ResumableStore for SharedResumable {
             return Err(bad_id());
         }
         Ok(Box::new(Segment {
-            store: self.clone_handle(),
+            store: self.clone(),
             id: id.to_string(),
             start: None,
             spool: None,
@@ -281,34 +282,24 @@ impl ResumableStore for SharedResumable {
         &self,
         id: &str,
         len: u64,
-        block: usize,
+        // Blocks come as the GET delivers them.
+        _block: usize,
         visit: &mut dyn FnMut(&[u8]),
     ) -> Result<(), StoreError> {
         let mut out = self.open_at(id, 0)?;
         let mut at = 0;
-        let mut buf = vec![0u8; block];
         for (start, seg_len, key) in self.segments(id)? {
-            let end = start + seg_len;
-            if end <= at || start > at {
+            if start + seg_len <= at || start > at || at >= len {
                 continue;
             }
-            let mut spool = self.s3.spool(id)?;
-            self.s3
-                .fetch_into(&key, (at - start, seg_len - 1), &mut spool)?;
-            let mut read = std::fs::File::open(&spool.path)?;
-            loop {
-                let n = read.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                let n = n.min((len - at) as usize);
-                visit(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                at += n as u64;
-            }
-            if at >= len {
-                break;
-            }
+            // Straight from the GET into the hashes and the multipart upload's spool.
+            let last = seg_len.min(len - start) - 1;
+            self.s3.fetch(&key, (at - start, last), &mut |data| {
+                visit(data);
+                out.write_all(data)?;
+                at += data.len() as u64;
+                Ok(())
+            })?;
         }
         if at != len {
             return Err(io_error(format!("segments cover {at} of {len} bytes")));
@@ -345,17 +336,19 @@ impl ResumableStore for SharedResumable {
         if !valid_id(id) || len == 0 {
             return Ok(Vec::new());
         }
-        let mut spool = self.s3.spool(id)?;
-        let key = self.s3.key(id);
-        match self.s3.fetch_into(&key, (0, len as u64 - 1), &mut spool) {
-            Ok(_) => {}
+        let mut out = Vec::with_capacity(len);
+        let fetched = self
+            .s3
+            .fetch(&self.s3.key(id), (0, len as u64 - 1), &mut |data| {
+                out.extend_from_slice(data);
+                Ok(())
+            });
+        match fetched {
+            Ok(_) => Ok(out),
             // An empty object has no byte 0.
-            Err(_) if self.committed(id).is_some() => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(_) if self.committed(id).is_some() => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
-        let mut out = Vec::new();
-        std::fs::File::open(&spool.path)?.read_to_end(&mut out)?;
-        Ok(out)
     }
 
     fn concatenates(&self) -> bool {
@@ -444,19 +437,11 @@ impl SharedResumable {
             ))
         }
     }
-
-    fn clone_handle(&self) -> Arc<SharedResumable> {
-        Arc::new(SharedResumable {
-            s3: self.s3.clone(),
-            redis: self.redis.clone(),
-            scratch: self.scratch.clone(),
-        })
-    }
 }
 
 /// In-order data being appended: the spool holds the part being filled.
 struct InOrder {
-    store: Arc<SharedResumable>,
+    store: SharedResumable,
     id: String,
     upload: Option<String>,
     /// The part number the spool will become.
@@ -547,7 +532,7 @@ impl DataFile for InOrder {
 
 /// One out-of-order segment, spooled, then put as its own object on `sync`.
 struct Segment {
-    store: Arc<SharedResumable>,
+    store: SharedResumable,
     id: String,
     start: Option<u64>,
     spool: Option<Spool>,

@@ -112,12 +112,13 @@ impl S3Store {
         Ok(Spool { path, file, len: 0 })
     }
 
-    /// Downloads `key`'s bytes `range` (inclusive) to the end of `spool`.
-    pub(crate) fn fetch_into(
+    /// Streams `key`'s bytes `range` (inclusive) to `f`, block by block as they
+    /// arrive; returns how many there were.
+    pub(crate) fn fetch(
         &self,
         key: &str,
         range: (u64, u64),
-        spool: &mut Spool,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
         use http_body_util::BodyExt;
         let s3 = self.0.s3.clone();
@@ -126,8 +127,7 @@ impl S3Store {
         while let Some(frame) = self.block_on(body.frame()) {
             let frame = frame.map_err(|e| StoreError::Io(io::Error::other(e)))?;
             if let Ok(data) = frame.into_data() {
-                spool.file.write_all(&data)?;
-                spool.len += data.len() as u64;
+                f(&data)?;
                 got += data.len() as u64;
             }
         }
@@ -145,6 +145,20 @@ impl S3Store {
                 tracing::error!(error = %e, "S3 {what} failed");
             }
         });
+    }
+
+    /// Downloads `key`'s bytes `range` (inclusive) to the end of `spool`.
+    pub(crate) fn fetch_into(
+        &self,
+        key: &str,
+        range: (u64, u64),
+        spool: &mut Spool,
+    ) -> Result<u64, StoreError> {
+        self.fetch(key, range, &mut |data| {
+            spool.file.write_all(data)?;
+            spool.len += data.len() as u64;
+            Ok(())
+        })
     }
 }
 
