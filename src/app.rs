@@ -185,6 +185,8 @@ fn backend(config: &Config, metrics: Arc<Metrics>) -> Result<Backend, StartError
         if created {
             tracing::info!(path = %config.backend.secret_file.display(), "created a new signing secret");
         }
+        // The id apps see in X-Porter-Key-Id: logged so a rotation can be followed.
+        tracing::info!(key_id = %secret.key_id(), "signing generated requests");
         Some(secret)
     };
     Ok(Backend::new(&config.backend, secret, metrics))

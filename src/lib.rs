@@ -29,6 +29,8 @@
 //! * `backend`: the one client for the app: pooled, signed generated requests.
 //! * `config`: the TOML file, parsed and validated once into typed structs.
 //! * `error`: the one error kind enum and its mapping to HTTP.
+//! * `namespace`: which client field names could pass for porter's metadata under some
+//!   framework's reading of them (dropped or refused wherever fields come in).
 //! * `metrics`: Prometheus counters that survive reloads.
 //! * `http`: body types, header hygiene and 1xx informational heads (which hyper's
 //!   server cannot send) shared by all of the above.
@@ -43,6 +45,7 @@ pub mod error;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod namespace;
 pub mod progress;
 pub mod proxy;
 pub mod resumable;

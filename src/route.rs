@@ -133,6 +133,24 @@ pub fn canonical_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// A query as porter sends (and signs) it on a generated request: every byte outside
+/// `A-Za-z0-9` and `-._~!$&'()*+,;=:@/?%` as uppercase `%XX`; escapes already there are
+/// kept. The result is what Django's `iri_to_uri` leaves unchanged, so an app that sees
+/// only the decoded query (no `RAW_URI`) rebuilds the very target porter signed, and
+/// applying it twice changes nothing.
+pub fn canonical_query(query: &str) -> String {
+    const SAFE: &[u8] = b"-._~!$&'()*+,;=:@/?%";
+    let mut out = String::with_capacity(query.len());
+    for &b in query.as_bytes() {
+        if b.is_ascii_alphanumeric() || SAFE.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Normalises a path written in the config: like a request path, without a trailing `/`.
 pub fn normalize_route_path(s: &str) -> Result<String, String> {
     let p = NormalPath::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
@@ -211,6 +229,19 @@ mod tests {
 
     fn norm(s: &str) -> String {
         NormalPath::parse(s).unwrap().display()
+    }
+
+    #[test]
+    fn canonical_queries() {
+        assert_eq!(canonical_query("a=1&b=x%20y"), "a=1&b=x%20y");
+        assert_eq!(
+            canonical_query("q=a|b{c}\"d\"^`<>"),
+            "q=a%7Cb%7Bc%7D%22d%22%5E%60%3C%3E"
+        );
+        assert_eq!(canonical_query("x=[1]#"), "x=%5B1%5D%23");
+        assert_eq!(canonical_query("é"), "%C3%A9");
+        let once = canonical_query("a b|c%zz");
+        assert_eq!(canonical_query(&once), once, "idempotent");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One request, start to finish: strip what clients may not send, route, dispatch,
-//! pass the answer through the one response path, and log it.
+//! One request, start to finish: strip what clients may not send, check its `Host`,
+//! route, dispatch, pass the answer through the one response path, and log it.
 
 use crate::app::App;
 use crate::config::{Kind, Static};
@@ -7,7 +7,7 @@ use crate::download::{self, Ask};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::with_guard;
-use crate::http::headers::{Peer, strip_accel, strip_porter};
+use crate::http::headers::{Peer, check_host, strip_accel, strip_client};
 use crate::http::stats::{Counting, RequestStats};
 use crate::listen::conn::InFlight;
 use crate::metrics::{Metrics, Outcome};
@@ -49,38 +49,13 @@ async fn dispatch(
     mut req: Request<Incoming>,
     mut log: AccessLog,
 ) -> Response<Body> {
-    strip_porter(req.headers_mut());
+    strip_client(req.headers_mut());
     let ask = Ask::of(req.method(), req.headers());
-    let resp = match NormalPath::parse(req.uri().path()) {
-        // `OPTIONS *` names the server, not a path: the app answers it.
-        Err(_) if req.uri().path() == "*" => {
-            log.label = Label::named("passthrough");
-            proxy::forward(app.clone(), peer, req).await
-        }
+    let resp = match check_host(req.version(), req.headers(), req.uri()) {
+        Ok(()) => route_and_serve(&app, peer, req, &ask, &mut log.label).await,
         Err(e) => {
             log.label = Label::named("invalid");
-            Error::bad_request(e.to_string()).into_response()
-        }
-        Ok(path) => {
-            let route = route(&app.config, req.method(), &path);
-            log.label = Label::of(&route);
-            match route {
-                Route::Progress => {
-                    app.progress
-                        .respond(req.method(), req.uri(), req.headers())
-                        .await
-                }
-                Route::Static(s) => serve_static(&app, &ask, s, &path).await,
-                Route::Internal => {
-                    tracing::info!(path = %path.display(), "refused a direct request for an internal location");
-                    Error::new(ErrorKind::NotFound, "not found").into_response()
-                }
-                Route::Complete(r) => {
-                    crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
-                }
-                Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
-                Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
-            }
+            Error::bad_request(e).into_response()
         }
     };
     let resp = if download::requested(&resp) {
@@ -90,6 +65,47 @@ async fn dispatch(
         resp
     };
     respond(resp, log)
+}
+
+/// Routes the request (SPEC §3) and serves it where it belongs.
+async fn route_and_serve(
+    app: &Arc<App>,
+    peer: Peer,
+    req: Request<Incoming>,
+    ask: &Ask,
+    label: &mut Label,
+) -> Response<Body> {
+    let path = match NormalPath::parse(req.uri().path()) {
+        Ok(path) => path,
+        // `OPTIONS *` names the server, not a path: the app answers it.
+        Err(_) if req.uri().path() == "*" => {
+            *label = Label::named("passthrough");
+            return proxy::forward(app.clone(), peer, req).await;
+        }
+        Err(e) => {
+            *label = Label::named("invalid");
+            return Error::bad_request(e.to_string()).into_response();
+        }
+    };
+    let route = route(&app.config, req.method(), &path);
+    *label = Label::of(&route);
+    match route {
+        Route::Progress => {
+            app.progress
+                .respond(req.method(), req.uri(), req.headers())
+                .await
+        }
+        Route::Static(s) => serve_static(app, ask, s, &path).await,
+        Route::Internal => {
+            tracing::info!(path = %path.display(), "refused a direct request for an internal location");
+            Error::new(ErrorKind::NotFound, "not found").into_response()
+        }
+        Route::Complete(r) => {
+            crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
+        }
+        Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
+        Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
+    }
 }
 
 /// A `[[static]]` location: public files straight from disk, GET and HEAD only.

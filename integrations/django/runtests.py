@@ -15,4 +15,4 @@ if __name__ == "__main__":
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     django.setup()
     runner = get_runner(settings)(verbosity=1)
-    sys.exit(bool(runner.run_tests(["tests.test_porter"])))
+    sys.exit(bool(runner.run_tests(["tests.test_porter", "tests.test_vectors"])))

@@ -130,6 +130,11 @@ impl Backend {
         result
     }
 
+    /// The id of the key generated requests are signed with, if any.
+    pub fn key_id(&self) -> Option<String> {
+        self.secret.as_ref().map(Secret::key_id)
+    }
+
     /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.
     pub async fn send_generated(&self, g: Generated) -> Result<Response<Incoming>, BackendError> {
         let mut headers = g.headers;
@@ -171,6 +176,7 @@ impl Backend {
                 },
             );
             for (name, value) in [
+                ("x-porter-key-id", sig.key_id),
                 ("x-porter-timestamp", sig.timestamp),
                 ("x-porter-nonce", sig.nonce),
                 ("x-porter-signature", sig.signature),

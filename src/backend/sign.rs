@@ -1,5 +1,11 @@
-//! The signature on every request porter generates (SPEC §4.2), so the app can tell
-//! porter's metadata from a client's forgery.
+//! The signature on every request porter generates, so the app can tell porter's
+//! metadata from a client's forgery (docs/reference/signature.md).
+//!
+//! The signature names its key (`X-Porter-Key-Id`, derived from the key itself, so
+//! there is nothing to configure or to get wrong): verifiers hold a list of keys, and an
+//! operator rotates by adding the new key to every app first, then switching porter to
+//! it with a reload, then removing the old key from the apps. No step needs porter and
+//! every app worker to restart at the same moment.
 
 use crate::sink::hashes::hex;
 use sha2::{Digest, Sha256};
@@ -8,6 +14,9 @@ use std::path::Path;
 /// The HMAC key. Never printed: `Debug` hides it.
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
+
+/// The domain-separation label of a key id: `key_id = hex(HMAC(key, LABEL))[..16]`.
+const KEY_ID_LABEL: &[u8] = b"porter-key-id";
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +80,13 @@ impl Secret {
         Ok(Secret(text.into_bytes()))
     }
 
+    /// The key's public name: the first 16 hex digits of HMAC-SHA256(key,
+    /// "porter-key-id"). It reveals nothing of the key, and every verifier can
+    /// compute it for each key it holds.
+    pub fn key_id(&self) -> String {
+        hex(&self.hmac(KEY_ID_LABEL)[..8])
+    }
+
     /// HMAC-SHA256 (RFC 2104) of `msg` under this key.
     pub fn hmac(&self, msg: &[u8]) -> [u8; 32] {
         const BLOCK: usize = 64;
@@ -93,9 +109,11 @@ impl Secret {
     }
 }
 
-/// The three headers of a signed request.
+/// The four headers of a signed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// `X-Porter-Key-Id`: which key signed ([`Secret::key_id`]).
+    pub key_id: String,
     pub timestamp: String,
     pub nonce: String,
     /// `sha256=<hex>`
@@ -145,6 +163,7 @@ pub fn sign(secret: &Secret, req: &Signed<'_>) -> Signature {
 pub fn sign_with(secret: &Secret, timestamp: String, nonce: String, req: &Signed<'_>) -> Signature {
     let mac = secret.hmac(message(&timestamp, &nonce, req).as_bytes());
     Signature {
+        key_id: secret.key_id(),
         timestamp,
         nonce,
         signature: format!("sha256={}", hex(&mac)),
@@ -154,6 +173,9 @@ pub fn sign_with(secret: &Secret, timestamp: String, nonce: String, req: &Signed
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `hmac.new(b"k" * 32, b"porter-key-id", hashlib.sha256).hexdigest()[:16]`
+    const KEY_ID_K32: &str = "9c7a8998ab9fe115";
 
     #[test]
     fn hmac_rfc4231_case_2() {
@@ -196,6 +218,14 @@ mod tests {
             sig.signature,
             "sha256=5abbbc0b03deed6b25cdf5e618d9d337dc0d5d1abb0d555b09c9d238f9488a9d"
         );
+    }
+
+    /// Computed independently with Python's `hmac` module.
+    #[test]
+    fn key_id_vector() {
+        let secret = Secret::from_bytes(vec![b'k'; 32]).unwrap();
+        assert_eq!(secret.key_id(), KEY_ID_K32);
+        assert_eq!(secret.key_id().len(), 16);
     }
 
     #[test]

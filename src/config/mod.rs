@@ -28,6 +28,8 @@ pub struct Config {
     pub storage: Storage,
     pub limits: Limits,
     pub uploads: Vec<UploadRoute>,
+    /// Client field names that could pass for metadata under any route's template.
+    pub namespace: crate::namespace::Namespace,
     pub internals: Vec<Internal>,
     pub statics: Vec<Static>,
     pub progress: Option<String>,

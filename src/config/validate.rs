@@ -149,6 +149,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path, source: &Path) -> Result<Con
         backend,
         storage,
         limits,
+        namespace: crate::namespace::Namespace::new(
+            uploads.iter().map(|u| u.field_names.0.as_str()),
+        ),
         uploads,
         internals,
         statics,
@@ -347,6 +350,27 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
 
 /// The effective config as `porter check` prints it: a password in `state.url` is
 /// masked (the S3 keys live in files, so only their paths are ever shown).
+/// A `field_names` template: `{field}` and `{attr}` once each, something between them
+/// (`{field}{attr}` could not be read back: is `filename` field `file`, attr `name`?),
+/// and no whitespace, control characters, quotes or backslashes, which frameworks strip,
+/// rewrite or unescape (see `namespace`).
+fn check_template(t: &str) -> Result<(), String> {
+    if t.matches("{field}").count() != 1 || t.matches("{attr}").count() != 1 {
+        return Err("must contain {field} and {attr} exactly once each".into());
+    }
+    if t.contains("{field}{attr}") || t.contains("{attr}{field}") {
+        return Err("needs a separator between {field} and {attr}".into());
+    }
+    if t.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(
+            "must not contain whitespace, control characters, quotes or backslashes".into(),
+        );
+    }
+    Ok(())
+}
+
 fn redacted(mut raw: RawConfig) -> RawConfig {
     if let Some(url) = raw.state.as_mut().and_then(|s| s.url.as_mut()) {
         *url = redact_url(url);
@@ -612,11 +636,8 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
         }
     };
     let template = u.field_names.clone().unwrap_or_default();
-    if template.matches("{field}").count() != 1 || template.matches("{attr}").count() != 1 {
-        c.fail(
-            k("field_names"),
-            "must contain {field} and {attr} exactly once each",
-        );
+    if let Err(e) = check_template(&template) {
+        c.fail(k("field_names"), e);
     }
     let cleanup_on = u
         .cleanup_on
@@ -646,8 +667,15 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
         );
     }
     let field = u.field.clone().unwrap_or_else(|| "file".into());
-    if field.is_empty() {
-        c.fail(k("field"), "must not be empty");
+    if field.is_empty()
+        || field
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '"')
+    {
+        c.fail(
+            k("field"),
+            "must be a non-empty name without whitespace, control characters or quotes",
+        );
     }
     UploadRoute {
         path,

@@ -1,5 +1,6 @@
-//! Header hygiene (SPEC §3): hop-by-hop removal, `X-Forwarded-*`, and the headers no
-//! client may send (`X-Porter-*`) or receive (`X-Accel-*`, `X-Sendfile`).
+//! Header hygiene (SPEC §3): hop-by-hop removal, `X-Forwarded-*`, one `Host`, and the
+//! headers no client may send (`X-Porter-*`, names with `_`) or receive (`X-Accel-*`,
+//! `X-Sendfile`).
 
 use crate::config::Cidr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -56,9 +57,38 @@ fn remove_matching(h: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
     }
 }
 
-/// Client-sent `X-Porter-*` headers could forge a signature or metadata: never trusted.
-pub fn strip_porter(h: &mut HeaderMap) {
-    remove_matching(h, |n| n.starts_with("x-porter-"));
+/// Headers no client may send on: `X-Porter-*` (they could forge a signature or
+/// metadata), and every name with an `_`, which CGI and WSGI map to the same variable as
+/// its `-` twin (`X_Porter_Signature` arrives as `HTTP_X_PORTER_SIGNATURE`,
+/// `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`). nginx drops the latter by default too
+/// (`underscores_in_headers off`).
+pub fn strip_client(h: &mut HeaderMap) {
+    remove_matching(h, |n| n.starts_with("x-porter-") || n.contains('_'));
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; none, or two, is a
+/// 400. Whatever the version, two `Host` fields, or a `Host` naming another host than the
+/// request target's authority (absolute form, HTTP/2 `:authority`), are refused too:
+/// porter and the app would each take a different one.
+pub fn check_host(
+    version: http::Version,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err("the request has two Host fields");
+    }
+    match (first, uri.authority()) {
+        (None, None) if version == http::Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host field")
+        }
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            Err("the Host field names another host than the request target")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `X-Accel-*` and `X-Sendfile` are instructions to porter, never for a client.
@@ -201,8 +231,12 @@ mod tests {
             ("x-porter-signature", "x"),
             ("X-Porter-Nonce", "y"),
             ("x-portero", "keep"),
+            ("x_porter_signature", "x"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x-forwarded_host", "evil"),
+            ("_", "x"),
         ]);
-        strip_porter(&mut h);
+        strip_client(&mut h);
         assert_eq!(h.len(), 1);
         let mut h = map(&[
             ("x-accel-redirect", "/p"),
@@ -211,6 +245,27 @@ mod tests {
         ]);
         strip_accel(&mut h);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn one_host_that_agrees_with_the_target() {
+        use http::Version;
+        let origin: http::Uri = "/a".parse().unwrap();
+        let absolute: http::Uri = "http://Example.com/a".parse().unwrap();
+        let one = map(&[("host", "example.com")]);
+        let two = map(&[("host", "example.com"), ("host", "evil")]);
+        let other = map(&[("host", "evil")]);
+        let none = HeaderMap::new();
+        assert!(check_host(Version::HTTP_11, &one, &origin).is_ok());
+        assert!(check_host(Version::HTTP_11, &one, &absolute).is_ok());
+        assert!(check_host(Version::HTTP_11, &none, &absolute).is_ok());
+        assert!(check_host(Version::HTTP_10, &none, &origin).is_ok());
+        assert!(check_host(Version::HTTP_2, &none, &absolute).is_ok());
+        assert!(check_host(Version::HTTP_11, &none, &origin).is_err());
+        assert!(check_host(Version::HTTP_11, &two, &origin).is_err());
+        assert!(check_host(Version::HTTP_10, &two, &origin).is_err());
+        assert!(check_host(Version::HTTP_11, &other, &absolute).is_err());
+        assert!(check_host(Version::HTTP_2, &other, &absolute).is_err());
     }
 
     #[test]

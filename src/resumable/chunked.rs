@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::GuardedBody;
 use crate::http::headers::Peer;
+use crate::namespace::{control_in_name, has_control};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, percent_decode};
 use crate::sink::hashes::{Algorithm, Hashes};
@@ -86,12 +87,29 @@ struct Form {
 }
 
 impl Form {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields
+    /// The field porter reads (`upload_id`, `md5`). Given twice with different values,
+    /// porter and the app could each act on another one: refused.
+    fn get(&self, name: &str) -> Result<Option<&str>, Error> {
+        let mut values = self
+            .fields
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+            .filter(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.any(|v| Some(v) != first) {
+            return Err(Error::bad_request(format!(
+                "the form gives {name} twice with different values"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Refuses a form that names a field with a control character.
+    fn check_names(self) -> Result<Form, Error> {
+        if self.fields.iter().any(|(n, _)| has_control(n)) {
+            return Err(control_in_name());
+        }
+        Ok(self)
     }
 }
 
@@ -135,10 +153,11 @@ async fn read_form(
                 (dec(k), dec(v))
             })
             .collect();
-        return Ok(Form {
+        return Form {
             fields,
             chunk: None,
-        });
+        }
+        .check_names();
     }
     let boundary = params
         .into_iter()
@@ -176,6 +195,9 @@ async fn read_form(
                     return Err(Error::too_large("too many parts in the form"));
                 }
                 let name = head.name.unwrap_or_default();
+                if has_control(&name) {
+                    return Err(control_in_name());
+                }
                 field_bytes += name.len() as u64;
                 if head.filename.is_some()
                     && file_field == Some(name.as_str())
@@ -222,7 +244,7 @@ async fn read_form(
         }
     }
     while body.next_data().await?.is_some() {}
-    Ok(form)
+    form.check_names()
 }
 
 /// The optional `Content-Range: bytes START-END/TOTAL`.
@@ -297,7 +319,7 @@ async fn chunk_inner(
             None,
         ));
     }
-    let (mut up, _lock) = match form.get("upload_id") {
+    let (mut up, _lock) = match form.get("upload_id")? {
         Some(id) => {
             let lock = engine
                 .try_lock(id)
@@ -431,7 +453,7 @@ async fn finish_inner(
     let (parts, body) = req.into_parts();
     let mut body = guarded(&app, body, app.config.limits.max_fields_bytes, None);
     let form = read_form(&app, engine, &parts.headers, &mut body, None).await?;
-    let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
+    let (Some(id), Some(md5)) = (form.get("upload_id")?, form.get("md5")?) else {
         return Ok(detail(400, "Both 'upload_id' and 'md5' are required", None));
     };
     let _lock = engine
@@ -480,6 +502,11 @@ async fn finish_inner(
         target,
         headers: backend_headers(&app, &parts, peer),
         fields: form.fields.clone(),
+        // Checked above: the upload's id, and the md5 porter computed (lowercase).
+        vouched: vec![
+            ("upload_id".into(), id.to_string()),
+            ("md5".into(), md5.to_ascii_lowercase()),
+        ],
     };
     let answer: Answer = complete::complete(&app, route, engine, &mut up, req).await?;
     Ok(answer.into_response())

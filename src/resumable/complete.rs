@@ -52,8 +52,12 @@ pub struct Request {
     pub target: String,
     /// The client's headers, prepared for the app.
     pub headers: HeaderMap,
-    /// Extra fields to send beside the metadata (chunked: `upload_id`, `md5`, ...).
+    /// The client's own fields to send beside the metadata (tus `Upload-Metadata`,
+    /// a chunked completion's form); names that could pass for metadata are dropped.
     pub fields: Vec<(String, String)>,
+    /// Fields porter checked and vouches for (chunked: `upload_id`, `md5`); client
+    /// fields a framework could read as one of these are dropped.
+    pub vouched: Vec<(String, String)>,
 }
 
 fn gone() -> Error {
@@ -96,17 +100,17 @@ pub async fn complete(
     }
     engine.commit(up).await?;
     let meta = file_meta(route, up)?;
-    let mut items: Vec<Item> = req
-        .fields
-        .into_iter()
-        .filter(|(name, _)| !route.field_names.is_reserved(name))
-        .map(|(name, value)| Item::Field {
-            name,
-            value: Bytes::from(value),
-        })
-        .collect();
-    items.push(Item::File(meta));
-    let (content_type, body) = metadata::encode(route.forward, &route.field_names, &items);
+    let vouched = req.vouched.into_iter().map(|(name, value)| Item::Vouched {
+        name,
+        value: Bytes::from(value),
+    });
+    let fields = req.fields.into_iter().map(|(name, value)| Item::Field {
+        name,
+        value: Bytes::from(value),
+    });
+    let items: Vec<Item> = vouched.chain(fields).chain([Item::File(meta)]).collect();
+    let how = crate::upload::route_encoding(app, route);
+    let (content_type, body) = metadata::encode(&how, &items);
     let sent = app
         .backend
         .send_generated(Generated {

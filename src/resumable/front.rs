@@ -235,6 +235,7 @@ pub(super) async fn finish(
         target: canonical_encode(notify.as_bytes()),
         headers,
         fields,
+        vouched: Vec::new(),
     };
     complete::complete(&ctx.app, ctx.route, ctx.engine(), up, req).await
 }

@@ -224,6 +224,7 @@ async fn segment(
         target,
         headers: backend_headers(&app, &parts, peer),
         fields: Vec::new(),
+        vouched: Vec::new(),
     };
     let a = complete::complete(&app, route, engine, &mut up, req).await?;
     Ok(a.into_response())

@@ -157,6 +157,10 @@ pub fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, Error> {
         if it.next().is_some() || key.contains(|c: char| c.is_control()) {
             return Err(bad());
         }
+        // Keys are unique (tus 1.0): two would let porter and the app each read another.
+        if out.iter().any(|(k, _)| k == key) {
+            return Err(Error::bad_request("Upload-Metadata names a key twice"));
+        }
         out.push((key.to_string(), value));
     }
     Ok(out)
@@ -556,6 +560,8 @@ mod tests {
         assert_eq!(m[2], ("filetype".into(), "application/pdf".into()));
         assert!(parse_metadata("a b c").is_err());
         assert!(parse_metadata("a !!!").is_err());
+        assert!(parse_metadata("filename YQ==,filename Yg==").is_err());
+        assert!(parse_metadata("a,a").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::Error;
 use crate::http::body::GuardedBody;
+use crate::namespace::{Verdict, control_in_name, has_control};
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 
@@ -82,6 +83,9 @@ pub async fn receive(
                 if name.is_empty() {
                     return Err(Error::bad_request("a part has an empty name"));
                 }
+                if has_control(&name) {
+                    return Err(control_in_name());
+                }
                 current = match head.filename {
                     Some(f) if f.is_empty() => Current::Skip,
                     Some(f) => {
@@ -141,9 +145,13 @@ fn start_field<'r>(
     name: String,
     counts: &mut Counts,
 ) -> Result<Current<'r>, Error> {
-    if route.field_names.is_reserved(&name) {
-        tracing::warn!(field = %name, "dropped a client field that imitates porter's metadata");
-        return Ok(Current::Skip);
+    match app.config.namespace.screen(&name) {
+        Verdict::Keep => {}
+        Verdict::Drop => {
+            tracing::warn!(route = %route.path, field = %name, "dropped a client field that could pass for porter's metadata");
+            return Ok(Current::Skip);
+        }
+        Verdict::Refuse => return Err(control_in_name()),
     }
     counts.fields += 1;
     let max = app.config.limits.max_fields;

@@ -3,6 +3,7 @@
 //! encoded as multipart, urlencoded or JSON.
 
 use crate::config::{FieldNames, Forward};
+use crate::namespace::{Namespace, Verdict, normalise};
 use crate::sink::hashes::{Algorithm, hex};
 use bytes::Bytes;
 
@@ -59,10 +60,22 @@ impl FileMeta {
     }
 }
 
-/// A client field or a stored file, in the order the client sent them.
+/// One entry of the metadata request, in the order the client sent them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    Field { name: String, value: Bytes },
+    /// A client's own field: passed on only when its name cannot pass for metadata
+    /// or for a field porter vouches for (see `namespace`).
+    Field {
+        name: String,
+        value: Bytes,
+    },
+    /// A field porter itself checked and vouches for (a chunked completion's
+    /// `upload_id` and `md5`): client fields that a framework could read as it are
+    /// dropped, so the app sees porter's value only.
+    Vouched {
+        name: String,
+        value: Bytes,
+    },
     File(FileMeta),
 }
 
@@ -70,29 +83,69 @@ impl FieldNames {
     pub fn name(&self, field: &str, attr: &str) -> String {
         self.0.replace("{field}", field).replace("{attr}", attr)
     }
+}
 
-    /// Whether a client-sent field name could pass for porter's metadata: dropped, so
-    /// no client can forge a path, size or hash.
-    pub fn is_reserved(&self, name: &str) -> bool {
-        let all_attrs = BASE_ATTRS
-            .iter()
-            .copied()
-            .chain(Algorithm::ALL.iter().map(|a| a.name()));
-        all_attrs.into_iter().any(|attr| {
-            let t = self.0.replace("{attr}", attr);
-            let Some((pre, post)) = t.split_once("{field}") else {
-                return false;
-            };
-            name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)
-        })
-    }
+/// How a metadata body is written: the route's format and names, and every name a
+/// client field may not take.
+pub struct Encoding<'a> {
+    pub forward: Forward,
+    pub names: &'a FieldNames,
+    pub namespace: &'a Namespace,
 }
 
 /// The body of the metadata request: `(content type, bytes)`.
-pub fn encode(forward: Forward, names: &FieldNames, items: &[Item]) -> (String, Bytes) {
+pub fn encode(how: &Encoding<'_>, items: &[Item]) -> (String, Bytes) {
+    let mut raw = [0u8; 16];
+    let _ = getrandom::fill(&mut raw);
+    encode_with_boundary(how, items, &format!("porter{}", hex(&raw)))
+}
+
+/// [`encode`] with a given multipart boundary (the shared test vectors fix it).
+pub fn encode_with_boundary(how: &Encoding<'_>, items: &[Item], boundary: &str) -> (String, Bytes) {
+    let items = passed(how.namespace, items);
+    encode_unscreened(how.forward, how.names, &items, boundary)
+}
+
+/// The items that may reach the app: every client field whose name could be read as
+/// metadata, or as a field porter vouches for, is left out.
+fn passed(namespace: &Namespace, items: &[Item]) -> Vec<Item> {
+    let vouched: Vec<String> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Vouched { name, .. } => Some(normalise(name)),
+            _ => None,
+        })
+        .collect();
+    items
+        .iter()
+        .filter(|item| match item {
+            Item::Field { name, .. } => {
+                let keep = namespace.screen(name) == Verdict::Keep
+                    && !vouched.contains(&normalise(name));
+                if !keep {
+                    tracing::warn!(field = %name.escape_debug(), "dropped a client field that could pass for porter's metadata");
+                }
+                keep
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The metadata body exactly as given, no field dropped. Only [`encode`] and the test
+/// vectors (which must show verifiers a body porter would never send) call it.
+pub fn encode_unscreened(
+    forward: Forward,
+    names: &FieldNames,
+    items: &[Item],
+    boundary: &str,
+) -> (String, Bytes) {
     let pairs = || {
         items.iter().flat_map(|item| match item {
-            Item::Field { name, value } => vec![(name.clone(), value.clone())],
+            Item::Field { name, value } | Item::Vouched { name, value } => {
+                vec![(name.clone(), value.clone())]
+            }
             Item::File(f) => f
                 .attrs()
                 .into_iter()
@@ -102,9 +155,6 @@ pub fn encode(forward: Forward, names: &FieldNames, items: &[Item]) -> (String, 
     };
     match forward {
         Forward::Multipart => {
-            let mut raw = [0u8; 16];
-            let _ = getrandom::fill(&mut raw);
-            let boundary = format!("porter{}", hex(&raw));
             let mut out = Vec::new();
             for (name, value) in pairs() {
                 out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
@@ -140,7 +190,7 @@ fn json(items: &[Item]) -> serde_json::Value {
     let mut files = Vec::new();
     for item in items {
         match item {
-            Item::Field { name, value } => {
+            Item::Field { name, value } | Item::Vouched { name, value } => {
                 let list = fields
                     .entry(name.clone())
                     .or_insert_with(|| serde_json::json!([]));
@@ -206,22 +256,67 @@ mod tests {
         }
     }
 
+    fn how<'a>(forward: Forward, names: &'a FieldNames, ns: &'a Namespace) -> Encoding<'a> {
+        Encoding {
+            forward,
+            names,
+            namespace: ns,
+        }
+    }
+
     #[test]
-    fn naming_and_reserved() {
+    fn naming() {
         let n = FieldNames("{field}.{attr}".into());
         assert_eq!(n.name("file", "path"), "file.path");
-        assert!(n.is_reserved("file.path"));
-        assert!(n.is_reserved("x.y.sha256"));
-        assert!(n.is_reserved(".path"), "an empty field name is no escape");
-        assert!(!n.is_reserved("file.owner"));
-        assert!(!n.is_reserved("title"));
-        let p = FieldNames("porter.{field}.{attr}".into());
-        assert!(!p.is_reserved("user.name"));
-        assert!(p.is_reserved("porter.user.name"));
-        let rev = FieldNames("{attr}[{field}]".into());
-        assert!(rev.is_reserved("path[file]"));
-        assert!(rev.is_reserved("path[]"));
-        assert!(!rev.is_reserved("path"));
+        assert_eq!(
+            FieldNames("{attr}[{field}]".into()).name("f", "id"),
+            "id[f]"
+        );
+    }
+
+    /// Every attribute porter sends is reserved, in the order it sends them.
+    #[test]
+    fn sent_attributes_are_reserved() {
+        let sent: Vec<&str> = BASE_ATTRS
+            .iter()
+            .copied()
+            .chain(Algorithm::ALL.iter().map(|a| a.name()))
+            .collect();
+        assert_eq!(sent[..], crate::namespace::RESERVED_ATTRS[..sent.len()]);
+    }
+
+    /// The last line of defence: whatever a front-end let through, no forged name and
+    /// no rival of a vouched field reaches the body, in any format.
+    #[test]
+    fn forged_and_rival_fields_never_reach_the_body() {
+        let names = FieldNames("{field}.{attr}".into());
+        let ns = Namespace::new(["{field}.{attr}"]);
+        let items = vec![
+            Item::Field {
+                name: "file.path ".into(),
+                value: Bytes::from_static(b"/etc/passwd"),
+            },
+            Item::Field {
+                name: "Upload_ID".into(),
+                value: Bytes::from_static(b"forged"),
+            },
+            Item::Vouched {
+                name: "upload_id".into(),
+                value: Bytes::from_static(b"real"),
+            },
+            Item::Field {
+                name: "title".into(),
+                value: Bytes::from_static(b"t"),
+            },
+            Item::File(meta()),
+        ];
+        for forward in [Forward::Multipart, Forward::Urlencoded, Forward::Json] {
+            let (_, body) = encode(&how(forward, &names, &ns), &items);
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("passwd"), "{forward:?}: {text}");
+            assert!(!text.contains("forged"), "{forward:?}: {text}");
+            assert!(text.contains("real") && text.contains("title"), "{text}");
+        }
     }
 
     #[test]
@@ -233,11 +328,9 @@ mod tests {
             },
             Item::File(meta()),
         ];
-        let (ct, body) = encode(
-            Forward::Urlencoded,
-            &FieldNames("{field}.{attr}".into()),
-            &items,
-        );
+        let names = FieldNames("{field}.{attr}".into());
+        let ns = Namespace::default();
+        let (ct, body) = encode(&how(Forward::Urlencoded, &names, &ns), &items);
         assert_eq!(ct, "application/x-www-form-urlencoded");
         assert_eq!(
             body,
@@ -254,7 +347,9 @@ mod tests {
             },
             Item::File(meta()),
         ];
-        let (_, body) = encode(Forward::Json, &FieldNames("{field}.{attr}".into()), &items);
+        let names = FieldNames("{field}.{attr}".into());
+        let ns = Namespace::default();
+        let (_, body) = encode(&how(Forward::Json, &names, &ns), &items);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["fields"]["t"], serde_json::json!(["v"]));
         assert_eq!(v["files"][0]["field"], "file");
@@ -268,11 +363,9 @@ mod tests {
             name: "q\"x".into(),
             value: Bytes::from_static(b"v"),
         }];
-        let (ct, body) = encode(
-            Forward::Multipart,
-            &FieldNames("{field}.{attr}".into()),
-            &items,
-        );
+        let names = FieldNames("{field}.{attr}".into());
+        let ns = Namespace::default();
+        let (ct, body) = encode(&how(Forward::Multipart, &names, &ns), &items);
         let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(text.starts_with(&format!(

@@ -23,7 +23,7 @@ use crate::http::Body;
 use crate::http::body::GuardedBody;
 use crate::http::headers::{Peer, for_backend};
 use crate::progress::{self, Tracker};
-use crate::route::{NormalPath, canonical_encode};
+use crate::route::{NormalPath, canonical_encode, canonical_query};
 use file::StoredFile;
 use form::Received;
 use http::{HeaderMap, Request, Response, header};
@@ -254,7 +254,7 @@ async fn settle(
             }
         }
     }
-    let (content_type, body) = metadata::encode(route.forward, &route.field_names, &items);
+    let (content_type, body) = metadata::encode(&route_encoding(&app, route), &items);
     let generated = Generated {
         method,
         target,
@@ -263,6 +263,15 @@ async fn settle(
         body,
     };
     deliver(app, route.clone(), generated, files).await
+}
+
+/// How `route`'s metadata bodies are written.
+pub(crate) fn route_encoding<'a>(app: &'a App, route: &'a UploadRoute) -> metadata::Encoding<'a> {
+    metadata::Encoding {
+        forward: route.forward,
+        names: &route.field_names,
+        namespace: &app.config.namespace,
+    }
 }
 
 /// Limits checked before any body byte is read.
@@ -334,10 +343,12 @@ fn boundary(headers: &HeaderMap) -> Result<String, Error> {
     }
 }
 
-/// The request target for the app: §3's canonical path plus the client's raw query.
+/// The request target for the app: §3's canonical path plus the client's query, both
+/// in the canonical form verifiers rebuild (`route::canonical_query`). An empty query
+/// is left out, as WSGI servers and Django do when they rebuild it.
 pub(crate) fn target(path: &NormalPath, uri: &http::Uri) -> String {
-    match uri.query() {
-        Some(q) => format!("{}?{q}", path.canonical()),
+    match uri.query().filter(|q| !q.is_empty()) {
+        Some(q) => format!("{}?{}", path.canonical(), canonical_query(q)),
         None => path.canonical(),
     }
 }

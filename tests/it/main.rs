@@ -28,3 +28,4 @@ mod tls;
 mod tus;
 mod tus_clients;
 mod units;
+mod vectors;

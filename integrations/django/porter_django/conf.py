@@ -1,28 +1,52 @@
 """The package's settings, read when used (so tests can override them)."""
 
+import os
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 
-def secret() -> bytes:
-    """``PORTER_SECRET`` (str or bytes), else the contents of ``PORTER_SECRET_FILE``.
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
-    As porter does: one trailing newline is stripped, and at least 32 bytes are needed.
-    """
-    value = getattr(settings, "PORTER_SECRET", None)
-    if value is None:
-        path = getattr(settings, "PORTER_SECRET_FILE", None)
-        if path is None:
-            raise ImproperlyConfigured("set PORTER_SECRET or PORTER_SECRET_FILE")
-        with open(path, "rb") as f:
-            value = f.read()
+
+def _key(value) -> bytes:
+    """A key as porter reads its secret file: the bytes as they are (not hex-decoded),
+    one trailing newline stripped, at least 32 bytes."""
     if isinstance(value, str):
         value = value.encode()
     if value.endswith(b"\n"):
         value = value[:-1]
     if len(value) < 32:
-        raise ImproperlyConfigured("the porter secret must be at least 32 bytes")
+        raise ImproperlyConfigured("a porter secret must be at least 32 bytes")
     return value
+
+
+def secrets() -> list:
+    """Every key a signature may be made with: ``PORTER_SECRET`` (str or bytes, or a
+    list of them), else the files of ``PORTER_SECRET_FILE`` (a path or a list). A list
+    holds the current key and the one being rotated out (docs/reference/signature.md)."""
+    value = getattr(settings, "PORTER_SECRET", None)
+    if value is None:
+        paths = getattr(settings, "PORTER_SECRET_FILE", None)
+        if paths is None:
+            raise ImproperlyConfigured("set PORTER_SECRET or PORTER_SECRET_FILE")
+        value = []
+        for path in _as_list(paths):
+            try:
+                with open(path, "rb") as f:
+                    value.append(f.read())
+            except OSError as e:
+                raise ImproperlyConfigured("cannot read the porter secret %s: %s" % (path, e)) from None
+    keys = [_key(v) for v in _as_list(value)]
+    if not keys:
+        raise ImproperlyConfigured("PORTER_SECRET holds no key")
+    return keys
+
+
+def secret() -> bytes:
+    """The first key (the current one)."""
+    return secrets()[0]
 
 
 def field_names() -> str:
@@ -43,3 +67,12 @@ def sendfile_enabled() -> bool:
 
 def internal() -> dict:
     return dict(getattr(settings, "PORTER_INTERNAL", {}))
+
+
+def roots():
+    """``PORTER_ROOTS``: the directories porter stores files in (its ``storage.root``),
+    resolved; ``None`` when unset. A ``file.path`` outside them is refused."""
+    value = getattr(settings, "PORTER_ROOTS", None)
+    if value is None:
+        return None
+    return [os.path.realpath(r) for r in _as_list(value)]

@@ -4,8 +4,15 @@ import os
 
 from django.core.files.uploadedfile import UploadedFile
 
-HASHES = ("md5", "sha1", "sha256", "sha512", "crc32")
-ATTRS = ("name", "content_type", "charset", "detected_type", "path", "key", "bucket", "id", "size") + HASHES
+from .names import BASE, HASHES
+
+ATTRS = BASE + HASHES
+
+
+def _open(path: str):
+    """Opens porter's file for reading, never through a symlink in its last component."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    return os.fdopen(fd, "rb")
 
 
 class PorterUploadedFile(UploadedFile):
@@ -15,7 +22,7 @@ class PorterUploadedFile(UploadedFile):
     def __init__(self, meta: dict):
         path = meta.get("path", "")
         super().__init__(
-            file=open(path, "rb") if path else None,
+            file=_open(path) if path else None,
             name=meta.get("name") or "unnamed",
             content_type=meta.get("content_type") or "application/octet-stream",
             size=int(meta.get("size") or 0),

@@ -11,12 +11,13 @@ from django.conf import settings
 from django.test import TestCase
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
+from porter_django import checks, signature
 from porter_django.middleware import template_regex
 
 
 def stored_file(data: bytes) -> str:
     """A file where porter would have stored it (same filesystem as MEDIA_ROOT)."""
-    root = os.path.join(settings.BASE, "uploads")
+    root = settings.PORTER_ROOTS[0]
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, secrets.token_hex(16))
     with open(path, "wb") as f:
@@ -41,6 +42,7 @@ def meta(path: str, name: str, data: bytes, field="file") -> dict:
 
 
 def sign(method, target, ctype, body, ts=None, nonce=None, secret=None):
+    """The headers porter would send (docs/reference/signature.md)."""
     ts = str(int(time.time()) if ts is None else ts)
     nonce = nonce or secrets.token_hex(16)
     lines = [ts, nonce, method, "testserver", target, ctype, hashlib.sha256(body).hexdigest()]
@@ -48,6 +50,7 @@ def sign(method, target, ctype, body, ts=None, nonce=None, secret=None):
     mac = hmac.new(key, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
     return {
         "HTTP_HOST": "testserver",
+        "HTTP_X_PORTER_KEY_ID": hmac.new(key, b"porter-key-id", hashlib.sha256).hexdigest()[:16],
         "HTTP_X_PORTER_TIMESTAMP": ts,
         "HTTP_X_PORTER_NONCE": nonce,
         "HTTP_X_PORTER_SIGNATURE": "sha256=" + mac,
@@ -126,3 +129,84 @@ class MiddlewareTests(TestCase):
         m = rx.match("porter.user.name")
         self.assertEqual((m.group("field"), m.group("attr")), ("user", "name"))
         self.assertIsNone(rx.match("user.name"))
+
+    def test_keys_rotate_without_a_flag_day(self):
+        """Apps hold [new, old] while porter switches; the old key stops working once
+        removed, and an unknown key id is named in the log."""
+        data = b"rotate"
+        new, old = "n" * 32, settings.PORTER_SECRET
+        with self.settings(PORTER_SECRET=[new, old]):
+            for key in (old, new):
+                fields = meta(stored_file(data), "r.txt", data)
+                self.assertEqual(self.post("/look", fields, secret=key).status_code, 200, key)
+        with self.settings(PORTER_SECRET=[new]), self.assertLogs("porter_django", "WARNING") as logs:
+            fields = meta(stored_file(data), "r.txt", data)
+            self.assertEqual(self.post("/look", fields, secret=old).status_code, 403)
+        self.assertIn("unknown-key", logs.output[0])
+
+    def test_key_files_may_be_a_list(self):
+        paths = []
+        for i, key in enumerate(("f" * 32 + "\n", settings.PORTER_SECRET)):
+            paths.append(os.path.join(settings.BASE, "key%d" % i))
+            with open(paths[-1], "w") as f:
+                f.write(key)
+        data = b"k"
+        with self.settings(PORTER_SECRET=None, PORTER_SECRET_FILE=paths):
+            fields = meta(stored_file(data), "k.txt", data)
+            self.assertEqual(self.post("/look", fields, secret="f" * 32).status_code, 200)
+
+    def test_paths_outside_the_roots_are_refused_even_when_signed(self):
+        data = b"secret"
+        outside = os.path.join(settings.BASE, "elsewhere")
+        os.makedirs(outside, exist_ok=True)
+        target = os.path.join(outside, "passwd")
+        with open(target, "wb") as f:
+            f.write(data)
+        link = os.path.join(settings.PORTER_ROOTS[0], "link")
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+        for path in (target, link, settings.PORTER_ROOTS[0], settings.PORTER_ROOTS[0] + "/../elsewhere/passwd"):
+            with self.assertLogs("porter_django", "WARNING") as logs:
+                r = self.post("/upload", {"title": "t", **meta(path, "a.txt", data)})
+            self.assertEqual(r.status_code, 403, path)
+            self.assertIn("outside-roots", logs.output[0])
+        self.assertTrue(os.path.exists(target), "a refused file is never touched")
+
+    def test_forged_names_in_a_signed_body_are_refused(self):
+        data = b"f"
+        path = stored_file(data)
+        for forged in ("file.path ", "file_path", "FILE.PATH", "file.path\x0b", "file[path"):
+            fields = {forged: "/etc/passwd", **meta(path, "a.txt", data)}
+            r = self.post("/look", fields)
+            self.assertEqual(r.status_code, 400, repr(forged))
+        self.assertTrue(os.path.exists(path), "nothing adopted, nothing deleted")
+
+    def test_request_post_holds_exact_names(self):
+        """An ordinary field whose name Django's parser would strip keeps its name."""
+        data = b"e"
+        r = self.post("/look", {" title ": "t", **meta(stored_file(data), "e.txt", data)})
+        self.assertEqual(r.json()["fields"], [" title "])
+
+    def test_system_checks_name_weak_settings(self):
+        ids = lambda: {m.id for m in checks.porter_settings()}  # noqa: E731
+        self.assertEqual(ids(), {"porter_django.W001"}, "the test settings: a per-process cache")
+        with self.settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
+            self.assertIn("porter_django.E003", ids())
+        with self.settings(PORTER_ROOTS=None, PORTER_SENDFILE=False):
+            self.assertTrue({"porter_django.W002", "porter_django.W003"} <= ids())
+        with self.settings(PORTER_SECRET=None, PORTER_SECRET_FILE="/nonexistent/secret"):
+            self.assertIn("porter_django.E001", ids())
+        with self.settings(PORTER_SECRET="short"):
+            self.assertIn("porter_django.E001", ids())
+
+    def test_a_query_any_server_decodes_verifies(self):
+        """Without RAW_URI Django rebuilds the target: porter's canonical query survives."""
+        data = b"q"
+        fields = meta(stored_file(data), "q.txt", data)
+        target = "/look?q=a%7Cb%7B%22%C3%A9&x=1"
+        # WSGI hands the query over as latin-1 text of the raw bytes (é is \xc3\xa9).
+        self.assertEqual(signature.canonical_query("q=a|b{\"\xc3\xa9&x=1"), target.split("?")[1])
+        body = encode_multipart(BOUNDARY, fields)
+        headers = sign("POST", target, MULTIPART_CONTENT, body)
+        r = self.client.generic("POST", target, data=body, content_type=MULTIPART_CONTENT, **headers)
+        self.assertEqual(r.status_code, 200, r.content)
