@@ -12,6 +12,7 @@ use porter::config::units::{format_duration, format_size, parse_duration, parse_
 use porter::download::range::{self, Ranges};
 use porter::download::resolve;
 use porter::http::content_range;
+use porter::namespace::{Namespace, RESERVED_ATTRS, Verdict, has_control, normalise};
 use porter::resumable::tus;
 use porter::upload::multipart::{Event, Limits, MultipartError, Parser};
 use std::path::{Component, PathBuf};
@@ -27,6 +28,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("range", range),
     ("resolve", resolve),
     ("units", units),
+    ("namespace", namespace),
 ];
 
 const BOUNDARY: &str = "XyZ";
@@ -208,4 +210,66 @@ pub fn units(data: &[u8]) {
     if let Ok(d) = parse_duration(text) {
         assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{text:?}");
     }
+}
+
+/// Templates the namespace check tries; the first byte picks one.
+const TEMPLATES: [&str; 4] = [
+    "{field}.{attr}",
+    "porter.{field}.{attr}",
+    "{attr}[{field}]",
+    "x-{field}-{attr}",
+];
+
+/// The metadata namespace (`porter::namespace`) over arbitrary names: screening never
+/// panics, normalising is idempotent, a control character anywhere is refused, and a
+/// metadata name dressed up the way frameworks read names (edge whitespace, invisible
+/// characters, `.` as `_`, space or `[`, other case) never passes as a client field.
+pub fn namespace(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let template = TEMPLATES[usize::from(pick) % TEMPLATES.len()];
+    let ns = Namespace::new([template]);
+    let text = String::from_utf8_lossy(rest);
+    let once = normalise(&text);
+    assert_eq!(
+        normalise(&once),
+        once,
+        "normalise is idempotent on {text:?}"
+    );
+    let verdict = ns.screen(&text);
+    assert_eq!(verdict == Verdict::Refuse, has_control(&text), "{text:?}");
+    // Dress a real metadata name: the field is the input, the rest seeded by it.
+    let attr = RESERVED_ATTRS[usize::from(pick / 4) % RESERVED_ATTRS.len()];
+    let field: String = text.chars().take(16).collect();
+    let exact = template.replace("{field}", &field).replace("{attr}", attr);
+    let dressed = dress(&exact, pick);
+    assert_ne!(
+        ns.screen(&exact),
+        Verdict::Keep,
+        "{exact:?} under {template}"
+    );
+    assert_ne!(
+        ns.screen(&dressed),
+        Verdict::Keep,
+        "{dressed:?} under {template}"
+    );
+}
+
+/// `name` as a lenient reader would still take for it.
+fn dress(name: &str, seed: u8) -> String {
+    let dots = ['.', '_', ' ', '['][usize::from(seed) % 4];
+    let body: String = name
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            '.' | '_' | ' ' | '[' => dots,
+            c if (i + usize::from(seed)) % 3 == 0 => c.to_ascii_uppercase(),
+            c => c,
+        })
+        .collect();
+    let edges = ["", " ", "\u{a0}", "\u{200b}", "\u{feff}", "\u{3000}"];
+    let lead = edges[usize::from(seed) % edges.len()];
+    let trail = edges[usize::from(seed / 7) % edges.len()];
+    format!("{lead}{body}{trail}")
 }

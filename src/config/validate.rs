@@ -913,6 +913,51 @@ mod tests {
     }
 
     #[test]
+    fn field_name_templates() {
+        for ok in [
+            "{field}.{attr}",
+            "porter.{field}.{attr}",
+            "{attr}[{field}]",
+            "x-{field}-{attr}",
+        ] {
+            assert_eq!(check_template(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "{field}",
+            "{field}.{attr}.{attr}",
+            "{field}{attr}",
+            "{attr}{field}",
+            "{field} {attr}",
+            "{field}.{attr}\t",
+            "{field}\".{attr}",
+            "{field}\\{attr}",
+        ] {
+            assert!(check_template(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Every route's template is in the namespace; a field name with whitespace is not
+    /// a valid `field`.
+    #[test]
+    fn namespace_and_field_names_from_the_config() {
+        let base =
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[backend]\nurl = \"http://127.0.0.1:1\"\n";
+        let routes = "[[upload]]\npath = \"/a\"\nkind = \"multipart\"\n\
+                      [[upload]]\npath = \"/b\"\nkind = \"raw\"\nfield_names = \"porter.{field}.{attr}\"\n";
+        let cfg = crate::config::parse(&format!("{base}{routes}"), Path::new("/tmp/p.toml"))
+            .expect("valid");
+        assert!(cfg.namespace.collides("file_path"));
+        assert!(cfg.namespace.collides("Porter.X.Size"));
+        let bad = "[[upload]]\npath = \"/c\"\nkind = \"raw\"\nfield = \"my file\"\n";
+        let problems = crate::config::parse(&format!("{base}{bad}"), Path::new("/tmp/p.toml"))
+            .expect_err("a field with a space");
+        assert!(
+            problems.iter().any(|p| p.key.ends_with(".field")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn status_matches() {
         assert_eq!(parse_status_match("4xx"), Ok(StatusMatch::Class(4)));
         assert_eq!(parse_status_match("409"), Ok(StatusMatch::Exact(409)));

@@ -4,7 +4,7 @@ use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
 
-const ROUTE: &str = "[[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\nmax_file_size = \"8MiB\"\n";
+pub const ROUTE: &str = "[[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\nmax_file_size = \"8MiB\"\n";
 
 pub async fn send_chunk(
     porter: &Porter,

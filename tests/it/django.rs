@@ -24,7 +24,8 @@ fn python() -> String {
 }
 
 /// gunicorn serving `integrations/django/tests` on a free port, once it accepts.
-async fn django(media: &Path, secret: &Path) -> (Gunicorn, u16) {
+/// `roots` is porter's storage root as Django's `PORTER_ROOTS` (see [`link_roots`]).
+async fn django(media: &Path, secret: &Path, roots: &Path) -> (Gunicorn, u16) {
     gunicorn(
         "integrations/django",
         "tests.wsgi:application",
@@ -32,9 +33,16 @@ async fn django(media: &Path, secret: &Path) -> (Gunicorn, u16) {
             ("DJANGO_SETTINGS_MODULE", "tests.e2e_settings".as_ref()),
             ("PORTER_E2E_MEDIA", media.as_os_str()),
             ("PORTER_E2E_SECRET_FILE", secret.as_os_str()),
+            ("PORTER_E2E_ROOTS", roots.as_os_str()),
         ],
     )
     .await
+}
+
+/// Django starts before porter (porter needs its port), so its `PORTER_ROOTS` names a
+/// link that is pointed at porter's storage root once porter runs.
+fn link_roots(link: &Path, porter: &Porter) {
+    std::os::unix::fs::symlink(porter.root(), link).expect("link PORTER_ROOTS to porter's root");
 }
 
 /// gunicorn (one worker) in `dir` (relative to the repository) serving `app`.
@@ -81,11 +89,14 @@ async fn stack() -> Stack {
     std::fs::create_dir(&media).expect("media dir");
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).expect("secret");
-    let (django, port) = django(&media, &secret).await;
+    let roots = dir.path().join("porter-root");
+    let (django, port) = django(&media, &secret, &roots).await;
     let porter = Porter::start_with(
         &format!("[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {secret:?}\n"),
         &format!(
             "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n\
+             [[upload]]\npath = \"/upload-urlencoded\"\nkind = \"multipart\"\nforward = \"urlencoded\"\nhashes = [\"sha256\"]\n\
+             [[upload]]\npath = \"/upload-json\"\nkind = \"multipart\"\nforward = \"json\"\nhashes = [\"sha256\"]\n\
              [[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/notify\"\nhashes = [\"md5\"]\n\
              [[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\n\
              complete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\n\
@@ -93,6 +104,7 @@ async fn stack() -> Stack {
         ),
     )
     .await;
+    link_roots(&roots, &porter);
     Stack {
         dir,
         media,
@@ -255,10 +267,14 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
+    let roots = v.join("porter-root");
     let (django, port) = gunicorn(
         "integrations/django/example",
         "example.wsgi:application",
-        &[("EXAMPLE_VAR", v.as_os_str())],
+        &[
+            ("EXAMPLE_VAR", v.as_os_str()),
+            ("EXAMPLE_PORTER_ROOTS", roots.as_os_str()),
+        ],
     )
     .await;
     // The page's tus-js-client bundle, as scripts/demo copies it.
@@ -286,6 +302,7 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
         &format!("# {routes}"),
     )
     .await;
+    link_roots(&roots, &porter);
     (var, django, porter)
 }
 
@@ -489,4 +506,137 @@ async fn s3_storage_adopts_the_offloaded_object_without_uploading_it_again() {
     );
     drop(django);
     porter.stop().await;
+}
+
+/// The attack of issue 18 on the example app: a client field that Django's parser reads
+/// as `file.path` (a trailing space, a tab, a different case…) pointing at a file
+/// outside storage. The app must store the bytes the client uploaded, and never move,
+/// serve or delete the other file — whether it accepts the upload or refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_app_never_adopts_a_file_porter_did_not_write() {
+    let (var, _django, porter) = example().await;
+    let victim = var.path().join("victim.txt");
+    std::fs::write(&victim, b"not the client's").expect("victim");
+    let victim_path = victim.to_str().expect("path").to_string();
+    let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
+    assert_eq!(code, 201);
+    let handle: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let handle = handle["handle"].as_str().expect("handle").to_string();
+    let upload = |filename: &'static str, forged: &'static str| {
+        let form = Form::new()
+            .field(forged, &victim_path)
+            .file("file", filename, "text/plain", b"the client's bytes")
+            .field(forged, &victim_path);
+        let (ct, body) = form.finish();
+        send(
+            request("POST", &porter.url("/upload"))
+                .header("content-type", ct)
+                .header("x-upload-handle", handle.clone())
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap(),
+        )
+    };
+    for forged in crate::trust::FORGED {
+        let r = upload("notes.txt", forged).await;
+        assert_eq!(r.status, 200, "{forged:?}: {:?}", r.body);
+        let url = r.json()["url"].as_str().expect("url").to_string();
+        let (code, got) = curl(&[
+            "-H",
+            &format!("X-Upload-Handle: {handle}"),
+            &porter.url(&url),
+        ])
+        .await;
+        assert_eq!(
+            (code, got.as_slice()),
+            (200, &b"the client's bytes"[..]),
+            "{forged:?}"
+        );
+        // A refused extension: the app deletes what it was given, never the victim.
+        let r = upload("tool.exe", forged).await;
+        assert_eq!(r.status, 415, "{forged:?}");
+        assert_eq!(
+            std::fs::read(&victim).expect("the victim is untouched"),
+            b"not the client's"
+        );
+    }
+    for forged in [
+        "file.path\t",
+        "file.path\x0b",
+        "file.path\x0c",
+        "FILE.path\u{85}",
+    ] {
+        assert_eq!(upload("notes.txt", forged).await.status, 400, "{forged:?}");
+    }
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"not the client's");
+    porter.stop().await;
+}
+
+/// The same shapes through every forward format into a real Django form view: the
+/// form sees the client's fields as sent and porter's file, nothing forged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_names_never_reach_django_in_any_forward_format() {
+    let s = stack().await;
+    let victim = s.dir.path().join("victim.txt");
+    std::fs::write(&victim, b"victim").expect("victim");
+    let victim_path = victim.to_str().expect("path").to_string();
+    for path in ["/upload", "/upload-urlencoded", "/upload-json"] {
+        let mut form = Form::new().field("title", "quarterly");
+        for forged in crate::trust::FORGED {
+            form = form.field(forged, &victim_path);
+        }
+        let body = data(100_000, 2);
+        let (ct, raw) = form
+            .file("file", "r.bin", "application/octet-stream", &body)
+            .finish();
+        let r = send(
+            request("POST", &s.porter.url(path))
+                .header("content-type", ct)
+                .body(http_body_util::Full::new(bytes::Bytes::from(raw)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        let got = r.json();
+        assert_eq!(got["fields"], serde_json::json!(["title"]), "{path}");
+        assert_eq!(
+            std::fs::read(got["saved"].as_str().expect("saved")).expect("saved"),
+            body
+        );
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"victim", "{path}");
+    }
+    // The chunked completion, through django's completion view.
+    let body = data(50_000, 6);
+    let first = {
+        let form = Form::new().file("file", "c.bin", "application/octet-stream", &body);
+        let (ct, raw) = form.finish();
+        send(
+            request("POST", &s.porter.url("/api/chunked_upload/"))
+                .header("content-type", ct)
+                .body(http_body_util::Full::new(bytes::Bytes::from(raw)))
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let id = first.json()["upload_id"].as_str().expect("id").to_string();
+    let fields = format!(
+        "file.path+={v}&FILE_PATH={v}&Upload_ID=x&upload_id={id}&md5={}",
+        md5_hex(&body),
+        v = victim_path.replace('/', "%2F")
+    );
+    let (code, out) = curl(&[
+        "-d",
+        &fields,
+        &s.porter.url("/api/chunked_upload_complete/"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(done["fields"], serde_json::json!(["md5", "upload_id"]));
+    assert_eq!(
+        std::fs::read(s.media.join(done["saved"].as_str().expect("saved"))).expect("saved"),
+        body
+    );
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"victim");
+    s.porter.stop().await;
 }

@@ -25,6 +25,7 @@ mod shared;
 mod support;
 mod systemd;
 mod tls;
+mod trust;
 mod tus;
 mod tus_clients;
 mod units;

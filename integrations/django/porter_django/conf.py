@@ -28,19 +28,31 @@ def secrets() -> list:
     holds the current key and the one being rotated out (docs/reference/signature.md)."""
     value = getattr(settings, "PORTER_SECRET", None)
     if value is None:
-        paths = getattr(settings, "PORTER_SECRET_FILE", None)
-        if paths is None:
-            raise ImproperlyConfigured("set PORTER_SECRET or PORTER_SECRET_FILE")
-        value = []
-        for path in _as_list(paths):
-            try:
-                with open(path, "rb") as f:
-                    value.append(f.read())
-            except OSError as e:
-                raise ImproperlyConfigured("cannot read the porter secret %s: %s" % (path, e)) from None
+        value = _read_files(getattr(settings, "PORTER_SECRET_FILE", None))
     keys = [_key(v) for v in _as_list(value)]
     if not keys:
         raise ImproperlyConfigured("PORTER_SECRET holds no key")
+    return keys
+
+
+def _read_files(paths) -> list:
+    """The keys in ``PORTER_SECRET_FILE``. In a list, a file that does not exist is
+    skipped (``secret.old`` between rotations); one that cannot be read is an error."""
+    if paths is None:
+        raise ImproperlyConfigured("set PORTER_SECRET or PORTER_SECRET_FILE")
+    paths = _as_list(paths)
+    keys = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                keys.append(f.read())
+        except FileNotFoundError:
+            if len(paths) == 1:
+                raise ImproperlyConfigured("the porter secret %s does not exist" % path) from None
+        except OSError as e:
+            raise ImproperlyConfigured("cannot read the porter secret %s: %s" % (path, e)) from None
+    if not keys:
+        raise ImproperlyConfigured("none of the porter secrets in PORTER_SECRET_FILE exists")
     return keys
 
 

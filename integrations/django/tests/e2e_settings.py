@@ -9,6 +9,8 @@ MEDIA_ROOT = os.environ["PORTER_E2E_MEDIA"]
 PORTER_SECRET = None
 PORTER_SECRET_FILE = os.environ["PORTER_E2E_SECRET_FILE"]
 PORTER_INTERNAL = {MEDIA_ROOT: "/protected/"}
+# porter's storage.root (tests/it/django.rs links it here once porter has started).
+PORTER_ROOTS = [os.environ["PORTER_E2E_ROOTS"]] if os.environ.get("PORTER_E2E_ROOTS") else None
 # One gunicorn worker: the nonce cache lives in its memory.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

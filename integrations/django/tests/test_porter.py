@@ -151,9 +151,14 @@ class MiddlewareTests(TestCase):
             with open(paths[-1], "w") as f:
                 f.write(key)
         data = b"k"
-        with self.settings(PORTER_SECRET=None, PORTER_SECRET_FILE=paths):
+        missing = os.path.join(settings.BASE, "secret.old")
+        with self.settings(PORTER_SECRET=None, PORTER_SECRET_FILE=paths + [missing]):
             fields = meta(stored_file(data), "k.txt", data)
             self.assertEqual(self.post("/look", fields, secret="f" * 32).status_code, 200)
+            fields = meta(stored_file(data), "k.txt", data)
+            self.assertEqual(self.post("/look", fields, secret="s" * 32).status_code, 200, "the second key too")
+        with self.settings(PORTER_SECRET=None, PORTER_SECRET_FILE=[missing]):
+            self.assertIn("porter_django.E001", {m.id for m in checks.porter_settings()})
 
     def test_paths_outside_the_roots_are_refused_even_when_signed(self):
         data = b"secret"
@@ -209,4 +214,10 @@ class MiddlewareTests(TestCase):
         body = encode_multipart(BOUNDARY, fields)
         headers = sign("POST", target, MULTIPART_CONTENT, body)
         r = self.client.generic("POST", target, data=body, content_type=MULTIPART_CONTENT, **headers)
+        self.assertEqual(r.status_code, 200, r.content)
+        # A server that hands the query over as the client sent it (| and { raw).
+        fields = meta(stored_file(data), "q.txt", data)
+        body = encode_multipart(BOUNDARY, fields)
+        headers = sign("POST", "/look?q=a%7Cb%7B", MULTIPART_CONTENT, body)
+        r = self.client.generic("POST", "/look?q=a|b{", data=body, content_type=MULTIPART_CONTENT, **headers)
         self.assertEqual(r.status_code, 200, r.content)

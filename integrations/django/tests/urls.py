@@ -56,7 +56,7 @@ class Notify(TusNotifyView):
         self.saved = default_storage.save("tus/" + uploaded_file.name, uploaded_file)
 
     def get_response_data(self, uploaded_file, request):
-        return {"saved": self.saved, "md5": uploaded_file.md5}
+        return {"saved": self.saved, "md5": uploaded_file.md5, "fields": sorted(request.POST.keys())}
 
 
 class Complete(ChunkedUploadCompleteView):
@@ -64,11 +64,13 @@ class Complete(ChunkedUploadCompleteView):
         self.saved = default_storage.save("chunked/" + uploaded_file.name, uploaded_file)
 
     def get_response_data(self, uploaded_file, request):
-        return {"saved": self.saved, "sha256": uploaded_file.sha256}
+        return {"saved": self.saved, "sha256": uploaded_file.sha256, "fields": sorted(request.POST.keys())}
 
 
 urlpatterns = [
     path("upload", upload),
+    path("upload-urlencoded", upload),
+    path("upload-json", upload),
     path("upload-s3", upload_to_s3),
     path("look", look),
     path("d/<path:name>", download),
