@@ -13,7 +13,8 @@
 //!
 //! So porter compares names after the union of those readings ([`normalise`]): surrounding
 //! whitespace, control and invisible format characters removed, `.`, space and `[`
-//! mapped to `_`, case folded. A client field whose normalised name equals the
+//! mapped to `_`, brackets and backslashes dropped, case and fullwidth forms folded, in
+//! ASCII. A client field whose normalised name equals the
 //! normalised name of any metadata field porter could send, under any `field_names`
 //! template configured on any route, is dropped ([`Verdict::Drop`]); a name with a
 //! control character anywhere is refused outright ([`Verdict::Refuse`], 400), since no
@@ -24,6 +25,8 @@
 //! makes every `<anything>_<attr>` name (`user_id`, `first_name`) ambiguous, so such
 //! client fields are dropped too. Apps that need them set a namespaced template
 //! (`porter.{field}.{attr}`) on both sides; `docs/` says so.
+
+use icu_normalizer::DecomposingNormalizerBorrowed;
 
 /// Every attribute name porter sends or has reserved, in the order it sends them
 /// (`scan` is reserved for malware scanning and not sent yet).
@@ -110,16 +113,25 @@ pub fn control_in_name() -> crate::error::Error {
     crate::error::Error::bad_request("a field name contains a control character")
 }
 
-/// Whether `name` holds a control character (C0, DEL or C1) anywhere.
+/// Whether `name` holds a control character (C0, DEL or C1) anywhere, raw or as the
+/// `%0A` / `%0D` escape that WHATWG multipart parsers decode in names.
 pub fn has_control(name: &str) -> bool {
-    name.chars().any(char::is_control)
+    name.chars().any(char::is_control) || {
+        let lower = name.to_ascii_lowercase();
+        lower.contains("%0a") || lower.contains("%0d")
+    }
 }
 
-/// `name` as the most lenient framework reads it: surrounding whitespace, control and
-/// invisible format characters removed, `.`, space and `[` mapped to `_`, lowercased.
-/// Two names with the same normalised form are the same name to someone.
+/// `name` as the most lenient framework reads it, in ASCII: compatibility-decomposed
+/// (NFKD: fullwidth `ｐ`, `𝐩` and `ﬁ` are `p`, `p` and `fi`, `á` is `a` and an accent),
+/// edge whitespace, control and zero-width characters trimmed, then character by
+/// character: `.`, space and `[` as `_`, `]` and `\` dropped, case folded as
+/// `lower(upper(c))` (`ſ` is `s`, `ı` is `i`), and whatever is still not ASCII dropped
+/// (accents, interior zero-width and control characters). Two names with the same
+/// normalised form are the same name to someone.
 pub fn normalise(name: &str) -> String {
-    fold(name.trim_matches(ignorable))
+    let decomposed = DecomposingNormalizerBorrowed::new_nfkd().normalize(name);
+    fold(decomposed.trim_matches(ignorable))
 }
 
 /// Characters no reader treats as part of a name at its edges: Unicode whitespace (what
@@ -130,12 +142,23 @@ fn ignorable(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{ad}')
 }
 
-/// The character-wise part of [`normalise`]: PHP's `_` mapping and case folding.
+/// The character-wise part of [`normalise`].
 fn fold(s: &str) -> String {
-    s.chars()
-        .map(|c| if matches!(c, '.' | ' ' | '[') { '_' } else { c })
-        .flat_map(char::to_lowercase)
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '.' | ' ' | '[' => out.push('_'),
+            ']' | '\\' => {}
+            c if c.is_control() => {}
+            c if c.is_ascii() => out.push(c.to_ascii_lowercase()),
+            c => out.extend(
+                c.to_uppercase()
+                    .flat_map(char::to_lowercase)
+                    .filter(char::is_ascii),
+            ),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -179,6 +202,15 @@ mod tests {
             "FILE.PATH",
             "File.Path",
             "file.\u{212a}ey", // KELVIN SIGN folds to k
+            "file.\u{17f}ize", // LONG S folds to s
+            "file.\u{131}d",   // DOTLESS I folds to i
+            "\u{ff46}\u{ff49}\u{ff4c}\u{ff45}\u{ff0e}\u{ff50}\u{ff41}\u{ff54}\u{ff48}",
+            "file[path]",
+            "file.pat\\h",
+            "file.pa\u{200b}th",
+            "file.p\u{e1}th",    // an accent a reader strips
+            "file.\u{1d429}ath", // MATHEMATICAL BOLD SMALL P
+            "\u{fb01}le.path",   // the fi ligature
             "user_id",
             "first_name",
         ];
@@ -199,6 +231,8 @@ mod tests {
             "title\u{85}",
             "a\u{7f}",
             "\0",
+            "file.path%0A",
+            "file.path%0d",
         ] {
             assert_eq!(ns.screen(name), Verdict::Refuse, "{name:?}");
         }
@@ -225,7 +259,14 @@ mod tests {
 
     #[test]
     fn normalising_is_idempotent() {
-        for name in [" A.b[C] ", "x\u{a0}", "İ.path", "\u{212a}"] {
+        for name in [
+            " A.b[C] ",
+            "x\u{a0}",
+            "İ.path",
+            "\u{212a}",
+            "a\t\\",
+            "\u{fb01}\u{df}",
+        ] {
             let once = normalise(name);
             assert_eq!(normalise(&once), once, "{name:?}");
         }

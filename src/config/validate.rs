@@ -352,8 +352,8 @@ fn storage(c: &mut Check, raw: &RawConfig, base: &Path) -> Storage {
 /// masked (the S3 keys live in files, so only their paths are ever shown).
 /// A `field_names` template: `{field}` and `{attr}` once each, something between them
 /// (`{field}{attr}` could not be read back: is `filename` field `file`, attr `name`?),
-/// and no whitespace, control characters, quotes or backslashes, which frameworks strip,
-/// rewrite or unescape (see `namespace`).
+/// and ASCII without whitespace, control characters, quotes or backslashes, which
+/// frameworks strip, rewrite or unescape (see `namespace`).
 fn check_template(t: &str) -> Result<(), String> {
     if t.matches("{field}").count() != 1 || t.matches("{attr}").count() != 1 {
         return Err("must contain {field} and {attr} exactly once each".into());
@@ -361,14 +361,37 @@ fn check_template(t: &str) -> Result<(), String> {
     if t.contains("{field}{attr}") || t.contains("{attr}{field}") {
         return Err("needs a separator between {field} and {attr}".into());
     }
-    if t.chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
-    {
+    let odd = |c: char| c.is_ascii_whitespace() || c.is_ascii_control() || c == '"' || c == '\\';
+    if !t.is_ascii() || t.chars().any(odd) {
         return Err(
-            "must not contain whitespace, control characters, quotes or backslashes".into(),
+            "must be ASCII, without whitespace, control characters, quotes or backslashes".into(),
         );
     }
     Ok(())
+}
+
+/// The field porter vouches for on a chunked completion (`upload_id`, `md5`) that
+/// `template` could make an app read as metadata: exactly, for some file field, or
+/// once normalised, for the route's own `field`.
+fn completion_clash(template: &str, field: &str) -> Option<&'static str> {
+    let own = ["upload_id", "md5"];
+    let exact = |name: &str| {
+        crate::namespace::RESERVED_ATTRS.iter().any(|attr| {
+            let t = template.replace("{attr}", attr);
+            t.split_once("{field}").is_some_and(|(pre, post)| {
+                name.len() >= pre.len() + post.len()
+                    && name.starts_with(pre)
+                    && name.ends_with(post)
+            })
+        })
+    };
+    let read = |name: &str| {
+        crate::namespace::RESERVED_ATTRS.iter().any(|attr| {
+            let t = template.replace("{field}", field).replace("{attr}", attr);
+            crate::namespace::normalise(&t) == name
+        })
+    };
+    own.into_iter().find(|n| exact(n) || read(n))
 }
 
 fn redacted(mut raw: RawConfig) -> RawConfig {
@@ -677,6 +700,16 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
             "must be a non-empty name without whitespace, control characters or quotes",
         );
     }
+    if kind == Kind::Chunked
+        && let Some(name) = completion_clash(&template, &field)
+    {
+        c.fail(
+            k("field_names"),
+            format!(
+                "with field {field:?}, a metadata name reads as {name:?}, which porter sends itself on a chunked completion"
+            ),
+        );
+    }
     UploadRoute {
         path,
         kind,
@@ -931,9 +964,25 @@ mod tests {
             "{field}.{attr}\t",
             "{field}\".{attr}",
             "{field}\\{attr}",
+            "{field}\u{b7}{attr}",
         ] {
             assert!(check_template(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn chunked_completions_keep_their_own_fields() {
+        assert_eq!(completion_clash("{field}.{attr}", "file"), None);
+        assert_eq!(
+            completion_clash("{field}_{attr}", "file"),
+            Some("upload_id")
+        );
+        assert_eq!(
+            completion_clash("{field}.{attr}", "upload"),
+            Some("upload_id")
+        );
+        assert_eq!(completion_clash("{attr}-{field}", "x"), None);
+        assert_eq!(completion_clash("m{field}-{attr}", "x"), None);
     }
 
     /// Every route's template is in the namespace; a field name with whitespace is not

@@ -58,12 +58,14 @@ fn remove_matching(h: &mut HeaderMap, pred: impl Fn(&str) -> bool) {
 }
 
 /// Headers no client may send on: `X-Porter-*` (they could forge a signature or
-/// metadata), and every name with an `_`, which CGI and WSGI map to the same variable as
-/// its `-` twin (`X_Porter_Signature` arrives as `HTTP_X_PORTER_SIGNATURE`,
-/// `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`). nginx drops the latter by default too
-/// (`underscores_in_headers off`).
+/// metadata), and every name with a character other than a letter, a digit or `-`:
+/// CGI and WSGI map `_` (and gateways any other character) to the same variable as
+/// `-` (`X_Porter_Signature` arrives as `HTTP_X_PORTER_SIGNATURE`, `X_Forwarded_For` as
+/// `HTTP_X_FORWARDED_FOR`). nginx drops them by default too (`ignore_invalid_headers`,
+/// `underscores_in_headers off`).
 pub fn strip_client(h: &mut HeaderMap) {
-    remove_matching(h, |n| n.starts_with("x-porter-") || n.contains('_'));
+    let odd = |n: &str| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    remove_matching(h, |n| n.starts_with("x-porter-") || odd(n));
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; none, or two, is a
@@ -235,6 +237,9 @@ mod tests {
             ("X_Forwarded_For", "6.6.6.6"),
             ("x-forwarded_host", "evil"),
             ("_", "x"),
+            ("x-porter.signature", "x"),
+            ("x.porter.key-id", "x"),
+            ("x~real~ip", "x"),
         ]);
         strip_client(&mut h);
         assert_eq!(h.len(), 1);

@@ -262,7 +262,7 @@ type Metadata = Vec<(String, String)>;
 /// The client's metadata: tus's `Upload-Metadata` (tus-js-client sends it), else the
 /// `Content-Disposition` file name and the request's `Content-Type`.
 fn metadata(h: &HeaderMap) -> Result<(Metadata, Option<String>), Problem> {
-    if let Some(raw) = text(h, "upload-metadata") {
+    if let Some(raw) = super::tus::upload_metadata(h)? {
         return Ok((super::tus::parse_metadata(raw)?, Some(raw.to_string())));
     }
     let mut meta = Vec::new();

@@ -143,6 +143,23 @@ fn options(ctx: &Ctx<'_>, h: &HeaderMap) -> Response<Body> {
     r
 }
 
+/// The `Upload-Metadata` header's text: `None` when absent; 400 when it is not visible
+/// ASCII or given twice, rather than ignored (a key with a control character must be
+/// refused, not silently lost).
+pub fn upload_metadata(h: &HeaderMap) -> Result<Option<&str>, Error> {
+    let mut all = h.get_all("upload-metadata").iter();
+    let (Some(first), None) = (all.next(), all.next()) else {
+        return match h.contains_key("upload-metadata") {
+            true => Err(Error::bad_request("Upload-Metadata is given twice")),
+            false => Ok(None),
+        };
+    };
+    first
+        .to_str()
+        .map(|s| Some(s.trim()))
+        .map_err(|_| Error::bad_request("Upload-Metadata must be visible ASCII"))
+}
+
 /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional).
 pub fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, Error> {
     let bad = || Error::bad_request("malformed Upload-Metadata");
@@ -252,7 +269,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
             route.max_file_size
         )));
     }
-    let raw_metadata = text(h, "upload-metadata").map(str::to_string);
+    let raw_metadata = upload_metadata(h)?.map(str::to_string);
     let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
     let _permit = admit(&ctx.app, h, u64::MAX)?;
     if let Some(refusal) = authorize(&ctx.app, route, &req, ctx.peer).await? {

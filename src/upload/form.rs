@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::Error;
 use crate::http::body::GuardedBody;
-use crate::namespace::{Verdict, control_in_name, has_control};
+use crate::namespace::{Verdict, control_in_name, has_control, normalise};
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 
@@ -34,6 +34,9 @@ struct Counts {
     files: u64,
     fields: u64,
     field_bytes: u64,
+    /// The file fields seen, exactly and normalised: two that read alike (`file`,
+    /// `FILE`) would give the app two sets of metadata under one name.
+    file_fields: Vec<(String, String)>,
 }
 
 /// Reads a whole multipart body. Every file in the result is stored; on error, all of
@@ -61,6 +64,7 @@ pub async fn receive(
         files: 0,
         fields: 0,
         field_bytes: 0,
+        file_fields: Vec::new(),
     };
     loop {
         let event = parser
@@ -96,6 +100,7 @@ pub async fn receive(
                                 route.max_files
                             )));
                         }
+                        counts.file_field(&name)?;
                         let rx = FileReceiver::start(
                             app,
                             route,
@@ -137,6 +142,26 @@ pub async fn receive(
     }
     drain_epilogue(body).await?;
     Ok(out)
+}
+
+impl Counts {
+    /// Records a file field; refuses one whose name reads like another's.
+    fn file_field(&mut self, name: &str) -> Result<(), Error> {
+        let n = normalise(name);
+        if self
+            .file_fields
+            .iter()
+            .any(|(exact, norm)| *norm == n && exact != name)
+        {
+            return Err(Error::bad_request(format!(
+                "two file fields whose names read alike: {name:?}"
+            )));
+        }
+        if !self.file_fields.iter().any(|(exact, _)| exact == name) {
+            self.file_fields.push((name.to_string(), n));
+        }
+        Ok(())
+    }
 }
 
 fn start_field<'r>(

@@ -96,7 +96,10 @@ pub struct Encoding<'a> {
 /// The body of the metadata request: `(content type, bytes)`.
 pub fn encode(how: &Encoding<'_>, items: &[Item]) -> (String, Bytes) {
     let mut raw = [0u8; 16];
-    let _ = getrandom::fill(&mut raw);
+    if getrandom::fill(&mut raw).is_err() {
+        // A guessable boundary would let a field value forge a part: never fixed.
+        raw = *uuid::Uuid::new_v4().as_bytes();
+    }
     encode_with_boundary(how, items, &format!("porter{}", hex(&raw)))
 }
 

@@ -464,6 +464,7 @@ async fn readyz_and_porter_check_online_reach_redis() {
     let routes = format!("[metrics]\nlisten = \"127.0.0.1:{mport}\"\n{TUS}");
     let a = instance(garage, &redis, backend.addr, &prefix, &routes).await;
     let conf = a.dir.path().join("porter.toml");
+    wait_listening(mport).await;
     let check = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_porter"))
             .args(["check", "--online", "-c"])

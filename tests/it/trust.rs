@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Client field names that are `file.path` to some framework, none with a control
 /// character (those are refused, below).
-pub const FORGED: [&str; 12] = [
+pub const FORGED: [&str; 20] = [
     "file.path ",
     " file.path",
     "file.path\u{a0}",
@@ -22,9 +22,17 @@ pub const FORGED: [&str; 12] = [
     "file_path",
     "file path",
     "file[path",
+    "file[path]",
     "FILE.PATH",
     "File.Size",
     "file.\u{212a}ey",
+    "file.\u{17f}ize",
+    "file.\u{131}d",
+    "\u{ff46}\u{ff49}\u{ff4c}\u{ff45}\u{ff0e}\u{ff50}\u{ff41}\u{ff54}\u{ff48}",
+    "file.pa\u{200b}th",
+    "file.p\u{e1}th",
+    "file.pat\\h",
+    "\u{fb01}le.path",
     "x.sha256",
 ];
 
@@ -98,6 +106,8 @@ async fn control_characters_in_field_names_are_refused() {
         "title\x7f",
         "ti\u{85}tle",
         "\x00",
+        "file.path%0A",
+        "file.path%0d",
     ] {
         let reply = post_form(&porter, "/upload", forged_form(&[name])).await;
         assert_eq!(reply.status, 400, "{name:?}");
@@ -106,8 +116,31 @@ async fn control_characters_in_field_names_are_refused() {
         let reply = post_form(&porter, "/upload", form).await;
         assert_eq!(reply.status, 400, "file part {name:?}");
     }
+    // Two file fields whose names read alike: the app would get two files' metadata
+    // under one name, and the client would choose which one wins.
+    for (a, b) in [
+        ("file", "FILE"),
+        ("file", " file"),
+        ("doc", "doc\u{a0}"),
+        ("a.b", "a_b"),
+    ] {
+        let form =
+            Form::new()
+                .file(a, "a.txt", "text/plain", b"x")
+                .file(b, "b.txt", "text/plain", b"y");
+        let reply = post_form(&porter, "/upload", form).await;
+        assert_eq!(reply.status, 400, "{a:?} and {b:?}");
+    }
     assert_eq!(backend.count(), 0, "nothing reached the app");
     assert!(porter.wait_empty().await.is_empty(), "nothing stored");
+    // Several files in one field are still one field.
+    let form = Form::new().file("docs", "a.txt", "text/plain", b"x").file(
+        "docs",
+        "b.txt",
+        "text/plain",
+        b"y",
+    );
+    assert_eq!(post_form(&porter, "/upload", form).await.status, 200);
     porter.stop().await;
 }
 
@@ -206,6 +239,20 @@ async fn tus_metadata_keys_that_could_pass_for_metadata_are_dropped() {
     // A key given twice: porter and the app could each take another.
     let dup = format!("filename {},filename {}", b64("a.txt"), b64("b.txt"));
     assert_eq!(create(dup).await.status, 400);
+    // A key with a control character, even as bytes the header cannot show as text:
+    // refused, not silently ignored.
+    let key_with_nel = http::HeaderValue::from_bytes(b"file\xc2\x85path YQ==").expect("obs-text");
+    let r = send(
+        request("POST", &porter.url("/files"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", "5")
+            .header("upload-metadata", key_with_nel)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(create(format!("a{}b YQ==", '\t')).await.status, 400);
     porter.stop().await;
 }
 
@@ -218,6 +265,8 @@ async fn client_headers_with_underscores_never_reach_the_app() {
             .header("X_Porter_Key_Id", "0000000000000000")
             .header("x_forwarded_for", "6.6.6.6")
             .header("x-real_ip", "6.6.6.6")
+            .header("x-porter.signature", "sha256=forged")
+            .header("x.forwarded.for", "6.6.6.6")
             .header("x-ok", "kept")
     };
     let r = send(

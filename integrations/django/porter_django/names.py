@@ -34,14 +34,18 @@ def _ignorable(c: str) -> bool:
 
 
 def has_control(name: str) -> bool:
-    """Whether ``name`` holds a control character (C0, DEL or C1) anywhere."""
-    return any(_control(c) for c in name)
+    """Whether ``name`` holds a control character (C0, DEL or C1) anywhere, raw or as
+    the ``%0A`` / ``%0D`` escape that WHATWG multipart parsers decode in names."""
+    lower = name.lower()
+    return any(_control(c) for c in name) or "%0a" in lower or "%0d" in lower
 
 
 def normalise(name: str) -> str:
-    """``name`` as the most lenient framework reads it: edges stripped of whitespace,
-    control and invisible format characters, ``.``, space and ``[`` mapped to ``_``,
-    lowercased character by character (no context rules, as porter does)."""
+    """``name`` as the most lenient framework reads it, in ASCII: NFKD, edges stripped
+    of whitespace, control and zero-width characters, then character by character
+    ``.``, space and ``[`` as ``_``, ``]`` and ``\\`` dropped, case folded as
+    ``lower(upper(c))``, and whatever is still not ASCII dropped (as porter does)."""
+    name = unicodedata.normalize("NFKD", name)
     start, end = 0, len(name)
     while start < end and _ignorable(name[start]):
         start += 1
@@ -51,7 +55,17 @@ def normalise(name: str) -> str:
 
 
 def _fold(s: str) -> str:
-    return "".join(("_" if c in ".[ " else c).lower() for c in s)
+    out = []
+    for c in s:
+        if c in ".[ ":
+            out.append("_")
+        elif c in "]\\" or _control(c):
+            continue
+        elif c.isascii():
+            out.append(c.lower())
+        else:
+            out.append("".join(f for f in c.upper().lower() if f.isascii()))
+    return "".join(out)
 
 
 class Template:
