@@ -104,7 +104,8 @@ impl Form {
         Ok(first)
     }
 
-    /// Refuses a form that names a field with a control character.
+    /// Refuses a form that names a field with a control character (a multipart form's
+    /// names are checked part by part as they come).
     fn check_names(self) -> Result<Form, Error> {
         if self.fields.iter().any(|(n, _)| has_control(n)) {
             return Err(control_in_name());
@@ -244,7 +245,7 @@ async fn read_form(
         }
     }
     while body.next_data().await?.is_some() {}
-    form.check_names()
+    Ok(form)
 }
 
 /// The optional `Content-Range: bytes START-END/TOTAL`.
