@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
+    Forbidden,
     NotFound,
     Timeout,
     Conflict,
@@ -20,6 +21,7 @@ pub enum ErrorKind {
     Locked,
     HeadersTooLarge,
     ChecksumMismatch,
+    TooManyRequests,
     BackendUnavailable,
     Busy,
     BackendTimeout,
@@ -33,6 +35,7 @@ impl ErrorKind {
         use ErrorKind::*;
         let (status, code) = match self {
             BadRequest => (400, "bad_request"),
+            Forbidden => (403, "forbidden"),
             NotFound => (404, "not_found"),
             Timeout => (408, "timeout"),
             Conflict => (409, "conflict"),
@@ -42,6 +45,7 @@ impl ErrorKind {
             Locked => (423, "locked"),
             HeadersTooLarge => (431, "headers_too_large"),
             ChecksumMismatch => (460, "checksum_mismatch"),
+            TooManyRequests => (429, "too_many_requests"),
             BackendUnavailable => (502, "backend_unavailable"),
             Busy => (503, "busy"),
             BackendTimeout => (504, "backend_timeout"),
@@ -117,7 +121,7 @@ impl Error {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.kind == ErrorKind::Busy {
+        if matches!(self.kind, ErrorKind::Busy | ErrorKind::TooManyRequests) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
@@ -143,6 +147,7 @@ mod tests {
         use ErrorKind::*;
         let table = [
             (BadRequest, 400, "bad_request"),
+            (Forbidden, 403, "forbidden"),
             (NotFound, 404, "not_found"),
             (Timeout, 408, "timeout"),
             (Conflict, 409, "conflict"),
@@ -152,6 +157,7 @@ mod tests {
             (Locked, 423, "locked"),
             (HeadersTooLarge, 431, "headers_too_large"),
             (ChecksumMismatch, 460, "checksum_mismatch"),
+            (TooManyRequests, 429, "too_many_requests"),
             (BackendUnavailable, 502, "backend_unavailable"),
             (Busy, 503, "busy"),
             (BackendTimeout, 504, "backend_timeout"),

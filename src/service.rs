@@ -110,16 +110,15 @@ async fn route_and_serve(
 
 /// A `[[static]]` location: public files straight from disk, GET and HEAD only.
 async fn serve_static(app: &App, ask: &Ask, s: &Static, path: &NormalPath) -> Response<Body> {
+    // The path is decoded once, by routing; the rest below the prefix is used as is.
     let rest = &path.as_bytes()[s.prefix.len().min(path.as_bytes().len())..];
-    let rel = String::from_utf8_lossy(rest).into_owned();
-    let candidate =
-        match download::resolve::by_prefix(&[("".into(), s.root.clone())], &format!("/{rel}")) {
-            Ok(c) => c.path,
-            Err(reason) => {
-                tracing::debug!(reason, "static target refused");
-                return Error::new(ErrorKind::NotFound, "not found").into_response();
-            }
-        };
+    let candidate = match download::resolve::join_segments(&s.root, rest) {
+        Ok(c) => c,
+        Err(reason) => {
+            tracing::debug!(reason, "static target refused");
+            return Error::new(ErrorKind::NotFound, "not found").into_response();
+        }
+    };
     let mut headers = http::HeaderMap::new();
     if let Some(age) = s.max_age
         && let Ok(v) = http::HeaderValue::from_str(&format!("max-age={}", age.as_secs()))

@@ -211,6 +211,8 @@ pub struct UploadRoute {
     pub expire: Duration,
     pub retry_window: Duration,
     pub cors_origins: Vec<String>,
+    /// nginx-resumable: the shortest `X-Session-ID` accepted.
+    pub session_id_min: usize,
 }
 
 impl UploadRoute {
@@ -370,6 +372,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
             reason: "unknown key".into(),
         })
         .collect();
+    for (i, u) in raw.uploads.iter().enumerate() {
+        let kind = u.kind.as_deref().unwrap_or("");
+        problems.extend(u.ignored_keys().into_iter().map(|k| Problem {
+            key: format!("upload[{i}].{k}"),
+            reason: format!("is not used by kind {kind:?}: remove it"),
+        }));
+    }
     raw.fill_defaults();
     match validate::validate(raw, &base, path) {
         Ok(cfg) if problems.is_empty() => Ok(cfg),

@@ -215,6 +215,9 @@ pub struct RawUpload {
     pub retry_window: Option<Human>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors_origins: Option<Vec<String>>,
+    /// nginx-resumable: the shortest `X-Session-ID` accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id_min: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -340,22 +343,68 @@ impl RawConfig {
 }
 
 impl RawUpload {
+    /// The keys written in this table that its `kind` never reads: an operator who sets
+    /// `notify` on a multipart route expects something that will not happen.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let set: [(&'static str, bool); 7] = [
+            ("methods", self.methods.is_some()),
+            ("max_files", self.max_files.is_some()),
+            ("field", self.field.is_some()),
+            ("notify", self.notify.is_some()),
+            ("complete", self.complete.is_some()),
+            (
+                "expire",
+                self.expire.is_some() || self.retry_window.is_some(),
+            ),
+            ("session_id_min", self.session_id_min.is_some()),
+        ];
+        let reads: &[&str] = match self.kind.as_deref().unwrap_or("") {
+            "multipart" => &["methods", "max_files"],
+            "raw" => &["methods", "field"],
+            "tus" => &["field", "notify", "expire"],
+            "chunked" => &["field", "complete", "expire"],
+            "nginx-resumable" => &["field", "notify", "expire", "session_id_min"],
+            _ => return Vec::new(),
+        };
+        let mut out: Vec<&'static str> = set
+            .iter()
+            .filter(|(k, written)| *written && !reads.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        // `expire` stands for both expiry keys above.
+        if out.contains(&"expire") {
+            out.retain(|k| *k != "expire");
+            out.extend(self.expire.is_some().then_some("expire"));
+            out.extend(self.retry_window.is_some().then_some("retry_window"));
+        }
+        out
+    }
+
     fn fill_defaults(&mut self) {
         let kind = self.kind.clone().unwrap_or_default();
         if matches!(kind.as_str(), "multipart" | "raw") {
             set(&mut self.methods, strings(&["POST", "PUT"]));
         }
         set(&mut self.max_file_size, "5GiB".into());
-        set(&mut self.max_files, 20);
+        // Defaults only for the keys a kind reads, so `porter check`'s effective config
+        // is itself a valid config.
+        if kind == "multipart" {
+            set(&mut self.max_files, 20);
+        }
         set(&mut self.accept, Vec::new());
         set(&mut self.hashes, strings(&["md5", "sha256"]));
         set(&mut self.forward, "multipart".into());
         set(&mut self.field_names, "{field}.{attr}".into());
         set(&mut self.cleanup_on, strings(&["4xx", "5xx"]));
-        set(&mut self.field, "file".into());
+        if kind != "multipart" {
+            set(&mut self.field, "file".into());
+        }
         if matches!(kind.as_str(), "tus" | "chunked" | "nginx-resumable") {
             set(&mut self.expire, "1d".into());
             set(&mut self.retry_window, "15m".into());
+        }
+        if kind == "nginx-resumable" {
+            set(&mut self.session_id_min, 16);
         }
         set(&mut self.cors_origins, Vec::new());
     }

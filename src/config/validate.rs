@@ -715,7 +715,8 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
         kind,
         methods,
         max_file_size: c.size(&k("max_file_size"), &u.max_file_size),
-        max_files: c.positive(&k("max_files"), u.max_files),
+        // Only multipart reads it; the other kinds carry one file.
+        max_files: c.positive(&k("max_files"), u.max_files.or(Some(1))),
         accept,
         hashes,
         forward,
@@ -728,6 +729,7 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
         expire: c.duration(&k("expire"), &u.expire),
         retry_window: c.duration(&k("retry_window"), &u.retry_window),
         cors_origins: u.cors_origins.clone().unwrap_or_default(),
+        session_id_min: u.session_id_min.unwrap_or(16).clamp(1, 128) as usize,
     }
 }
 
@@ -968,6 +970,51 @@ mod tests {
         ] {
             assert!(check_template(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A key the route's kind never reads is a problem, named; defaults never are, so
+    /// `porter check`'s effective config is itself valid.
+    #[test]
+    fn keys_a_kind_ignores_are_named() {
+        let base =
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[backend]\nurl = \"http://127.0.0.1:1\"\n";
+        let cases = [
+            (
+                "multipart",
+                "notify = \"/n\"\nfield = \"f\"\nexpire = \"1h\"\n",
+                vec!["field", "notify", "expire"],
+            ),
+            (
+                "raw",
+                "max_files = 2\nsession_id_min = 4\n",
+                vec!["max_files", "session_id_min"],
+            ),
+            (
+                "tus",
+                "notify = \"/n\"\nmethods = [\"POST\"]\ncomplete = \"/c\"\n",
+                vec!["methods", "complete"],
+            ),
+            (
+                "nginx-resumable",
+                "retry_window = \"1m\"\nmax_files = 3\n",
+                vec!["max_files"],
+            ),
+        ];
+        for (kind, keys, want) in cases {
+            let text = format!("{base}[[upload]]\npath = \"/u\"\nkind = \"{kind}\"\n{keys}");
+            let problems = crate::config::parse(&text, Path::new("/tmp/p.toml")).expect_err(kind);
+            for k in want {
+                let key = format!("upload[0].{k}");
+                assert!(
+                    problems.iter().any(|p| p.key == key),
+                    "{kind}: {key} in {problems:?}"
+                );
+            }
+        }
+        let ok = format!(
+            "{base}[[upload]]\npath = \"/u\"\nkind = \"tus\"\nnotify = \"/n\"\nexpire = \"1h\"\n"
+        );
+        assert!(crate::config::parse(&ok, Path::new("/tmp/p.toml")).is_ok());
     }
 
     #[test]

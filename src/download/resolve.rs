@@ -26,8 +26,13 @@ impl Locations for [(String, PathBuf)] {
     }
 }
 
-/// Joins decoded `/`-separated segments under `root`, refusing `.`, `..` and NUL.
-fn join_segments(root: &Path, rest: &[u8]) -> Result<PathBuf, String> {
+/// Joins already-decoded `/`-separated segments under `root`, refusing `.`, `..` and
+/// NUL. A request path is decoded once, by routing: decoding it again here would turn
+/// `%2541` into `A` (a second parser's reading of the same name).
+pub fn join_segments(root: &Path, rest: &[u8]) -> Result<PathBuf, String> {
+    if rest.contains(&0) {
+        return Err("the target contains a NUL byte".into());
+    }
     let mut path = root.to_path_buf();
     for seg in rest.split(|b| *b == b'/').filter(|s| !s.is_empty()) {
         if seg == b"." || seg == b".." {

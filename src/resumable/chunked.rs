@@ -410,6 +410,7 @@ fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload
         waiting: Vec::new(),
         stored: None,
         bucket: String::new(),
+        owner: String::new(),
     }
 }
 

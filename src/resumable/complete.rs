@@ -98,7 +98,14 @@ pub async fn complete(
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;
         return settle(app, engine, route, up, answer).await;
     }
-    engine.commit(up).await?;
+    if let Some(sniffed) = engine.commit(up).await?
+        && let Err(why) = accepted(route, up, sniffed)
+    {
+        // As multipart refuses it: the bytes go, and the refusal is final (a 4xx).
+        tracing::info!(id = %up.id, reason = %why, "a resumable upload is not an accepted type");
+        let refusal = Err(Error::new(ErrorKind::UnsupportedType, why));
+        return settle(app, engine, route, up, refusal).await;
+    }
     let meta = file_meta(route, up)?;
     let vouched = req.vouched.into_iter().map(|(name, value)| Item::Vouched {
         name,
@@ -212,6 +219,19 @@ async fn settle(
         }
     }
     answer
+}
+
+/// The route's `accept` rules, checked as multipart checks them: the file name's
+/// extension, then the type sniffed from the first bytes.
+fn accepted(
+    route: &UploadRoute,
+    up: &Upload,
+    sniffed: Option<crate::upload::accept::Sniffed>,
+) -> Result<(), String> {
+    use crate::upload::accept;
+    let name = crate::upload::names::safe_file_name(&up.name);
+    accept::check_name(&route.accept, &name)?;
+    accept::check_sniffed(&route.accept, &name, sniffed)
 }
 
 fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {

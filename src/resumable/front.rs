@@ -319,6 +319,7 @@ pub(super) fn new_upload(
         waiting: Vec::new(),
         stored: None,
         bucket: String::new(),
+        owner: String::new(),
     }
 }
 

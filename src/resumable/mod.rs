@@ -426,10 +426,14 @@ impl Engine {
     }
 
     /// Moves the finished data to its final place, sniffs its type from the first
-    /// bytes there, and records both.
-    pub async fn commit(&self, up: &mut Upload) -> Result<(), Error> {
+    /// bytes there, and records both. Returns what was sniffed when it moved the data
+    /// now, `None` when an earlier completion already had.
+    pub async fn commit(
+        &self,
+        up: &mut Upload,
+    ) -> Result<Option<Option<crate::upload::accept::Sniffed>>, Error> {
         if up.stored.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
         let (loc, head) = blocking(move || {
@@ -443,16 +447,16 @@ impl Engine {
             Ok((loc, head))
         })
         .await?;
-        up.detected_type = crate::upload::accept::sniff(&head)
-            .map(|s| s.mime.to_string())
-            .unwrap_or_default();
+        let sniffed = crate::upload::accept::sniff(&head);
+        up.detected_type = sniffed.map(|s| s.mime.to_string()).unwrap_or_default();
         let path = loc
             .path
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         up.stored = Some((loc.key, path));
         up.bucket = loc.bucket;
-        self.save(up).await
+        self.save(up).await?;
+        Ok(Some(sniffed))
     }
 
     pub async fn ids(&self) -> Result<Vec<String>, Error> {

@@ -28,19 +28,43 @@ fn text<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
         .map(str::trim)
 }
 
-fn session(h: &HeaderMap) -> Result<String, Error> {
+/// The session id: `min` to 128 of `A-Z a-z 0-9 _ -`. Whoever knows it may add to the
+/// upload, so a short one (`1`) would be guessed.
+fn session(h: &HeaderMap, min: usize) -> Result<String, Error> {
     let s = text(h, &["x-session-id", "session-id"])
         .ok_or_else(|| Error::bad_request("X-Session-ID is required"))?;
-    let ok = (1..=128).contains(&s.len())
+    let ok = (min.max(1)..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(s.to_string())
     } else {
-        Err(Error::bad_request(
-            "X-Session-ID must be 1 to 128 of A-Z a-z 0-9 _ -",
-        ))
+        Err(Error::bad_request(format!(
+            "X-Session-ID must be {} to 128 of A-Z a-z 0-9 _ -",
+            min.max(1)
+        )))
     }
+}
+
+/// Who sent a segment, as far as porter can tell: a digest of its `Authorization` and
+/// `Cookie` headers (empty when it has neither). A session belongs to the credentials
+/// of its first segment, so another client that learns the id cannot overwrite or
+/// complete it.
+fn owner(h: &HeaderMap) -> String {
+    let creds: Vec<(&str, &[u8])> = [header::AUTHORIZATION, header::COOKIE]
+        .iter()
+        .flat_map(|n| h.get_all(n).iter().map(move |v| (n.as_str(), v.as_bytes())))
+        .collect();
+    if creds.is_empty() {
+        return String::new();
+    }
+    let mut d = sha2::Sha256::new();
+    for (name, value) in creds {
+        d.update(name.as_bytes());
+        d.update((value.len() as u64).to_be_bytes());
+        d.update(value);
+    }
+    hex(&d.finalize())
 }
 
 fn range(h: &HeaderMap) -> Result<(u64, u64, u64), Error> {
@@ -95,7 +119,7 @@ async fn segment(
     progress: Option<Tracker>,
 ) -> Result<Response<Body>, Error> {
     let h = req.headers();
-    let sid = session(h)?;
+    let sid = session(h, route.session_id_min)?;
     let (start, end, total) = range(h)?;
     if content_length(h)? != Some(end - start + 1) {
         let mut r =
@@ -133,6 +157,12 @@ async fn segment(
             }
         }
     };
+    if up.owner != owner(h) {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "this session belongs to another client",
+        ));
+    }
     if up.length != Some(total) {
         return Err(Error::bad_request(
             "the total size differs from earlier segments",
@@ -263,6 +293,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         waiting: Vec::new(),
         stored: None,
         bucket: String::new(),
+        owner: owner(h),
     }
 }
 

@@ -85,6 +85,10 @@ pub struct Upload {
     /// The bucket of a finished file in S3 (empty on local disk).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub bucket: String,
+    /// nginx-resumable: a digest of the first segment's `Authorization` and `Cookie`
+    /// (empty when it had neither); every later segment must bring the same.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 impl Upload {

@@ -251,6 +251,12 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
             if parts.is_empty() {
                 return Err(Error::bad_request("Upload-Concat final names no uploads"));
             }
+            // One partial listed a thousand times would write it a thousand times.
+            if (1..parts.len()).any(|i| parts[..i].contains(&parts[i])) {
+                return Err(Error::bad_request(
+                    "Upload-Concat final names an upload twice",
+                ));
+            }
             Some(Concat::Final { parts })
         }
         Some(_) => return Err(Error::bad_request("bad Upload-Concat")),
@@ -258,6 +264,11 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     let length = parse_u64(h, "upload-length")?;
     let defer = text(h, "upload-defer-length") == Some("1");
     let is_final = matches!(concat, Some(Concat::Final { .. }));
+    if is_final && (length.is_some() || defer) {
+        return Err(Error::bad_request(
+            "a final upload takes its length from its partials: no Upload-Length",
+        ));
+    }
     if !is_final && length.is_some() == defer {
         return Err(Error::bad_request(
             "send Upload-Length or Upload-Defer-Length: 1",
@@ -268,6 +279,12 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
             "the upload is larger than {} bytes",
             route.max_file_size
         )));
+    }
+    let with_body = text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM));
+    if !with_body && !http_body::Body::is_end_stream(req.body()) {
+        return Err(unsupported_media_type(
+            "a creation with upload needs Content-Type: application/offset+octet-stream",
+        ));
     }
     let raw_metadata = upload_metadata(h)?.map(str::to_string);
     let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
@@ -286,7 +303,6 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
         ctx.engine().create(&up).await?;
     }
     let loc = location(ctx, h, &id);
-    let with_body = text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM));
     let (parts, body) = req.into_parts();
     let tracking = UploadProgress::start(&ctx.app, &up);
     if with_body {
@@ -479,10 +495,9 @@ async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respons
 async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let h = req.headers();
     if !text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM)) {
-        let mut r = Error::bad_request(format!("PATCH needs Content-Type: {OFFSET_STREAM}"))
-            .into_response();
-        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        return Ok(r);
+        return Err(unsupported_media_type(&format!(
+            "PATCH needs Content-Type: {OFFSET_STREAM}"
+        )));
     }
     let _permit = admit(&ctx.app, h, u64::MAX)?;
     let lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
@@ -495,10 +510,15 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
     let offset = parse_u64(h, "upload-offset")?
         .ok_or_else(|| Error::bad_request("Upload-Offset is required"))?;
     if offset != up.offset {
-        return Err(Error::new(
+        // The client learns where to resume without another HEAD.
+        let mut r = Error::new(
             ErrorKind::Conflict,
             format!("Upload-Offset is {offset}, the upload is at {}", up.offset),
-        ));
+        )
+        .into_response();
+        r.headers_mut()
+            .insert("upload-offset", HeaderValue::from(up.offset));
+        return Ok(r);
     }
     if let Some(l) = parse_u64(h, "upload-length")? {
         match up.length {
@@ -554,6 +574,11 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
     r.headers_mut()
         .insert("upload-expires", expires_header(&up));
     Ok(r)
+}
+
+/// 415, for a body that is not `application/offset+octet-stream`.
+fn unsupported_media_type(why: &str) -> Error {
+    Error::new(ErrorKind::UnsupportedType, why)
 }
 
 async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Error> {

@@ -254,5 +254,33 @@ async fn static_locations() {
         "normalised first"
     );
     assert_eq!(get(&porter, "/static/nope.css", &[]).await.status, 404);
+    // Decoded once, by routing: `%2541` is the name `%41`, never `A`.
+    std::fs::write(porter.dir.path().join("pub/aA.txt"), b"wrong").unwrap();
+    std::fs::write(porter.dir.path().join("pub/a%41.txt"), b"right").unwrap();
+    let r = get(&porter, "/static/a%2541.txt", &[]).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, &b"right"[..]));
+    assert_eq!(get(&porter, "/static/a%41.txt", &[]).await.body, "wrong");
+    assert_eq!(get(&porter, "/static/%252e%252e/x", &[]).await.status, 404);
     assert_eq!(backend.count(), 0);
+}
+
+/// Ranges that together ask for more than the file (32 times `0-`) are answered with
+/// the whole file once, as nginx does, never with a response larger than the file.
+#[tokio::test]
+async fn overlapping_ranges_never_amplify() {
+    let (_backend, porter, content) = setup().await;
+    let all = vec!["0-"; 32].join(",");
+    for spec in [all.as_str(), "0-9999,0-9999", "-6000,0-5000", "0-,5000-"] {
+        let r = get(
+            &porter,
+            "/dl/sub/a.txt",
+            &[("range", &format!("bytes={spec}"))],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{spec}");
+        assert_eq!(r.body.len(), content.len(), "{spec}");
+    }
+    let r = get(&porter, "/dl/sub/a.txt", &[("range", "bytes=0-99,100-199")]).await;
+    assert_eq!(r.status, 206);
+    assert!(r.body.len() < 1000);
 }

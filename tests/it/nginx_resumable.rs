@@ -40,7 +40,7 @@ async fn segments_out_of_order_and_in_parallel() {
     // The last segment first, then two in parallel, then the rest.
     let r = segment(
         &porter,
-        "sess-1",
+        "session-one-0001",
         &content[4 * seg..],
         4 * seg,
         content.len(),
@@ -50,10 +50,16 @@ async fn segments_out_of_order_and_in_parallel() {
     assert_eq!(r.body, "409600-511999/512000");
     assert_eq!(r.headers["range"], "409600-511999/512000");
     let (a, b) = tokio::join!(
-        segment(&porter, "sess-1", &content[..seg], 0, content.len()),
         segment(
             &porter,
-            "sess-1",
+            "session-one-0001",
+            &content[..seg],
+            0,
+            content.len()
+        ),
+        segment(
+            &porter,
+            "session-one-0001",
             &content[2 * seg..3 * seg],
             2 * seg,
             content.len()
@@ -61,7 +67,14 @@ async fn segments_out_of_order_and_in_parallel() {
     );
     assert_eq!((a.status, b.status), (201, 201));
     // An overlapping resend of stored bytes rewrites them.
-    let r = segment(&porter, "sess-1", &content[..seg], 0, content.len()).await;
+    let r = segment(
+        &porter,
+        "session-one-0001",
+        &content[..seg],
+        0,
+        content.len(),
+    )
+    .await;
     assert_eq!(
         r.body,
         "0-102399/512000,204800-307199/512000,409600-511999/512000"
@@ -69,7 +82,7 @@ async fn segments_out_of_order_and_in_parallel() {
     assert_eq!(backend.count(), 0);
     let r = segment(
         &porter,
-        "sess-1",
+        "session-one-0001",
         &content[3 * seg..4 * seg],
         3 * seg,
         content.len(),
@@ -78,7 +91,7 @@ async fn segments_out_of_order_and_in_parallel() {
     assert_eq!(r.status, 201);
     let r = segment(
         &porter,
-        "sess-1",
+        "session-one-0001",
         &content[seg..2 * seg],
         seg,
         content.len(),
@@ -99,10 +112,10 @@ async fn overlap_in_flight_is_409_and_bad_lengths_416() {
     let porter = Porter::start(backend.addr, ROUTE).await;
     // A segment that stays in flight: headers and half its body, then a pause.
     let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(b"POST /resumable HTTP/1.1\r\nHost: x\r\nX-Content-Range: bytes 0-999/2000\r\nX-Session-ID: sess-2\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
+    s.write_all(b"POST /resumable HTTP/1.1\r\nHost: x\r\nX-Content-Range: bytes 0-999/2000\r\nX-Session-ID: session-two-0002\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
     s.write_all(&[1u8; 500]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = segment(&porter, "sess-2", &[2u8; 100], 900, 2000).await;
+    let r = segment(&porter, "session-two-0002", &[2u8; 100], 900, 2000).await;
     assert_eq!(r.status, 409);
     s.write_all(&[1u8; 500]).await.unwrap();
     let mut buf = vec![0u8; 1024];
@@ -114,13 +127,13 @@ async fn overlap_in_flight_is_409_and_bad_lengths_416() {
     let r = send(
         request("POST", &porter.url("/resumable"))
             .header("x-content-range", "bytes 0-9/2000")
-            .header("x-session-id", "sess-2")
+            .header("x-session-id", "session-two-0002")
             .body(Full::new(Bytes::from_static(b"short")))
             .unwrap(),
     )
     .await;
     assert_eq!(r.status, 416);
-    let r = segment(&porter, "sess-3", b"x", 0, 6 << 30).await;
+    let r = segment(&porter, "session-three-03", b"x", 0, 6 << 30).await;
     assert_eq!(r.status, 413);
     let r = segment(&porter, "bad/session", b"x", 0, 1).await;
     assert_eq!(r.status, 400);
@@ -140,7 +153,7 @@ async fn a_retry_after_the_app_failed_sends_the_metadata_again() {
     })
     .await;
     let porter = Porter::start(backend.addr, ROUTE).await;
-    let r = segment(&porter, "sess-4", b"hello", 0, 5).await;
+    let r = segment(&porter, "session-four-004", b"hello", 0, 5).await;
     assert_eq!(r.status, 502);
     assert_eq!(
         porter
@@ -151,7 +164,7 @@ async fn a_retry_after_the_app_failed_sends_the_metadata_again() {
         1,
         "kept for a retry"
     );
-    let r = segment(&porter, "sess-4", b"hello", 0, 5).await;
+    let r = segment(&porter, "session-four-004", b"hello", 0, 5).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "{\"ok\":1}");
     assert_eq!(backend.count(), 2);
@@ -166,7 +179,7 @@ async fn parallel_first_segments_of_a_new_session() {
     let sends = (0..7).map(|i| {
         segment(
             &porter,
-            "sess-par",
+            "session-parallel",
             &content[i * seg..(i + 1) * seg],
             i * seg,
             content.len(),
@@ -212,4 +225,55 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
     })
     .await;
     out.into_iter().map(|o| o.expect("done")).collect()
+}
+
+/// A session belongs to the credentials of its first segment: another client that
+/// learns (or guesses) the id can neither add to it nor complete it; and short ids,
+/// easy to guess, are refused unless the route allows them.
+#[tokio::test]
+async fn a_session_belongs_to_its_first_client() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let content = data(20_000, 5);
+    let send_as =
+        |cookie: Option<&'static str>, auth: Option<&'static str>, at: usize, sid: &'static str| {
+            let part = &content[at..at + 10_000];
+            let mut req = request("POST", &porter.url("/resumable"))
+                .header("content-disposition", "attachment; filename=\"a.bin\"")
+                .header(
+                    "x-content-range",
+                    format!("bytes {at}-{}/20000", at + 9_999),
+                )
+                .header("x-session-id", sid);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            send(req.body(Full::new(Bytes::from(part.to_vec()))).unwrap())
+        };
+    let sid = "owned-session-00001";
+    let r = send_as(Some("sessionid=alice"), None, 0, sid).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    for (cookie, auth) in [
+        (Some("sessionid=mallory"), None),
+        (None, None),
+        (Some("sessionid=alice"), Some("Bearer x")),
+        (None, Some("sessionid=alice")),
+    ] {
+        let r = send_as(cookie, auth, 10_000, sid).await;
+        assert_eq!(r.status, 403, "{cookie:?} {auth:?}");
+    }
+    assert_eq!(backend.count(), 0, "nobody else completed it");
+    let r = send_as(Some("sessionid=alice"), None, 10_000, sid).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let form = parse_form(&backend.requests()[0]);
+    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
+    // A session without credentials binds nothing; a short id is refused.
+    assert_eq!(send_as(None, None, 0, "1").await.status, 400);
+    assert_eq!(send_as(None, None, 0, "fifteen-chars-x").await.status, 400);
+    let short = Porter::start(backend.addr, &format!("{ROUTE}session_id_min = 1\n")).await;
+    let r = segment(&short, "1", b"hi", 0, 2).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
 }

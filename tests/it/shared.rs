@@ -280,7 +280,7 @@ async fn nginx_resumable_segments_out_of_order_on_both_instances() {
         let at = if i % 2 == 0 { &a } else { &b };
         let r = segment(
             at,
-            "shared-session",
+            "shared-session-01",
             &content[start..end],
             start,
             content.len(),

@@ -193,7 +193,7 @@ async fn the_chunked_completion_sends_porters_upload_id_and_md5_only() {
     porter.stop().await;
 }
 
-fn b64(s: &str) -> String {
+pub fn b64(s: &str) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in s.as_bytes().chunks(3) {

@@ -66,8 +66,10 @@ async fn create_patch_head_and_notify() {
     let r = patch(&url, 0, &content[..100_000], &[]).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.headers["upload-offset"], "100000");
-    // Wrong offset: 409; wrong content type: 415.
-    assert_eq!(patch(&url, 5, b"x", &[]).await.status, 409);
+    // Wrong offset: 409, saying where the upload is; wrong content type: 415.
+    let r = patch(&url, 5, b"x", &[]).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.headers["upload-offset"], "100000");
     let r = send(
         tus("PATCH", &url)
             .header("upload-offset", 100000)
@@ -666,4 +668,228 @@ async fn early_refusals_still_speak_tus() {
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.headers["tus-resumable"], "1.0.0");
+}
+
+/// tus 1.0 details: a final concatenation takes no `Upload-Length`, names each partial
+/// once (a partial listed a thousand times would be written a thousand times), and a
+/// creation-with-upload body must be `application/offset+octet-stream`.
+#[tokio::test]
+async fn concatenation_and_creation_rules() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let r = send(
+        tus("POST", &porter.url("/files"))
+            .header("upload-length", 4)
+            .header("upload-concat", "partial")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    let part = r.headers["location"].to_str().unwrap().to_string();
+    assert_eq!(patch(&part, 0, b"abcd", &[]).await.status, 204);
+    let finals = |concat: String, extra: Option<(&'static str, &'static str)>| {
+        let mut req = tus("POST", &porter.url("/files")).header("upload-concat", concat);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        send(req.body(Full::default()).unwrap())
+    };
+    let repeated = format!("final;{}", vec![part.as_str(); 1000].join(" "));
+    assert_eq!(finals(repeated, None).await.status, 400);
+    let twice = format!("final;{part} {part}");
+    assert_eq!(finals(twice, None).await.status, 400);
+    let with_length = finals(format!("final;{part}"), Some(("upload-length", "4")));
+    assert_eq!(with_length.await.status, 400);
+    let deferred = finals(format!("final;{part}"), Some(("upload-defer-length", "1")));
+    assert_eq!(deferred.await.status, 400);
+    assert_eq!(backend.count(), 0, "no final was made");
+    assert_eq!(finals(format!("final;{part}"), None).await.status, 201);
+    for ct in ["text/plain", "application/octet-stream"] {
+        let r = send(
+            tus("POST", &porter.url("/files"))
+                .header("upload-length", 5)
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from_static(b"hello")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 415, "{ct}");
+    }
+}
+
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+/// `accept` holds on resumable routes as on multipart ones, checked when the last byte
+/// is in: an HTML page named `.png`, or a file of no accepted type, is refused with a
+/// final 415, its bytes deleted and the app never told; a real PNG completes.
+#[tokio::test]
+async fn accept_is_enforced_at_completion() {
+    let backend = Backend::ok().await;
+    let accept = "accept = [\"image/png\"]\n";
+    let porter = Porter::start(
+        backend.addr,
+        &format!(
+            "{ROUTE}{accept}\
+             [[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/done/\"\n{accept}\
+             [[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\n{accept}"
+        ),
+    )
+    .await;
+    let html = b"<!doctype html><script>alert(1)</script>";
+    for (name, body, ok) in [
+        ("x.png", &html[..], false),
+        ("page.html", &html[..], false),
+        ("pic.png", PNG, true),
+    ] {
+        let meta = format!("filename {}", crate::trust::b64(name));
+        let r = send(
+            tus("POST", &porter.url("/files"))
+                .header("upload-length", body.len())
+                .header("upload-metadata", meta)
+                .header("content-type", "application/offset+octet-stream")
+                .body(Full::new(Bytes::from(body.to_vec())))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, if ok { 201 } else { 415 }, "tus {name}");
+        // chunked, whole file in one chunk, then completion
+        let form = Form::new().file("file", name, "image/png", body);
+        let (ct, raw) = form.finish();
+        let r = send(
+            request("POST", &porter.url("/api/chunked_upload/"))
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(raw)))
+                .unwrap(),
+        )
+        .await;
+        let id = r.json()["upload_id"].as_str().expect("id").to_string();
+        let r = send(
+            request("POST", &porter.url("/done/"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(format!(
+                    "upload_id={id}&md5={}",
+                    md5_hex(body)
+                ))))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            if ok { 200 } else { 415 },
+            "chunked {name}: {:?}",
+            r.body
+        );
+        let r = send(
+            request("POST", &porter.url("/resumable"))
+                .header(
+                    "content-disposition",
+                    format!("attachment; filename=\"{name}\""),
+                )
+                .header(
+                    "x-content-range",
+                    format!("bytes 0-{}/{}", body.len() - 1, body.len()),
+                )
+                .header(
+                    "x-session-id",
+                    format!("accept-session-{}", name.replace('.', "-")),
+                )
+                .body(Full::new(Bytes::from(body.to_vec())))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            if ok { 200 } else { 415 },
+            "nginx {name}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(backend.count(), 3, "the app heard of the PNGs only");
+    assert!(
+        files_under(&porter.root()).len() == 3,
+        "refused bytes are gone: {:?}",
+        files_under(&porter.root())
+    );
+}
+
+/// No window in which a live upload looks orphaned: uploads created while `porter gc`
+/// (another process) and a collection pass (another engine) run in a loop all keep
+/// their data, and every one takes its PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collecting_while_creating_loses_nothing() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, ROUTE).await;
+    let config = porter.dir.path().join("porter.toml");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s1, s2) = (stop.clone(), stop.clone());
+    let conf = config.clone();
+    let gc_process = tokio::task::spawn_blocking(move || {
+        let mut passes = 0;
+        while !s1.load(std::sync::atomic::Ordering::Relaxed) && passes < 2000 {
+            porter_gc(&conf);
+            passes += 1;
+        }
+        passes
+    });
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cfg = porter::config::parse(&text, &config).unwrap();
+    let gc_pass = tokio::spawn(async move {
+        let mut passes = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && passes < 100_000 {
+            porter::collect_garbage(&cfg)
+                .await
+                .expect("a collection pass");
+            passes += 1;
+        }
+        passes
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lost = Vec::new();
+    let mut made = 0;
+    while made < 600 && std::time::Instant::now() < deadline {
+        let batch = (0..8).map(|_| async {
+            let url = create(&porter, 1, "").await;
+            (patch(&url, 0, b"x", &[]).await.status, url)
+        });
+        for (status, url) in futures_batch(batch).await {
+            made += 1;
+            if status != 204 {
+                lost.push((status, url));
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (a, b) = (gc_process.await.unwrap(), gc_pass.await.unwrap());
+    assert!(a > 0 && b > 0, "both collectors ran ({a}, {b})");
+    assert!(made >= 100, "only {made} uploads in time");
+    assert!(
+        lost.is_empty(),
+        "{} of {made} uploads lost: {lost:?}",
+        lost.len()
+    );
+}
+
+/// Runs a batch of futures together on this task.
+async fn futures_batch<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<_> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("done")).collect()
 }

@@ -54,6 +54,16 @@ impl LocalResumable {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// The data file, opened for writing; created when `create` (an upload whose state
+    /// exists but whose data a crash kept from being made).
+    fn data_file(&self, id: &str, create: bool) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(create)
+            .mode(self.files.settings().file_mode)
+            .open(self.data(id))
+    }
+
     fn check(id: &str) -> Result<(), StoreError> {
         if valid_id(id) {
             Ok(())
@@ -67,16 +77,18 @@ impl LocalResumable {
 }
 
 impl ResumableStore for LocalResumable {
+    /// State first, then data: a collector (`porter gc`, in another process too)
+    /// deletes data files that have no state, so data must never exist without it.
+    /// A crash in between leaves a state without data, which the first write creates.
     fn create(&self, up: &Upload) -> Result<(), StoreError> {
         Self::check(&up.id)?;
-        let mode = self.files.settings().file_mode;
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(self.data(&up.id))?;
+        if self.state(&up.id).exists() {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists).into());
+        }
+        self.save(up)?;
+        let f = self.data_file(&up.id, true)?;
         f.sync_all()?;
-        self.save(up)
+        Ok(())
     }
 
     fn load(&self, id: &str) -> Result<Option<Upload>, StoreError> {
@@ -108,7 +120,7 @@ impl ResumableStore for LocalResumable {
 
     fn open_at(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
         Self::check(id)?;
-        let mut f = OpenOptions::new().write(true).open(self.data(id))?;
+        let mut f = self.data_file(id, offset == 0)?;
         f.lock_shared()?;
         if f.metadata()?.len() != offset {
             f.set_len(offset)?;
@@ -119,7 +131,7 @@ impl ResumableStore for LocalResumable {
 
     fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError> {
         Self::check(id)?;
-        let f = OpenOptions::new().write(true).open(self.data(id))?;
+        let f = self.data_file(id, true)?;
         // Shared: parallel segments write together; `porter gc` needs it exclusive.
         f.lock_shared()?;
         Ok(Box::new(LocalData(f)))
