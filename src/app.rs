@@ -32,6 +32,8 @@ pub struct App {
     pub progress: Arc<Registry>,
     /// Resumable uploads (tus and friends).
     pub resumable: Arc<Engine>,
+    /// Unfinished resumable uploads per client; carried over reloads.
+    pub clients: Arc<crate::clients::ClientUploads>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -60,6 +62,7 @@ impl App {
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
             progress,
             resumable,
+            clients: Arc::default(),
             metrics,
             config,
         })
@@ -88,6 +91,7 @@ impl App {
             uploads,
             progress: self.progress.clone(),
             resumable,
+            clients: self.clients.clone(),
             metrics: self.metrics.clone(),
             config,
         })

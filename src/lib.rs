@@ -25,6 +25,8 @@
 //!   `tus` route, django-chunked-upload, nginx-upload-module's resumable protocol.
 //! * `proxy`: passthrough with request and response buffering, and WebSocket tunnels.
 //! * `sink`: hashes and writes a file's bytes off the async workers, with backpressure.
+//! * `clients`: unfinished resumable uploads per client, for
+//!   `max_incomplete_per_client`.
 //! * `store`: where bytes live (`Store` trait; `LocalStore` for files on disk).
 //! * `backend`: the one client for the app: pooled, signed generated requests.
 //! * `config`: the TOML file, parsed and validated once into typed structs.
@@ -39,6 +41,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod clients;
 pub mod config;
 pub mod download;
 pub mod error;

@@ -97,14 +97,38 @@ async fn mirror(redis: Arc<Redis>, id: String, mut rx: watch::Receiver<State>) {
 struct Entry {
     state: watch::Sender<State>,
     finished: Mutex<Option<Instant>>,
+    /// Shown to probes: set when the upload's first byte arrives (an upload refused
+    /// before that, by a limit or `authorize`, never takes a place in the registry).
+    listed: std::sync::atomic::AtomicBool,
+    id: String,
+    registry: std::sync::Weak<Registry>,
 }
 
-/// All tracked uploads.
-#[derive(Default)]
+impl Entry {
+    fn is_live(&self) -> bool {
+        self.finished.lock().is_ok_and(|f| f.is_none())
+    }
+}
+
+/// All tracked uploads: a map looked up in O(1), swept of entries finished more than
+/// `KEEP` ago at most once a second (and when full), never on every request.
 pub struct Registry {
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    entries: Mutex<Entries>,
     /// `[state]`'s Redis, once `share` was called.
     shared: Mutex<Option<Arc<Redis>>>,
+    /// Most entries held at once; beyond, new uploads are not tracked.
+    capacity: usize,
+}
+
+struct Entries {
+    map: HashMap<String, Arc<Entry>>,
+    swept: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::with_capacity(MAX_ENTRIES)
+    }
 }
 
 /// An upload's handle on its entry.
@@ -113,11 +137,24 @@ pub struct Tracker(Arc<Entry>);
 
 impl Tracker {
     pub fn add(&self, n: usize) {
+        self.list();
         self.0.state.send_modify(|s| {
             if let State::Uploading { received, .. } = s {
                 *received += n as u64;
             }
         });
+    }
+
+    /// Puts the entry where probes see it (once), unless another live upload holds
+    /// the id by now or the registry is full.
+    fn list(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.listed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(registry) = self.0.registry.upgrade() {
+            registry.insert(&self.0, false);
+        }
     }
 
     /// The request ended but the upload goes on (resumable): the entry stays
@@ -141,6 +178,11 @@ impl Tracker {
         }
     }
 }
+
+/// An `X-Progress-ID` that a live upload already reports under: the newcomer is
+/// refused, so nobody can take over another client's progress.
+#[derive(Debug)]
+pub struct InUse;
 
 /// Whether `id` is a valid progress id: 8–128 of `[A-Za-z0-9_-]`.
 pub fn valid_id(id: &str) -> bool {
@@ -188,8 +230,25 @@ impl Registry {
         State::from_json(&serde_json::from_slice(&bytes).ok()?)
     }
 
-    fn purge(map: &mut HashMap<String, Arc<Entry>>) {
-        map.retain(|_, e| {
+    pub fn with_capacity(capacity: usize) -> Registry {
+        Registry {
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            shared: Mutex::default(),
+            capacity,
+        }
+    }
+
+    /// Drops entries finished more than `KEEP` ago: at most once a second, or now
+    /// when the registry is full.
+    fn sweep(entries: &mut Entries, full: bool) {
+        if !full && entries.swept.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        entries.swept = Instant::now();
+        entries.map.retain(|_, e| {
             e.finished
                 .lock()
                 .ok()
@@ -198,33 +257,68 @@ impl Registry {
         });
     }
 
-    /// Starts tracking an upload of `size` bytes (0 when unknown).
-    pub fn start(&self, id: &str, size: u64) -> Option<Tracker> {
-        self.start_at(id, 0, size)
+    /// Lists `entry` under its id. A live entry of another upload keeps the id unless
+    /// `replace` (a resumable upload's own id: whoever holds it owns the upload).
+    fn insert(self: &Arc<Self>, entry: &Arc<Entry>, replace: bool) -> bool {
+        let Ok(mut entries) = self.entries.lock() else {
+            return false;
+        };
+        Self::sweep(&mut entries, false);
+        if !replace
+            && let Some(other) = entries.map.get(&entry.id)
+            && !Arc::ptr_eq(other, entry)
+            && other.is_live()
+        {
+            return false;
+        }
+        if entries.map.len() >= self.capacity && !entries.map.contains_key(&entry.id) {
+            Self::sweep(&mut entries, true);
+            if entries.map.len() >= self.capacity {
+                return false;
+            }
+        }
+        entries.map.insert(entry.id.clone(), entry.clone());
+        drop(entries);
+        if let Some(redis) = self.redis() {
+            tokio::spawn(mirror(redis, entry.id.clone(), entry.state.subscribe()));
+        }
+        true
     }
 
-    /// Starts (or continues) tracking an upload that already has `received` bytes.
-    pub fn start_at(&self, id: &str, received: u64, size: u64) -> Option<Tracker> {
-        let mut map = self.entries.lock().ok()?;
-        Self::purge(&mut map);
-        if map.len() >= MAX_ENTRIES {
-            return None;
-        }
-        let entry = Arc::new(Entry {
+    fn entry_for(self: &Arc<Self>, id: &str, received: u64, size: u64) -> Arc<Entry> {
+        Arc::new(Entry {
             state: watch::Sender::new(State::Uploading { received, size }),
             finished: Mutex::new(None),
-        });
-        map.insert(id.to_string(), entry.clone());
-        if let Some(redis) = self.redis() {
-            tokio::spawn(mirror(redis, id.to_string(), entry.state.subscribe()));
+            listed: std::sync::atomic::AtomicBool::new(false),
+            id: id.to_string(),
+            registry: Arc::downgrade(self),
+        })
+    }
+
+    /// Tracks a client's upload under its `X-Progress-ID`, of `size` bytes (0 when
+    /// unknown). The entry is listed when the first byte arrives; an id a live upload
+    /// already uses is refused.
+    pub fn start(self: &Arc<Self>, id: &str, size: u64) -> Result<Tracker, InUse> {
+        if self.entry(id).is_some_and(|e| e.is_live()) {
+            return Err(InUse);
         }
-        Some(Tracker(entry))
+        Ok(Tracker(self.entry_for(id, 0, size)))
+    }
+
+    /// Tracks (or goes on tracking) a resumable upload under its own id, which already
+    /// has `received` bytes: listed at once.
+    pub fn start_at(self: &Arc<Self>, id: &str, received: u64, size: u64) -> Option<Tracker> {
+        let entry = self.entry_for(id, received, size);
+        entry
+            .listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.insert(&entry, true).then(|| Tracker(entry))
     }
 
     fn entry(&self, id: &str) -> Option<Arc<Entry>> {
-        let mut map = self.entries.lock().ok()?;
-        Self::purge(&mut map);
-        map.get(id).cloned()
+        let mut entries = self.entries.lock().ok()?;
+        Self::sweep(&mut entries, false);
+        entries.map.get(id).cloned()
     }
 
     pub fn state(&self, id: &str) -> State {
@@ -320,9 +414,14 @@ mod tests {
 
     #[test]
     fn lifecycle() {
-        let r = Registry::default();
+        let r = Arc::new(Registry::default());
         assert_eq!(r.state("unknownid"), State::Starting);
         let t = r.start("upload01", 100).unwrap();
+        assert_eq!(
+            r.state("upload01"),
+            State::Starting,
+            "listed at the first byte"
+        );
         t.add(40);
         assert_eq!(
             r.state("upload01"),
@@ -342,5 +441,47 @@ mod tests {
         );
         t.finish(200);
         assert_eq!(r.state("upload01"), State::Done);
+    }
+
+    /// A live upload keeps its id; a finished one's id may be used again; a full
+    /// registry tracks nothing more but keeps what it has.
+    #[test]
+    fn owners_and_bounds() {
+        let r = Arc::new(Registry::with_capacity(2));
+        let a = r.start("owner-one", 10).unwrap();
+        a.add(1);
+        assert!(r.start("owner-one", 10).is_err(), "taken while live");
+        let b = r.start("owner-two", 10).unwrap();
+        b.add(2);
+        let c = r.start("owner-three", 10).unwrap();
+        c.add(3);
+        assert_eq!(r.state("owner-three"), State::Starting, "full: not listed");
+        assert_eq!(
+            r.state("owner-one"),
+            State::Uploading {
+                received: 1,
+                size: 10
+            }
+        );
+        a.finish(200);
+        let again = r.start("owner-one", 5).unwrap();
+        again.add(5);
+        assert_eq!(
+            r.state("owner-one"),
+            State::Uploading {
+                received: 5,
+                size: 5
+            }
+        );
+        // A resumable upload's own id replaces whatever was there.
+        let t = r.start_at("owner-two", 7, 10).unwrap();
+        t.add(1);
+        assert_eq!(
+            r.state("owner-two"),
+            State::Uploading {
+                received: 8,
+                size: 10
+            }
+        );
     }
 }

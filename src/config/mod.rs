@@ -138,6 +138,15 @@ pub struct Limits {
     pub max_body_size: u64,
     pub request_buffer: usize,
     pub response_buffer: usize,
+    /// Request and response bytes one connection's streams may hold in memory
+    /// together (HTTP/2 multiplexes many streams on one connection).
+    pub connection_buffer: usize,
+    /// Bytes per second a request body must keep up on average once the grace has
+    /// passed, counting only time porter waits on the client; 0: no minimum.
+    pub min_body_rate: u64,
+    pub min_body_rate_grace: Duration,
+    /// Resumable uploads one client may have unfinished at once.
+    pub max_incomplete_per_client: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,6 +177,17 @@ pub struct RawLimits {
     pub request_buffer: Option<Human>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_buffer: Option<Human>,
+    /// Request and response bytes one connection's streams may hold together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_buffer: Option<Human>,
+    /// Bytes per second a request body must keep up, after the grace below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_body_rate: Option<Human>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_body_rate_grace: Option<Human>,
+    /// Resumable uploads one client may have unfinished at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_incomplete_per_client: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -326,6 +337,10 @@ impl RawConfig {
         set(&mut l.max_body_size, "1GiB".into());
         set(&mut l.request_buffer, "1MiB".into());
         set(&mut l.response_buffer, "1MiB".into());
+        set(&mut l.connection_buffer, "16MiB".into());
+        set(&mut l.min_body_rate, "240B".into());
+        set(&mut l.min_body_rate_grace, "5s".into());
+        set(&mut l.max_incomplete_per_client, 10_000);
 
         for u in &mut self.uploads {
             u.fill_defaults();

@@ -486,6 +486,16 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
         request_buffer: c.size_in("limits.request_buffer", &l.request_buffer, 0, GIB) as usize,
         response_buffer: c.size_in("limits.response_buffer", &l.response_buffer, 4096, GIB)
             as usize,
+        connection_buffer: c.size_in("limits.connection_buffer", &l.connection_buffer, 65536, GIB)
+            as usize,
+        min_body_rate: c.size("limits.min_body_rate", &l.min_body_rate),
+        min_body_rate_grace: c.duration("limits.min_body_rate_grace", &l.min_body_rate_grace),
+        max_incomplete_per_client: c
+            .positive(
+                "limits.max_incomplete_per_client",
+                l.max_incomplete_per_client,
+            )
+            .min(1 << 30) as usize,
     }
 }
 

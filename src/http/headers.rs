@@ -98,6 +98,32 @@ pub fn strip_accel(h: &mut HeaderMap) {
     remove_matching(h, |n| n.starts_with("x-accel-") || n == "x-sendfile");
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest
+/// hop of `X-Forwarded-For` (from the right) that is not itself a trusted proxy.
+pub fn client_addr(h: &HeaderMap, peer: &Peer, trusted: &[Cidr]) -> std::net::IpAddr {
+    let mut addr = peer.addr.ip();
+    if !is_trusted(trusted, peer) {
+        return addr;
+    }
+    let hops = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        addr = ip;
+        if !trusted.iter().any(|c| c.contains(ip)) {
+            break;
+        }
+    }
+    addr
+}
+
 /// Whether `peer` is in `trusted_proxies`.
 pub fn is_trusted(trusted: &[Cidr], peer: &Peer) -> bool {
     trusted.iter().any(|c| c.contains(peer.addr.ip()))

@@ -19,7 +19,7 @@ use crate::sink::hashes::{Algorithm, Hashes};
 use crate::sink::{Pipe, Writer};
 use crate::store::StoreError;
 use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
-use crate::upload::{admit, authorize, backend_headers, guarded};
+use crate::upload::{Authorized, admit, authorize, backend_headers, client_of, guarded, room_for};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -288,11 +288,14 @@ async fn chunk_inner(
     let range = content_range(req.headers())?;
     let _permit = admit(&app, req.headers(), u64::MAX)?;
     // A chunk at offset 0 creates an upload: ask the app before reading it.
-    if range.is_none_or(|(a, _, _)| a == 0)
-        && let Some(refusal) = authorize(&app, route, &req, peer).await?
-    {
-        return Ok(refusal);
+    let mut given = None;
+    if range.is_none_or(|(a, _, _)| a == 0) {
+        match authorize(&app, route, &req, peer).await? {
+            Authorized::Refused(refusal) => return Ok(refusal),
+            Authorized::Go { client } => given = client,
+        }
     }
+    let client = client_of(&app, req.headers(), peer, given.as_deref());
     let engine = &app.resumable;
     let (parts, body) = req.into_parts();
     let mut body = guarded(
@@ -350,7 +353,9 @@ async fn chunk_inner(
                 filename,
                 crate::upload::names::split_content_type(Some(&ctype)).0,
             );
-            let up = new_upload(route, name, content_type);
+            room_for(&app, total)?;
+            let mut up = new_upload(route, name, content_type);
+            super::count_client(&app, &mut up, client)?;
             let lock = engine
                 .try_lock(&up.id)
                 .await?
@@ -411,6 +416,7 @@ fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload
         stored: None,
         bucket: String::new(),
         owner: String::new(),
+        client: String::new(),
     }
 }
 
@@ -451,7 +457,10 @@ async fn finish_inner(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let engine = &app.resumable;
-    let authorized = authorize(&app, route, &req, peer).await?;
+    let authorized = match authorize(&app, route, &req, peer).await? {
+        Authorized::Refused(refusal) => Some(refusal),
+        Authorized::Go { .. } => None,
+    };
     let (parts, body) = req.into_parts();
     let mut body = guarded(&app, body, app.config.limits.max_fields_bytes, None);
     let form = read_form(&app, engine, &parts.headers, &mut body, None).await?;

@@ -91,8 +91,11 @@ pub async fn complete(
         }
         _ => {}
     }
+    // Every byte is in: the upload no longer counts against its client.
+    app.clients.close(&up.client, &up.id);
     if let Some((method, uri, headers, peer)) = &req.client
-        && let Some(refusal) = crate::upload::ask(app, route, method, uri, headers, *peer).await?
+        && let crate::upload::Authorized::Refused(refusal) =
+            crate::upload::ask(app, route, method, uri, headers, *peer).await?
     {
         // A refusal at completion counts as the app's 4xx: final.
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;

@@ -21,7 +21,7 @@ use crate::http::Body;
 use crate::http::informational::Informational;
 use crate::route::NormalPath;
 use crate::upload::multipart::disposition_filename;
-use crate::upload::{admit, authorize, guarded};
+use crate::upload::{Authorized, admit, authorize, client_of, guarded, room_for};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -337,10 +337,14 @@ impl Draft<'_, '_> {
         }
         let (meta, raw) = metadata(h)?;
         let _permit = admit(&ctx.app, h, u64::MAX)?;
-        if let Some(refusal) = authorize(&ctx.app, ctx.route, &req, ctx.peer).await? {
-            return Ok(refusal);
-        }
+        room_for(&ctx.app, length.unwrap_or(0))?;
+        let given = match authorize(&ctx.app, ctx.route, &req, ctx.peer).await? {
+            Authorized::Refused(refusal) => return Ok(refusal),
+            Authorized::Go { client } => client,
+        };
         let mut up = new_upload(ctx, Protocol::IetfDraft, length, meta, raw);
+        let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
+        super::count_client(&ctx.app, &mut up, client)?;
         // Locked before it exists, so nothing (not even the collector) sees it half made.
         let lock =
             ctx.engine().try_lock(&up.id).await?.ok_or_else(|| {

@@ -320,6 +320,7 @@ pub(super) fn new_upload(
         stored: None,
         bucket: String::new(),
         owner: String::new(),
+        client: String::new(),
     }
 }
 
@@ -362,5 +363,6 @@ pub(super) async fn remove(ctx: &Ctx<'_>, id: &str) -> Result<(), Error> {
     if matches!(up.completion, Some(Completion::Accepted { .. })) {
         gone.stored = None;
     }
+    ctx.app.clients.close(&up.client, &up.id);
     ctx.engine().remove(&gone).await
 }

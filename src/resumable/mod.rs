@@ -701,6 +701,27 @@ impl Drop for UploadProgress {
     }
 }
 
+/// Counts a new upload against its client (`limits.max_incomplete_per_client`, see
+/// `clients`): 429 when the client already holds that many unfinished ones.
+pub(crate) fn count_client(
+    app: &crate::app::App,
+    up: &mut Upload,
+    client: String,
+) -> Result<(), Error> {
+    let max = app.config.limits.max_incomplete_per_client;
+    app.clients
+        .open(&client, &up.id, up.expires, state::now(), max)
+        .map_err(|_| {
+            tracing::info!(%client, max, "refused an upload: the client holds too many unfinished");
+            Error::new(
+                crate::error::ErrorKind::TooManyRequests,
+                format!("this client has {max} unfinished uploads: finish or cancel some first"),
+            )
+        })?;
+    up.client = client;
+    Ok(())
+}
+
 /// A scratch file that is deleted when dropped.
 pub struct Spool(pub std::path::PathBuf);
 

@@ -15,7 +15,9 @@ use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Hashes, hex};
 use crate::upload::multipart::disposition_filename;
-use crate::upload::{admit, authorize, backend_headers, content_length, guarded};
+use crate::upload::{
+    Authorized, admit, authorize, backend_headers, client_of, content_length, guarded, room_for,
+};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sha2::Digest;
@@ -142,15 +144,19 @@ async fn segment(
     let mut up = match engine.load(&id).await? {
         Some(up) => up,
         None => {
-            if let Some(refusal) = authorize(&app, route, &req, peer).await? {
-                return Ok(refusal);
-            }
+            room_for(&app, total)?;
+            let given = match authorize(&app, route, &req, peer).await? {
+                Authorized::Refused(refusal) => return Ok(refusal),
+                Authorized::Go { client } => client,
+            };
+            let client = client_of(&app, h, peer, given.as_deref());
             // Parallel first segments: one creates, the others find it made.
             let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
             match engine.load(&id).await? {
                 Some(existing) => existing,
                 None => {
-                    let up = new_upload(route, &id, total, h);
+                    let mut up = new_upload(route, &id, total, h);
+                    super::count_client(&app, &mut up, client)?;
                     engine.create(&up).await?;
                     up
                 }
@@ -294,6 +300,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         stored: None,
         bucket: String::new(),
         owner: owner(h),
+        client: String::new(),
     }
 }
 

@@ -89,6 +89,9 @@ pub struct Upload {
     /// (empty when it had neither); every later segment must bring the same.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// Who created it, as `clients` counts them (empty in state written before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client: String,
 }
 
 impl Upload {

@@ -19,7 +19,7 @@ use crate::http::headers::Peer;
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::upload::{admit, authorize, guarded};
+use crate::upload::{Authorized, admit, authorize, client_of, guarded, room_for};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -289,10 +289,14 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     let raw_metadata = upload_metadata(h)?.map(str::to_string);
     let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
     let _permit = admit(&ctx.app, h, u64::MAX)?;
-    if let Some(refusal) = authorize(&ctx.app, route, &req, ctx.peer).await? {
-        return Ok(refusal);
-    }
+    room_for(&ctx.app, length.unwrap_or(0))?;
+    let given = match authorize(&ctx.app, route, &req, ctx.peer).await? {
+        Authorized::Refused(refusal) => return Ok(refusal),
+        Authorized::Go { client } => client,
+    };
     let mut up = new_upload(ctx, Protocol::Tus, length, metadata, raw_metadata);
+    let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
+    super::count_client(&ctx.app, &mut up, client)?;
     up.concat = concat;
     let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.

@@ -90,7 +90,8 @@ fn refusal(kind: Kind, e: Error) -> Response<Body> {
     }
 }
 
-/// Starts progress tracking when the request carries an `X-Progress-ID`.
+/// Starts progress tracking when the request carries an `X-Progress-ID`: the entry is
+/// listed once the first body byte arrives, that is, once the upload was admitted.
 fn track(app: &App, req: &Request<Incoming>) -> Result<Option<Tracker>, Error> {
     let Some(id) = progress::id_of(req.uri(), req.headers()) else {
         return Ok(None);
@@ -101,7 +102,12 @@ fn track(app: &App, req: &Request<Incoming>) -> Result<Option<Tracker>, Error> {
         ));
     }
     let size = content_length(req.headers())?.unwrap_or(0);
-    Ok(app.progress.start(&id, size))
+    app.progress.start(&id, size).map(Some).map_err(|_| {
+        Error::new(
+            ErrorKind::Conflict,
+            "this X-Progress-ID belongs to an upload in progress",
+        )
+    })
 }
 
 /// Finishes a progress entry exactly once: with the response status, or as a client
@@ -148,7 +154,7 @@ async fn multipart(
         .saturating_add(limits.max_fields_bytes)
         .saturating_add(limits.max_parts.saturating_mul(PART_OVERHEAD));
     let _permit = admit(&app, req.headers(), cap)?;
-    if let Some(refusal) = authorize(&app, route, &req, peer).await? {
+    if let Authorized::Refused(refusal) = authorize(&app, route, &req, peer).await? {
         return Ok(refusal);
     }
     let (parts, body) = req.into_parts();
@@ -175,7 +181,7 @@ async fn raw(
     progress: Option<Tracker>,
 ) -> Result<Response<Body>, Error> {
     let _permit = admit(&app, req.headers(), route.max_file_size)?;
-    if let Some(refusal) = authorize(&app, route, &req, peer).await? {
+    if let Authorized::Refused(refusal) = authorize(&app, route, &req, peer).await? {
         return Ok(refusal);
     }
     let (parts, body) = req.into_parts();
@@ -308,6 +314,22 @@ pub(crate) fn admit(
         .map_err(|_| Error::new(ErrorKind::Busy, "too many uploads in progress; retry later"))
 }
 
+/// Whether storage has room for an upload of `total` bytes above `min_free` (a
+/// resumable creation that names its length): 507 when it would cross it. Only where
+/// whole files land on this machine; with S3 only a part is spooled here.
+pub(crate) fn room_for(app: &App, total: u64) -> Result<(), Error> {
+    if app.config.storage.uploads_to_s3 {
+        return Ok(());
+    }
+    match app.store.free_bytes() {
+        Ok(free) if free < app.config.storage.min_free.saturating_add(total) => Err(Error::new(
+            ErrorKind::InsufficientStorage,
+            format!("not enough storage space for {total} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -353,20 +375,36 @@ pub(crate) fn target(path: &NormalPath, uri: &http::Uri) -> String {
     }
 }
 
+/// What `authorize` answered (SPEC §4.6).
+pub enum Authorized<R> {
+    /// Go on; `client` is who the app says the client is (`X-Porter-Client-Id`).
+    Go { client: Option<String> },
+    /// The app said no: its answer goes to the client as is.
+    Refused(R),
+}
+
 /// Asks the app whether this upload may proceed (SPEC §4.6), before any body byte is
-/// read. `Some(response)`: the app said no, and its answer goes to the client as is.
+/// read.
 pub(crate) async fn authorize(
     app: &App,
     route: &UploadRoute,
     req: &Request<Incoming>,
     peer: Peer,
-) -> Result<Option<Response<Body>>, Error> {
-    let refusal = ask(app, route, req.method(), req.uri(), req.headers(), peer).await?;
+) -> Result<Authorized<Response<Body>>, Error> {
     let limits = &app.config.limits;
-    Ok(refusal.map(|r| relay(r, limits.response_buffer, app.config.server.idle_timeout)))
+    Ok(
+        match ask(app, route, req.method(), req.uri(), req.headers(), peer).await? {
+            Authorized::Go { client } => Authorized::Go { client },
+            Authorized::Refused(r) => Authorized::Refused(relay(
+                r,
+                limits.response_buffer,
+                app.config.server.idle_timeout,
+            )),
+        },
+    )
 }
 
-/// The `authorize` request itself; `Some(answer)` when the app said no.
+/// The `authorize` request itself.
 pub async fn ask(
     app: &App,
     route: &UploadRoute,
@@ -374,9 +412,9 @@ pub async fn ask(
     uri: &http::Uri,
     client: &HeaderMap,
     peer: Peer,
-) -> Result<Option<Response<Incoming>>, Error> {
+) -> Result<Authorized<Response<Incoming>>, Error> {
     let Some(path) = &route.authorize else {
-        return Ok(None);
+        return Ok(Authorized::Go { client: None });
     };
     let mut headers = client.clone();
     for_backend(
@@ -411,10 +449,22 @@ pub async fn ask(
         })
         .await?;
     if answer.status().is_success() {
-        return Ok(None);
+        let client = answer
+            .headers()
+            .get(crate::clients::CLIENT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        return Ok(Authorized::Go { client });
     }
     tracing::info!(status = answer.status().as_u16(), route = %route.path, "authorize refused the upload");
-    Ok(Some(answer))
+    Ok(Authorized::Refused(answer))
+}
+
+/// Who is creating a resumable upload, for the per-client count (`clients`).
+pub(crate) fn client_of(app: &App, headers: &HeaderMap, peer: Peer, given: Option<&str>) -> String {
+    let addr =
+        crate::http::headers::client_addr(headers, &peer, &app.config.server.trusted_proxies);
+    crate::clients::identity(given, addr)
 }
 
 /// The client's headers as the app should see them on a generated request.

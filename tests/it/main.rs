@@ -12,6 +12,7 @@ mod faults;
 mod fuzz_corpus;
 mod hostile;
 mod limits;
+mod load;
 mod metrics;
 mod multipart;
 mod nginx_resumable;

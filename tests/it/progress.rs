@@ -66,22 +66,79 @@ async fn states_during_and_after_an_upload() {
     assert_eq!(r.body, "data: {\"state\":\"done\"}\n\n");
 }
 
+/// An upload refused once its bytes flow reports its status; one refused before a
+/// byte was read (a declared length over the limit) takes no place in the registry,
+/// so refusals cannot fill it.
 #[tokio::test]
 async fn a_refused_upload_reports_its_status() {
     let backend = Backend::ok().await;
     let porter = Porter::start(backend.addr, CONF).await;
-    let r = send(
-        request("PUT", &porter.url("/raw/big.bin"))
-            .header("x-progress-id", "too-big-0001")
-            .body(Full::new(Bytes::from(vec![0u8; 2 << 20])))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 413);
+    // No declared length: refused only once more than the limit has flowed.
+    let (tx, body) = fed();
+    let feed = tokio::spawn(async move {
+        for _ in 0..3 {
+            if tx.send(Bytes::from(vec![0u8; 1 << 20])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let req = request("PUT", &porter.url("/raw/big.bin")).header("x-progress-id", "too-big-0001");
+    assert_eq!(send_fed(req, body).await, 413);
+    feed.abort();
     assert_eq!(
         probe(&porter, "too-big-0001").await,
         serde_json::json!({"state": "error", "status": 413})
     );
+    for i in 0..50 {
+        let r = send(
+            request("PUT", &porter.url("/raw/big.bin"))
+                .header("x-progress-id", format!("refused-early-{i:04}"))
+                .body(Full::new(Bytes::from(vec![0u8; 2 << 20])))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 413);
+    }
+    assert_eq!(
+        probe(&porter, "refused-early-0007").await,
+        serde_json::json!({"state": "starting"}),
+        "never listed"
+    );
+}
+
+/// A live upload keeps its `X-Progress-ID`: another request naming it is 409, and the
+/// first upload's progress is untouched.
+#[tokio::test]
+async fn a_live_progress_id_keeps_its_owner() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, CONF).await;
+    let (tx, body) = fed();
+    let url = porter.url("/raw/slow.bin");
+    let first = tokio::spawn(async move {
+        let req = request("PUT", &url).header("x-progress-id", "owned-id-0001");
+        send_fed(req, body).await
+    });
+    tx.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        seen = probe(&porter, "owned-id-0001").await;
+        if seen["received"] == 1000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen["received"], 1000, "{seen}");
+    let r = send(
+        request("PUT", &porter.url("/raw/other.bin"))
+            .header("x-progress-id", "owned-id-0001")
+            .body(Full::new(Bytes::from(vec![2u8; 10])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(probe(&porter, "owned-id-0001").await["received"], 1000);
+    drop(tx);
+    assert_eq!(first.await.unwrap(), 200);
 }
 
 #[tokio::test]

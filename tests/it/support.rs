@@ -270,6 +270,39 @@ pub async fn try_send(req: Request<Full<Bytes>>) -> Result<Reply, String> {
     })
 }
 
+/// A request body the test feeds chunk by chunk; dropping the sender ends it.
+pub struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// A body fed through the returned sender.
+pub fn fed() -> (tokio::sync::mpsc::Sender<Bytes>, Fed) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    (tx, Fed(rx))
+}
+
+/// Sends a request whose body the test feeds; returns the status (0: no answer).
+pub async fn send_fed(req: http::request::Builder, body: Fed) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let Ok(req) = req.body(body) else { return 0 };
+    match tokio::time::timeout(Duration::from_secs(30), client.request(req)).await {
+        Ok(Ok(resp)) => resp.status().as_u16(),
+        _ => 0,
+    }
+}
+
 pub fn request(method: &str, url: &str) -> http::request::Builder {
     Request::builder().method(method).uri(url)
 }
