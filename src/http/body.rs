@@ -17,6 +17,8 @@ use tokio::time::{Instant, Sleep};
 pub enum BodyError {
     #[error("no body bytes for {0:?}")]
     Idle(Duration),
+    #[error("the body arrives slower than {0} bytes a second")]
+    TooSlow(u64),
     #[error("the body is larger than {0} bytes")]
     TooLarge(u64),
     #[error("the client connection failed: {0}")]
@@ -27,20 +29,38 @@ impl From<BodyError> for crate::error::Error {
     fn from(e: BodyError) -> Self {
         use crate::error::{Error, ErrorKind};
         match e {
-            BodyError::Idle(_) => Error::new(ErrorKind::Timeout, e.to_string()),
+            BodyError::Idle(_) | BodyError::TooSlow(_) => {
+                Error::new(ErrorKind::Timeout, e.to_string())
+            }
             BodyError::TooLarge(_) => Error::too_large(e.to_string()),
             BodyError::Client(_) => Error::bad_request(e.to_string()),
         }
     }
 }
 
-/// A client request body that fails if no bytes arrive for `idle`, or once more than
-/// `limit` bytes have arrived. An optional `prefix` (bytes already read) comes first.
+/// A client request body that fails if no bytes arrive for `idle`, once more than
+/// `limit` bytes have arrived, or when it falls below a minimum rate (`with_min_rate`).
+/// An optional `prefix` (bytes already read) comes first.
+///
+/// The rate is kept as credit, in the manner of Apache's `mod_reqtimeout` `MinRate`:
+/// the body starts with `grace` of it, earns `n / rate` seconds per `n` bytes (never
+/// more than `idle` in hand), and spends it only while porter waits on the client, so
+/// a slow disk or S3 holding back porter's own reads costs the client nothing. A body
+/// trickled a byte at a time runs out after the grace and is cut (408), instead of
+/// holding an upload slot for `idle` per byte.
 pub struct GuardedBody<B> {
     prefix: Option<Bytes>,
     inner: B,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// When the last bytes arrived (or the body started): the idle clock.
+    last: Instant,
+    /// Bytes per second the body must keep up; 0: no minimum.
+    min_rate: u64,
+    /// Time the client may still spend without sending (the rate's credit).
+    credit: Duration,
+    /// Since when porter has been waiting on the client, if it is.
+    waiting: Option<Instant>,
     limit: u64,
     seen: u64,
     failed: bool,
@@ -62,6 +82,10 @@ impl<B> GuardedBody<B> {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            last: Instant::now(),
+            min_rate: 0,
+            credit: idle,
+            waiting: None,
             limit,
             seen: 0,
             failed: false,
@@ -70,6 +94,16 @@ impl<B> GuardedBody<B> {
             trailers: None,
             stats: super::stats::RequestStats::current(),
         }
+    }
+
+    /// Requires `rate` bytes per second on average once `grace` has been spent waiting
+    /// (see the type's doc); 0 turns it off.
+    pub fn with_min_rate(mut self, rate: u64, grace: Duration) -> Self {
+        self.min_rate = rate;
+        if rate > 0 {
+            self.credit = grace.min(self.idle);
+        }
+        self
     }
 
     /// Where the reason for a failure is recorded.
@@ -83,6 +117,10 @@ impl<B> GuardedBody<B> {
             BodyError::Idle(d) => crate::error::Error::new(
                 crate::error::ErrorKind::Timeout,
                 format!("no body bytes for {d:?}"),
+            ),
+            BodyError::TooSlow(r) => crate::error::Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!("the body arrives slower than {r} bytes a second"),
             ),
             BodyError::TooLarge(n) => {
                 crate::error::Error::too_large(format!("the body is larger than {n} bytes"))
@@ -111,6 +149,33 @@ impl<B> GuardedBody<B> {
     /// Bytes seen so far (prefix included).
     pub fn seen(&self) -> u64 {
         self.seen
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// `n` bytes arrived: the idle clock restarts, the wait is paid from the credit
+    /// and the bytes earn more.
+    fn arrived(&mut self, n: usize) {
+        let now = Instant::now();
+        self.last = now;
+        if let Some(since) = self.waiting.take() {
+            self.credit = self.credit.saturating_sub(now - since);
+        }
+        if self.min_rate > 0 {
+            let earned = Duration::from_secs_f64(n as f64 / self.min_rate as f64);
+            self.credit = (self.credit + earned).min(self.idle);
+        }
+    }
+
+    /// When the wait that just began must end, and whether by the rate (else idle).
+    fn deadline(&mut self) -> (Instant, bool) {
+        let since = *self.waiting.get_or_insert_with(Instant::now);
+        let idle = self.last + self.idle;
+        if self.min_rate > 0 && since + self.credit < idle {
+            (since + self.credit, true)
+        } else {
+            (idle, false)
+        }
     }
 }
 
@@ -148,16 +213,25 @@ where
                         return this.fail(BodyError::TooLarge(limit));
                     }
                 }
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                this.arrived(n);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(BodyError::Client(e.into())),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
+                let (deadline, slow) = this.deadline();
+                if this.sleep.deadline() != deadline {
+                    this.sleep.as_mut().reset(deadline);
+                }
                 ready!(this.sleep.as_mut().poll(cx));
-                let idle = this.idle;
-                this.fail(BodyError::Idle(idle))
+                if slow {
+                    let rate = this.min_rate;
+                    this.fail(BodyError::TooSlow(rate))
+                } else {
+                    let idle = this.idle;
+                    this.fail(BodyError::Idle(idle))
+                }
             }
         }
     }
@@ -352,6 +426,86 @@ mod tests {
     async fn guarded_idle_times_out() {
         let mut g = GuardedBody::new(Stalled, Duration::from_secs(3), 100);
         assert!(matches!(g.next_data().await, Err(BodyError::Idle(_))));
+    }
+
+    /// A body trickled a byte at a time: cut once the grace is spent.
+    struct Trickle(tokio::time::Interval);
+    impl HttpBody for Trickle {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            ready!(self.0.poll_tick(cx));
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_runs_out_of_credit() {
+        let every = tokio::time::interval(Duration::from_secs(2));
+        let start = Instant::now();
+        let mut g = GuardedBody::new(Trickle(every), Duration::from_secs(60), u64::MAX)
+            .with_min_rate(240, Duration::from_secs(5));
+        let mut got = 0;
+        let err = loop {
+            match g.next_data().await {
+                Ok(Some(d)) => got += d.len(),
+                Ok(None) => panic!("the trickle never ends"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, BodyError::TooSlow(240)), "{err}");
+        assert!(got <= 4, "{got} bytes");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        // Without a minimum the same trickle goes on (until idle, which it never hits).
+        let every = tokio::time::interval(Duration::from_secs(2));
+        let mut g = GuardedBody::new(Trickle(every), Duration::from_secs(60), 20);
+        let mut n = 0;
+        while let Ok(Some(d)) = g.next_data().await {
+            n += d.len();
+        }
+        assert_eq!(n, 20);
+    }
+
+    /// A fast body earns credit for a pause, up to `idle`.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_earns_a_pause() {
+        let mut g = GuardedBody::new(
+            Burst(Some(vec![0u8; 240 * 30])),
+            Duration::from_secs(60),
+            u64::MAX,
+        )
+        .with_min_rate(240, Duration::from_secs(5));
+        assert_eq!(g.next_data().await.unwrap().unwrap().len(), 240 * 30);
+        let start = Instant::now();
+        assert!(matches!(g.next_data().await, Err(BodyError::TooSlow(_))));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(34) && waited <= Duration::from_secs(36),
+            "{waited:?}"
+        );
+    }
+
+    /// One burst of bytes, then silence.
+    struct Burst(Option<Vec<u8>>);
+    impl HttpBody for Burst {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            match self.0.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(b))))),
+                None => Poll::Pending,
+            }
+        }
     }
 
     #[tokio::test]

@@ -68,7 +68,8 @@ async fn send(
         &app.config.server.trusted_proxies,
         upgrade,
     );
-    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, limits.max_body_size);
+    let mut body = GuardedBody::new(body, app.config.server.idle_timeout, limits.max_body_size)
+        .with_min_rate(limits.min_body_rate, limits.min_body_rate_grace);
     let failure = body.failure();
     let (prefix, ended) = read_prefix(&mut body, limits.request_buffer).await?;
     let body: Body = if ended {

@@ -128,14 +128,17 @@ impl Drop for ProgressGuard {
     }
 }
 
-/// The request body, guarded by `idle_timeout` and reporting progress.
+/// The request body, guarded by `idle_timeout` and `min_body_rate`, reporting progress.
 pub(crate) fn guarded(
     app: &App,
     body: Incoming,
     limit: u64,
     progress: Option<Tracker>,
 ) -> GuardedBody<Incoming> {
-    GuardedBody::new(body, app.config.server.idle_timeout, limit).with_progress(progress)
+    let limits = &app.config.limits;
+    GuardedBody::new(body, app.config.server.idle_timeout, limit)
+        .with_min_rate(limits.min_body_rate, limits.min_body_rate_grace)
+        .with_progress(progress)
 }
 
 async fn multipart(

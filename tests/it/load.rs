@@ -162,3 +162,88 @@ async fn unfinished_uploads_are_capped_per_client() {
         }
     }
 }
+
+/// Sends `n` bytes one at a time, `every` apart, then ends the body; returns the
+/// status porter answered (0: none).
+async fn trickle(porter: &Porter, path: &str, n: usize, every: std::time::Duration) -> u16 {
+    trickle_url(&porter.url(path), n, every).await
+}
+
+/// Bodies trickled a byte at a time no longer hold upload slots for `idle_timeout` per
+/// byte: they are cut once the grace is spent (408), on upload routes and passthrough,
+/// and the slots they held take real uploads again; a fast body may still pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bodies_are_cut_at_the_minimum_rate() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(
+        backend.addr,
+        "[server]\nidle_timeout = \"30s\"\n\
+         [limits]\nmin_body_rate = \"100B\"\nmin_body_rate_grace = \"2s\"\nmax_concurrent_uploads = 2\nrequest_buffer = \"4KiB\"\n\
+         [[upload]]\npath = \"/raw\"\nkind = \"raw\"\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let every = std::time::Duration::from_millis(400);
+    let slow = [
+        tokio::spawn({
+            let url = porter.url("/raw/a.bin");
+            async move { trickle_url(&url, 100, every).await }
+        }),
+        tokio::spawn({
+            let url = porter.url("/raw/b.bin");
+            async move { trickle_url(&url, 100, every).await }
+        }),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = send(
+        request("PUT", &porter.url("/raw/c.bin"))
+            .body(Full::new(Bytes::from_static(b"now")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "both slots held by the trickles");
+    for t in slow {
+        assert_eq!(t.await.unwrap(), 408);
+    }
+    let cut = started.elapsed();
+    assert!(
+        cut < std::time::Duration::from_secs(10),
+        "cut after {cut:?}"
+    );
+    let r = send(
+        request("PUT", &porter.url("/raw/c.bin"))
+            .body(Full::new(Bytes::from_static(b"now")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the slots are free again");
+    // Passthrough bodies too (beyond request_buffer they stream).
+    assert_eq!(trickle(&porter, "/app/form", 100, every).await, 408);
+    // A body that sends fast and then pauses a little has credit for it.
+    let (tx, body) = fed();
+    let feed = tokio::spawn(async move {
+        tx.send(Bytes::from(vec![7u8; 10_000])).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tx.send(Bytes::from_static(b"end")).await.unwrap();
+    });
+    assert_eq!(
+        send_fed(request("PUT", &porter.url("/raw/d.bin")), body).await,
+        200
+    );
+    feed.await.unwrap();
+}
+
+async fn trickle_url(url: &str, n: usize, every: std::time::Duration) -> u16 {
+    let (tx, body) = fed();
+    let feed = tokio::spawn(async move {
+        for _ in 0..n {
+            if tx.send(Bytes::from_static(b"x")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    let status = send_fed(request("PUT", url), body).await;
+    feed.abort();
+    status
+}
