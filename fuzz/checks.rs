@@ -12,6 +12,7 @@ use porter::config::units::{format_duration, format_size, parse_duration, parse_
 use porter::download::range::{self, Ranges};
 use porter::download::resolve;
 use porter::http::content_range;
+use porter::listen::proxy_protocol::{parse_v1, parse_v2};
 use porter::namespace::{Namespace, RESERVED_ATTRS, Verdict, has_control, normalise};
 use porter::resumable::tus;
 use porter::upload::multipart::{Event, Limits, MultipartError, Parser};
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("resolve", resolve),
     ("units", units),
     ("namespace", namespace),
+    ("proxy", proxy),
 ];
 
 const BOUNDARY: &str = "XyZ";
@@ -272,4 +274,36 @@ fn dress(name: &str, seed: u8) -> String {
     let lead = edges[usize::from(seed) % edges.len()];
     let trail = edges[usize::from(seed / 7) % edges.len()];
     format!("{lead}{body}{trail}")
+}
+
+/// The PROXY protocol parsers over arbitrary bytes: the first byte picks v1 (the rest
+/// is a header line) or v2 (version/command, family, address block). They never panic,
+/// and an address they return is the one the header states.
+pub fn proxy(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    if pick % 2 == 0 {
+        let line = &rest[..rest.len().min(105)];
+        if let Ok(Some(addr)) = parse_v1(line) {
+            let text = String::from_utf8_lossy(line);
+            let fields: Vec<&str> = text.split(' ').collect();
+            assert_eq!(fields.len(), 6, "{text:?}");
+            assert_eq!(fields[2].parse::<std::net::IpAddr>().ok(), Some(addr.ip()));
+            assert_eq!(fields[4].parse::<u16>().ok(), Some(addr.port()));
+        }
+        return;
+    }
+    let [ver_cmd, family, block @ ..] = rest else {
+        return;
+    };
+    if let Ok(Some(addr)) = parse_v2(*ver_cmd, *family, block) {
+        assert_eq!(ver_cmd >> 4, 2);
+        let port_at = if addr.is_ipv4() { 8 } else { 32 };
+        assert!(block.len() >= port_at + 4);
+        assert_eq!(
+            u16::from_be_bytes([block[port_at], block[port_at + 1]]),
+            addr.port()
+        );
+    }
 }

@@ -207,11 +207,12 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-/// Raises the open-file soft limit to fit `max_connections` (two descriptors each:
-/// client and backend) plus room for files.
-fn raise_nofile(max_connections: usize) {
+/// Raises the open-file soft limit to fit `max_connections` client connections plus
+/// `max_requests` requests, HTTP/2 streams included (each may hold a backend connection,
+/// a file and its lock), plus room for the rest.
+fn raise_nofile(max_connections: usize, max_requests: usize) {
     let want = (max_connections as u64)
-        .saturating_mul(2)
+        .saturating_add((max_requests as u64).saturating_mul(3))
         .saturating_add(1024);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -233,7 +234,7 @@ fn raise_nofile(max_connections: usize) {
         tracing::warn!(
             limit = new.rlim_cur,
             want,
-            "open-file limit is below what max_connections needs"
+            "open-file limit is below what max_connections and max_requests need"
         );
     }
 }
@@ -252,7 +253,7 @@ fn serve(path: PathBuf) -> ExitCode {
     if !problems.is_empty() {
         return print_problems(&path, problems);
     }
-    raise_nofile(cfg.server.max_connections);
+    raise_nofile(cfg.server.max_connections, cfg.server.max_requests);
     // Before any thread exists: socket activation reads and unsets the environment.
     let bound = match bind(&cfg) {
         Ok(b) => b,

@@ -25,6 +25,7 @@ pub async fn handle(
     in_flight: InFlight,
 ) -> Response<Body> {
     let stats = Arc::new(RequestStats::default());
+    let admitted = in_flight.admitted();
     let log = AccessLog {
         start: Instant::now(),
         method: req.method().to_string(),
@@ -34,12 +35,22 @@ pub async fn handle(
             .map_or("/", |p| p.as_str())
             .to_string(),
         peer,
+        h2: req.version() == http::Version::HTTP_2,
         status: 0,
         label: Label::default(),
         stats: stats.clone(),
         metrics: app.metrics.clone(),
         _in_flight: in_flight,
     };
+    if !admitted {
+        // Over `max_requests`: every request may hold a backend connection and files,
+        // and the open-file budget counts them.
+        let busy = Error::new(
+            ErrorKind::Busy,
+            "too many requests in progress; retry later",
+        );
+        return respond(busy.into_response(), log);
+    }
     stats.scope(dispatch(app, peer, req, log)).await
 }
 
@@ -141,7 +152,14 @@ fn respond(resp: Response<Body>, mut log: AccessLog) -> Response<Body> {
     strip_accel(&mut parts.headers);
     log.status = parts.status.as_u16();
     let body = Counting::wrap(body, log.stats.clone());
-    Response::from_parts(parts, with_guard(body, log))
+    let watcher = log.h2.then(|| log._in_flight.watcher());
+    let body = with_guard(body, log);
+    // An HTTP/2 stream can stall without the socket ever blocking: watched.
+    let body = match watcher {
+        Some(w) => w.watch(body),
+        None => body,
+    };
+    Response::from_parts(parts, body)
 }
 
 /// How a request shows up in metrics: a name from the config, never the raw path.
@@ -188,6 +206,8 @@ struct AccessLog {
     method: String,
     target: String,
     peer: Peer,
+    /// The request came over HTTP/2 (its response goes under the stall check).
+    h2: bool,
     status: u16,
     label: Label,
     stats: Arc<RequestStats>,

@@ -76,6 +76,9 @@ impl Backend {
         let connector = Connector::new(cfg.addr.clone(), cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // The largest piece of an app's response read at once: a response read
+            // ahead for a client holds at most this beyond its budget (`read_ahead`).
+            .http1_max_buf_size(crate::http::body::MAX_FRAME)
             .build(connector.clone());
         Backend {
             client,
@@ -201,6 +204,17 @@ impl Backend {
 /// Turns the app's response into the client's: hop-by-hop headers go, and the body is
 /// read ahead up to `budget` bytes so the app's worker is freed early.
 pub fn relay(resp: Response<Incoming>, budget: usize, idle: Duration) -> Response<Body> {
+    relay_within(resp, budget, idle, None)
+}
+
+/// [`relay`], with the bytes read ahead also counted against the client connection's
+/// budget (passthrough, where one HTTP/2 connection may carry many such responses).
+pub fn relay_within(
+    resp: Response<Incoming>,
+    budget: usize,
+    idle: Duration,
+    conn: Option<crate::http::body::ConnBudget>,
+) -> Response<Body> {
     use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -208,7 +222,7 @@ pub fn relay(resp: Response<Incoming>, budget: usize, idle: Duration) -> Respons
     let body = if body.is_end_stream() {
         crate::http::empty()
     } else {
-        read_ahead(body, budget, idle)
+        read_ahead(body, budget, idle, conn)
     };
     Response::from_parts(parts, body)
 }

@@ -67,6 +67,11 @@ pub struct Server {
     pub keepalive_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Requests in progress at once over all connections; each may hold a backend
+    /// connection and files, so the open-file budget counts these, not connections.
+    pub max_requests: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub h2_max_streams: u32,
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
     pub trusted_proxies: Vec<Cidr>,

@@ -84,6 +84,12 @@ pub struct RawServer {
     pub shutdown_grace: Option<Human>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
+    /// Requests in progress at once over all connections (HTTP/2 carries many on one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u64>,
+    /// HTTP/2 streams one connection may have open at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2_max_streams: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,6 +303,8 @@ impl RawConfig {
         set(&mut s.keepalive_timeout, "75s".into());
         set(&mut s.shutdown_grace, "30s".into());
         set(&mut s.max_connections, 10000);
+        set(&mut s.max_requests, 10000);
+        set(&mut s.h2_max_streams, 128);
         set(&mut s.proxy_protocol, false);
         set(&mut s.h2_stream_window, "4MiB".into());
         set(&mut s.h2_connection_window, "16MiB".into());

@@ -225,6 +225,12 @@ fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
         keepalive_timeout: c.duration("server.keepalive_timeout", &s.keepalive_timeout),
         shutdown_grace: c.duration("server.shutdown_grace", &s.shutdown_grace),
         max_connections: max_connections.min(1 << 24) as usize,
+        max_requests: c
+            .positive("server.max_requests", s.max_requests)
+            .min(1 << 24) as usize,
+        h2_max_streams: c
+            .positive("server.h2_max_streams", s.h2_max_streams)
+            .min(1 << 16) as u32,
         h2_stream_window: c.size_in(
             "server.h2_stream_window",
             &s.h2_stream_window,

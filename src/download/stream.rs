@@ -1,14 +1,18 @@
-//! File bytes to the client: large blocks read off the async workers with `pread`,
-//! handed over a small bounded channel (backpressure from the socket to the disk), and
-//! paced by an optional rate limit (`X-Accel-Limit-Rate`).
+//! File bytes to the client: large blocks read off the async workers with `pread`
+//! when the connection asks for them (no read-ahead: a client that stops reading holds
+//! nothing), paced by an optional rate limit (`X-Accel-Limit-Rate`). S3 objects stream
+//! through a small bounded channel.
 
 use crate::http::{Body, BoxError};
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -60,43 +64,121 @@ impl Paced {
 }
 
 /// Streams `pieces` of `file`; `rate` is bytes per second (`None`: unlimited).
+///
+/// Pulled, not pushed: a block is read only when the connection asks for the next
+/// frame, so a client that stops reading (an HTTP/2 stream whose window stays shut)
+/// holds no file bytes in porter at all, however many such streams it opens.
 pub fn body(file: File, pieces: Vec<Piece>, block: usize, rate: Option<u64>) -> Body {
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
-    let file = Arc::new(file);
-    tokio::spawn(async move {
-        let mut out = Paced::new(tx, rate);
-        for piece in pieces {
-            let (mut offset, mut left) = match piece {
-                Piece::Bytes(b) => {
-                    if !out.send(b).await {
-                        return;
-                    }
-                    continue;
+    FileBody {
+        file: Arc::new(file),
+        pieces: pieces.into(),
+        block: block.max(1),
+        reading: None,
+        pace: Pace::new(rate),
+    }
+    .boxed()
+}
+
+/// The rate limit of a pulled body: how many bytes went out since when.
+struct Pace {
+    rate: Option<u64>,
+    start: Instant,
+    sent: u64,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pace {
+    fn new(rate: Option<u64>) -> Pace {
+        Pace {
+            rate,
+            start: Instant::now(),
+            sent: 0,
+            wait: None,
+        }
+    }
+
+    /// Ready once the rate allows the next frame.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(rate) = self.rate else {
+            return Poll::Ready(());
+        };
+        let due = self.start + Duration::from_secs_f64(self.sent as f64 / rate as f64);
+        if Instant::now() >= due {
+            self.wait = None;
+            return Poll::Ready(());
+        }
+        let sleep = self
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        sleep.as_mut().reset(due);
+        ready!(sleep.as_mut().poll(cx));
+        self.wait = None;
+        Poll::Ready(())
+    }
+}
+
+type Read = tokio::task::JoinHandle<std::io::Result<Bytes>>;
+
+struct FileBody {
+    file: Arc<File>,
+    pieces: std::collections::VecDeque<Piece>,
+    block: usize,
+    /// The one block being read, if any.
+    reading: Option<Read>,
+    pace: Pace,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.reading.is_none() {
+            ready!(this.pace.poll_ready(cx));
+            match this.pieces.pop_front() {
+                None => return Poll::Ready(None),
+                Some(Piece::Bytes(b)) => {
+                    this.pace.sent += b.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
-                Piece::File { offset, len } => (offset, len),
-            };
-            while left > 0 {
-                let n = left.min(block as u64) as usize;
-                let f = file.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    f.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
-                })
-                .await;
-                let chunk = match read {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return out.fail(e.into()).await,
-                    Err(e) => return out.fail(e.into()).await,
-                };
-                offset += n as u64;
-                left -= n as u64;
-                if !out.send(chunk).await {
-                    return;
+                Some(Piece::File { offset, len }) => {
+                    let n = len.min(this.block as u64);
+                    if len > n {
+                        this.pieces.push_front(Piece::File {
+                            offset: offset + n,
+                            len: len - n,
+                        });
+                    }
+                    let f = this.file.clone();
+                    this.reading = Some(tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; n as usize];
+                        f.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
+                    }));
                 }
             }
         }
-    });
-    StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
+        let Some(reading) = this.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let read = ready!(Pin::new(reading).poll(cx));
+        this.reading = None;
+        match read {
+            Ok(Ok(chunk)) => {
+                this.pace.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Ok(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reading.is_none() && self.pieces.is_empty()
+    }
 }
 
 /// Streams `pieces` of an S3 object, one ranged GET per piece, paced by `rate`.

@@ -12,6 +12,19 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 
+/// The bytes one connection's streams may hold in request and response buffers
+/// together (`limits.connection_buffer`), in a request's extensions. HTTP/2 carries many
+/// streams on one connection: a per-stream bound alone would let one connection hold
+/// streams × buffer. A stream that finds the budget spent waits for it.
+#[derive(Clone)]
+pub struct ConnBudget(pub Arc<Semaphore>);
+
+impl ConnBudget {
+    pub fn new(bytes: usize) -> ConnBudget {
+        ConnBudget(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+}
+
 /// Why reading a client body stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -278,12 +291,19 @@ where
     }
 }
 
-type Item = (Result<Frame<Bytes>, BoxError>, usize);
+/// A frame read ahead, with the bytes it holds of the stream's and the connection's
+/// budgets (given back when the client takes it).
+type Item = (Result<Frame<Bytes>, BoxError>, usize, usize);
+
+/// The most an app's response frame holds (the backend client reads no more at once),
+/// and so the room `read_ahead` takes from a connection's budget before each read.
+pub const MAX_FRAME: usize = 128 << 10;
 
 /// Reads `body` ahead into memory, up to `budget` bytes beyond what the client has
 /// taken, so a slow client never holds the backend (SPEC §3's response buffering).
-/// A gap of more than `idle` between backend frames ends the body with an error.
-pub fn read_ahead<B>(body: B, budget: usize, idle: Duration) -> Body
+/// With `conn`, the bytes held also count against the client connection's budget. A
+/// gap of more than `idle` between backend frames ends the body with an error.
+pub fn read_ahead<B>(body: B, budget: usize, idle: Duration, conn: Option<ConnBudget>) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -291,9 +311,24 @@ where
     let permits = Arc::new(Semaphore::new(budget));
     let (tx, rx) = mpsc::unbounded_channel::<Item>();
     let pump_permits = permits.clone();
+    let conn = conn.map(|c| c.0);
+    let pump_conn = conn.clone();
     tokio::spawn(async move {
         let mut body = body;
         loop {
+            // Room first: a frame read is a frame held, so a pump whose client stopped
+            // reading holds nothing beyond the connection's budget.
+            let room = match &pump_conn {
+                Some(c) => {
+                    let got = tokio::select! {
+                        p = c.clone().acquire_many_owned(MAX_FRAME as u32) => p.ok(),
+                        () = tx.closed() => None,
+                    };
+                    let Some(p) = got else { return };
+                    Some(p)
+                }
+                None => None,
+            };
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Ok(Some(Ok(f))) => Ok(f),
                 Ok(Some(Err(e))) => Err(e.into()),
@@ -311,23 +346,52 @@ where
                 return;
             };
             p.forget();
-            if tx.send((frame, n)).is_err() || failed {
+            // Keep what the frame takes of the room (given back as the client takes
+            // it); the rest goes back now.
+            let kept = match room {
+                Some(mut held) => {
+                    let keep = len.min(MAX_FRAME);
+                    drop(held.split(MAX_FRAME - keep));
+                    held.forget();
+                    keep
+                }
+                None => 0,
+            };
+            if tx.send((frame, n, kept)).is_err() {
+                // Never taken: the connection gets its bytes back.
+                if let Some(c) = &pump_conn {
+                    c.add_permits(kept);
+                }
+                return;
+            }
+            if failed {
                 return;
             }
         }
     });
-    ReadAhead { rx, permits }.boxed()
+    ReadAhead { rx, permits, conn }.boxed()
 }
 
 struct ReadAhead {
     rx: mpsc::UnboundedReceiver<Item>,
     permits: Arc<Semaphore>,
+    /// The client connection's budget, which the pump draws on as well.
+    conn: Option<Arc<Semaphore>>,
 }
 
 impl Drop for ReadAhead {
-    /// The client is gone: wake the pump so it stops reading from the app.
+    /// The client is gone: wake the pump so it stops reading from the app, and give
+    /// the connection back what the queued frames held.
     fn drop(&mut self) {
         self.permits.close();
+        if let Some(c) = &self.conn {
+            self.rx.close();
+            let mut queued = 0;
+            while let Ok((_, _, kept)) = self.rx.try_recv() {
+                queued += kept;
+            }
+            c.add_permits(queued);
+        }
     }
 }
 
@@ -340,8 +404,11 @@ impl HttpBody for ReadAhead {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match ready!(self.rx.poll_recv(cx)) {
-            Some((frame, n)) => {
+            Some((frame, n, kept)) => {
                 self.permits.add_permits(n);
+                if let Some(c) = &self.conn {
+                    c.add_permits(kept);
+                }
                 Poll::Ready(Some(frame))
             }
             None => Poll::Ready(None),
@@ -511,7 +578,7 @@ mod tests {
     #[tokio::test]
     async fn read_ahead_passes_everything() {
         let data = Bytes::from(vec![7u8; 100_000]);
-        let body = read_ahead(Full::new(data.clone()), 4096, Duration::from_secs(5));
+        let body = read_ahead(Full::new(data.clone()), 4096, Duration::from_secs(5), None);
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(got, data);
     }

@@ -31,6 +31,8 @@ pub struct Generation {
     builder: Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
+    /// Bytes one connection's streams may hold in request and response buffers.
+    pub(crate) connection_buffer: usize,
 }
 
 impl Generation {
@@ -46,6 +48,7 @@ impl Generation {
                 idle: cfg.server.idle_timeout,
                 keepalive: cfg.server.keepalive_timeout,
             },
+            connection_buffer: cfg.limits.connection_buffer,
             app,
         })
     }
@@ -71,6 +74,7 @@ fn builder(cfg: &Config) -> Builder<TokioExecutor> {
         .initial_stream_window_size(s.h2_stream_window)
         .initial_connection_window_size(s.h2_connection_window)
         .max_frame_size(1 << 20)
+        .max_concurrent_streams(s.h2_max_streams)
         .max_send_buf_size(cfg.limits.buffer.max(1 << 20))
         .max_header_list_size(cfg.limits.max_header_bytes as u32);
     if s.http2 { b } else { b.http1_only() }
@@ -79,12 +83,17 @@ fn builder(cfg: &Config) -> Builder<TokioExecutor> {
 /// The current generation; swapped by a reload.
 pub struct Live {
     current: RwLock<Arc<Generation>>,
+    /// `max_requests` slots: one per request in progress on any connection. Set at
+    /// start (a reload keeps it).
+    pub requests: Arc<Semaphore>,
 }
 
 impl Live {
     pub fn new(generation: Generation) -> Live {
+        let max = generation.app.config.server.max_requests;
         Live {
             current: RwLock::new(Arc::new(generation)),
+            requests: Arc::new(Semaphore::new(max)),
         }
     }
 

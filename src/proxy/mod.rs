@@ -6,9 +6,9 @@
 //! requests (WebSocket) become a byte tunnel once the app answers 101.
 
 use crate::app::App;
-use crate::backend::relay;
+use crate::backend::relay_within;
 use crate::error::{Error, ErrorKind};
-use crate::http::body::GuardedBody;
+use crate::http::body::{ConnBudget, GuardedBody};
 use crate::http::headers::{Peer, for_backend, strip_hop_by_hop};
 use crate::http::{Body, BoxError, empty, full};
 use bytes::{Bytes, BytesMut};
@@ -17,11 +17,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub async fn forward(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> Response<Body> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    match send(&app, peer, req, upgrade).await {
+    let budget = req.extensions().get::<ConnBudget>().cloned();
+    match send(&app, peer, req, upgrade, budget.as_ref()).await {
         Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => match client_upgrade {
             Some(on_client) => tunnel(on_client, &mut resp),
             None => Error::new(
@@ -30,10 +32,11 @@ pub async fn forward(app: Arc<App>, peer: Peer, mut req: Request<Incoming>) -> R
             )
             .into_response(),
         },
-        Ok(resp) => relay(
+        Ok(resp) => relay_within(
             resp,
             app.config.limits.response_buffer,
             app.config.server.idle_timeout,
+            budget,
         ),
         Err(e) => {
             tracing::warn!(error = %e, "passthrough failed");
@@ -47,6 +50,7 @@ async fn send(
     peer: Peer,
     req: Request<Incoming>,
     upgrade: bool,
+    budget: Option<&ConnBudget>,
 ) -> Result<Response<Incoming>, Error> {
     let limits = &app.config.limits;
     let (mut parts, body) = req.into_parts();
@@ -71,7 +75,10 @@ async fn send(
     let mut body = GuardedBody::new(body, app.config.server.idle_timeout, limits.max_body_size)
         .with_min_rate(limits.min_body_rate, limits.min_body_rate_grace);
     let failure = body.failure();
-    let (prefix, ended) = read_prefix(&mut body, limits.request_buffer).await?;
+    let idle = app.config.server.idle_timeout;
+    // Held until the app has answered, that is, until it has read the buffered bytes.
+    let (prefix, ended, _held) =
+        read_prefix(&mut body, limits.request_buffer, budget, idle).await?;
     let body: Body = if ended {
         parts.headers.remove(header::TRANSFER_ENCODING);
         if !prefix.is_empty() || declared.is_some() {
@@ -91,24 +98,47 @@ async fn send(
     }
 }
 
-/// Reads until `limit` bytes are in or the body ends; `true` if it ended.
+/// Reads until `limit` bytes are in or the body ends; `true` if it ended. The bytes
+/// held count against the connection's `budget` (the returned permit); a stream that
+/// finds it spent by its siblings waits up to `idle` for room, then gets 503.
 async fn read_prefix(
     body: &mut GuardedBody<Incoming>,
     limit: usize,
-) -> Result<(Bytes, bool), Error> {
+    budget: Option<&ConnBudget>,
+    idle: std::time::Duration,
+) -> Result<(Bytes, bool, Option<OwnedSemaphorePermit>), Error> {
     use http_body::Body as _;
     let mut buf = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         if body.is_end_stream() {
-            return Ok((buf.freeze(), true));
+            return Ok((buf.freeze(), true, held));
         }
         if buf.len() >= limit {
-            return Ok((buf.freeze(), false));
+            return Ok((buf.freeze(), false, held));
         }
-        match body.next_data().await? {
-            Some(d) => buf.extend_from_slice(&d),
-            None => return Ok((buf.freeze(), true)),
+        let Some(d) = body.next_data().await? else {
+            return Ok((buf.freeze(), true, held));
+        };
+        if let Some(b) = budget {
+            let n = d.len().min(limit) as u32;
+            let wait = b.0.clone().acquire_many_owned(n);
+            let permit = tokio::time::timeout(idle, wait)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Busy,
+                        "this connection holds too many buffered request bodies",
+                    )
+                })?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
         }
+        buf.extend_from_slice(&d);
     }
 }
 

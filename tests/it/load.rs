@@ -247,3 +247,325 @@ async fn trickle_url(url: &str, n: usize, every: std::time::Duration) -> u16 {
     feed.abort();
     status
 }
+
+/// porter as its own process, so its memory and descriptors can be read.
+struct Served {
+    proc: Proc,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(backend: std::net::SocketAddr, extra: &str) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("porter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n[backend]\nurl = \"http://{backend}\"\n\
+                 [storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n\
+                 [[internal]]\nprefix = \"/protected/\"\nroot = \"files\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("files")).unwrap();
+        let mut proc = Proc::serve(&config);
+        let port = proc.port();
+        Served { proc, port, dir }
+    }
+
+    /// Resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    /// Open descriptors that are not sockets (files, pipes).
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.proc.child.id()))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|t| !t.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// An HTTP/2 (prior knowledge) connection whose streams' receive windows start at
+/// `window` bytes; the task ends when the connection does.
+async fn h2(port: u16, window: u32) -> (H2, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(window)
+            .adaptive_window(false)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, task)
+}
+
+/// Opens `n` streams of `req()` and keeps the responses, unread; returns them.
+async fn open_streams(
+    send: &H2,
+    n: usize,
+    req: impl Fn() -> http::Request<Full<Bytes>>,
+) -> Vec<tokio::task::JoinHandle<Option<http::Response<hyper::body::Incoming>>>> {
+    (0..n)
+        .map(|_| {
+            let mut s = send.clone();
+            let r = req();
+            tokio::spawn(async move {
+                s.ready().await.ok()?;
+                s.send_request(r).await.ok()
+            })
+        })
+        .collect()
+}
+
+/// Waits (at most `secs`) until `f` holds; returns whether it did.
+async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+/// A stream body's next frame: `Some(true)` data, `Some(false)` reset, `None` pending.
+async fn next_frame(resp: &mut http::Response<hyper::body::Incoming>) -> Option<bool> {
+    use http_body_util::BodyExt;
+    match tokio::time::timeout(std::time::Duration::from_millis(50), resp.frame()).await {
+        Ok(Some(Ok(_))) => Some(true),
+        Ok(_) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// 200 HTTP/2 streams of a large X-Accel-Redirect file whose windows stay shut: porter
+/// reads no file bytes for them (its memory grows by far less than 64 MiB), resets
+/// each once it made no progress for `idle_timeout`, gives back its descriptors, and
+/// closes the connection once nothing is left on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_downloads_that_never_read_hold_little_and_are_reset() {
+    let backend = Backend::start(|_| {
+        let mut r = answer(200, "");
+        r.headers_mut()
+            .insert("x-accel-redirect", "/protected/big.bin".parse().unwrap());
+        r
+    })
+    .await;
+    let served = Served::start(
+        backend.addr,
+        "idle_timeout = \"3s\"\nkeepalive_timeout = \"3s\"\n",
+    );
+    std::fs::write(served.dir.path().join("files/big.bin"), data(32 << 20, 1)).unwrap();
+    // Warm up: one download read whole.
+    let r = send(
+        request("GET", &served.url("/dl"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body.len(), 32 << 20);
+    let (base_rss, base_fds) = (served.rss(), served.fds());
+    let (send, conn) = h2(served.port, 0).await;
+    let url = served.url("/dl");
+    let streams = open_streams(&send, 200, || {
+        request("GET", &url).body(Full::default()).unwrap()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let grown = served.rss().saturating_sub(base_rss);
+    eprintln!(
+        "RSS grew by {} KiB with 200 stalled download streams",
+        grown / 1024
+    );
+    assert!(grown < 64 << 20, "RSS grew by {grown} bytes");
+    let mut heads = Vec::new();
+    for s in streams {
+        if let Ok(Ok(Some(resp))) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), s).await
+        {
+            heads.push(resp);
+        }
+    }
+    assert!(heads.len() >= 128, "{} heads", heads.len());
+    // Each stream is reset once it made no progress for idle_timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut reset = 0;
+    for h in &mut heads {
+        while std::time::Instant::now() < deadline {
+            match next_frame(h).await {
+                Some(false) => {
+                    reset += 1;
+                    break;
+                }
+                Some(true) => panic!("a frame came through a shut window"),
+                None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+    assert_eq!(reset, heads.len(), "every stalled stream was reset");
+    assert!(
+        eventually(10, || served.fds() <= base_fds + 4).await,
+        "descriptors back to baseline: {} vs {base_fds}",
+        served.fds()
+    );
+    drop(send);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+    assert!(closed.is_ok(), "the idle connection was closed");
+}
+
+/// A passthrough app whose every answer is 4 MiB, behind porter (its own process).
+async fn passthrough_pair() -> (Backend, Served) {
+    let big = Bytes::from(data(4 << 20, 2));
+    let backend = Backend::start(move |_| http::Response::new(Full::new(big.clone()))).await;
+    let served = Served::start(
+        backend.addr,
+        "idle_timeout = \"4s\"\nkeepalive_timeout = \"4s\"\n\
+         [limits]\nmin_body_rate = \"100KiB\"\nmin_body_rate_grace = \"3s\"\n",
+    );
+    let r = send(
+        request("GET", &served.url("/warm"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.body.len(), 4 << 20);
+    (backend, served)
+}
+
+/// 100 HTTP/2 passthrough POSTs on one connection, each stalling one byte short of
+/// `request_buffer`: together they hold at most the connection's buffer budget (plus
+/// its flow-control window), not 100 × 1 MiB; the stalled bodies are cut (408), or
+/// refused (503) when they never got room, and the app never saw any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_request_buffers_are_bounded_per_connection() {
+    let (backend, served) = passthrough_pair().await;
+    let before = backend.count();
+    let base_rss = served.rss();
+    let (senders, replies) = stalled_posts(&served, 100, (1 << 20) - 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let grown = served.rss().saturating_sub(base_rss);
+    eprintln!(
+        "RSS grew by {} KiB with 100 stalled POST streams",
+        grown / 1024
+    );
+    assert!(grown < 64 << 20, "RSS grew by {grown} bytes");
+    let mut cut = 0;
+    for r in replies {
+        if let Ok(Ok(Some(status))) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), r).await
+        {
+            assert!(status == 408 || status == 503, "{status}");
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 100, "every stalled body was cut");
+    drop(senders);
+    assert_eq!(backend.count(), before, "the app never saw a partial body");
+}
+
+/// 100 HTTP/2 passthrough responses of 4 MiB on one connection whose windows stay
+/// shut: porter reads ahead at most the connection's budget of them, resets the
+/// streams after `idle_timeout`, and lets the app's connections go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_response_buffers_are_bounded_per_connection() {
+    let (backend, served) = passthrough_pair().await;
+    let base_rss = served.rss();
+    let (send_down, conn) = h2(served.port, 0).await;
+    let down = served.url("/big");
+    let unread = open_streams(&send_down, 100, || {
+        request("GET", &down).body(Full::default()).unwrap()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let grown = served.rss().saturating_sub(base_rss);
+    eprintln!(
+        "RSS grew by {} KiB with 100 unread response streams",
+        grown / 1024
+    );
+    assert!(grown < 64 << 20, "RSS grew by {grown} bytes");
+    let mut heads = Vec::new();
+    for s in unread {
+        if let Ok(Ok(Some(h))) = tokio::time::timeout(std::time::Duration::from_secs(20), s).await {
+            heads.push(h);
+        }
+    }
+    assert_eq!(heads.len(), 100);
+    let closed = || backend.closed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(20, || closed() >= 100).await,
+        "the app's connections were let go: {} closed",
+        closed()
+    );
+    drop(send_down);
+    drop(heads);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+    assert!(ended.is_ok(), "the connection was closed");
+}
+
+/// Opens `n` HTTP/2 POST streams on one connection, each sending `len` bytes and then
+/// stalling (its sender kept); returns the senders and the statuses to come.
+async fn stalled_posts(
+    served: &Served,
+    n: usize,
+    len: usize,
+) -> (
+    Vec<tokio::sync::mpsc::Sender<Bytes>>,
+    Vec<tokio::task::JoinHandle<Option<u16>>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", served.port))
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, Fed>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut senders = Vec::new();
+    let mut replies = Vec::new();
+    for _ in 0..n {
+        let (tx, body) = fed();
+        let mut s = send.clone();
+        let req = request("POST", &served.url("/form")).body(body).unwrap();
+        replies.push(tokio::spawn(async move {
+            s.ready().await.ok()?;
+            let resp = s.send_request(req).await.ok()?;
+            Some(resp.status().as_u16())
+        }));
+        let feeder = tx.clone();
+        tokio::spawn(async move {
+            let _ = feeder.send(Bytes::from(vec![b'x'; len])).await;
+        });
+        senders.push(tx);
+    }
+    (senders, replies)
+}
