@@ -345,7 +345,7 @@ impl RawConfig {
         set(&mut l.max_body_size, "1GiB".into());
         set(&mut l.request_buffer, "1MiB".into());
         set(&mut l.response_buffer, "1MiB".into());
-        set(&mut l.connection_buffer, "16MiB".into());
+        set(&mut l.connection_buffer, "8MiB".into());
         set(&mut l.min_body_rate, "240B".into());
         set(&mut l.min_body_rate_grace, "5s".into());
         set(&mut l.max_incomplete_per_client, 10_000);

@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::body::{ConnBudget, GuardedBody};
 use crate::http::headers::{Peer, for_backend, strip_hop_by_hop};
 use crate::http::{Body, BoxError, empty, full};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -78,7 +78,7 @@ async fn send(
     let idle = app.config.server.idle_timeout;
     // Held until the app has answered, that is, until it has read the buffered bytes.
     let (prefix, ended, _held) =
-        read_prefix(&mut body, limits.request_buffer, budget, idle).await?;
+        read_prefix(&mut body, limits.request_buffer, declared, budget, idle).await?;
     let body: Body = if ended {
         parts.headers.remove(header::TRANSFER_ENCODING);
         if !prefix.is_empty() || declared.is_some() {
@@ -98,48 +98,80 @@ async fn send(
     }
 }
 
-/// Reads until `limit` bytes are in or the body ends; `true` if it ended. The bytes
-/// held count against the connection's `budget` (the returned permit); a stream that
-/// finds it spent by its siblings waits up to `idle` for room, then gets 503.
+/// Reads until `limit` bytes are in or the body ends; `true` if it ended.
+///
+/// The buffer's room is taken from the connection's `budget` (the returned permit)
+/// *before* a byte is read: a stream that read a frame and then waited for room would
+/// hold that frame outside every bound (HTTP/2 lets the client send again as soon as a
+/// frame is read). A stream that finds the budget spent by its siblings waits up to
+/// `idle` for room, then gets 503.
 async fn read_prefix(
     body: &mut GuardedBody<Incoming>,
     limit: usize,
+    declared: Option<u64>,
     budget: Option<&ConnBudget>,
     idle: std::time::Duration,
 ) -> Result<(Bytes, bool, Option<OwnedSemaphorePermit>), Error> {
     use http_body::Body as _;
-    let mut buf = BytesMut::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), true, None));
+    }
+    // Sized by the declared length when there is one: one allocation, no regrowth.
+    let want = declared.map_or(limit, |n| n.min(limit as u64) as usize);
+    let mut held = None;
+    if let Some(b) = budget {
+        room(b, want, idle, &mut held).await?;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
     loop {
         if body.is_end_stream() {
-            return Ok((buf.freeze(), true, held));
+            return Ok((buf.into(), true, held));
         }
         if buf.len() >= limit {
-            return Ok((buf.freeze(), false, held));
+            return Ok((buf.into(), false, held));
         }
         let Some(d) = body.next_data().await? else {
-            return Ok((buf.freeze(), true, held));
+            return Ok((buf.into(), true, held));
         };
-        if let Some(b) = budget {
-            let n = d.len().min(limit) as u32;
-            let wait = b.0.clone().acquire_many_owned(n);
-            let permit = tokio::time::timeout(idle, wait)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Busy,
-                        "this connection holds too many buffered request bodies",
-                    )
-                })?;
-            match held.as_mut() {
-                Some(h) => h.merge(permit),
-                None => held = Some(permit),
+        // The last frame may run past `limit`: its room is taken too.
+        let len = buf.len() + d.len();
+        if len > buf.capacity() {
+            if let Some(b) = budget {
+                let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+                room(b, len.saturating_sub(have), idle, &mut held).await?;
             }
+            buf.reserve_exact(len - buf.len());
         }
         buf.extend_from_slice(&d);
     }
+}
+
+/// Takes `n` more bytes of the connection's budget into `held`, waiting up to `idle`.
+async fn room(
+    budget: &ConnBudget,
+    n: usize,
+    idle: std::time::Duration,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), Error> {
+    if n == 0 {
+        return Ok(());
+    }
+    let wait = budget.0.clone().acquire_many_owned(n as u32);
+    let permit = tokio::time::timeout(idle, wait)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Busy,
+                "this connection holds too many buffered request bodies",
+            )
+        })?;
+    match held.as_mut() {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
 }
 
 /// Answers 101 to the client and copies bytes both ways once both sides upgraded.
