@@ -102,7 +102,17 @@ impl Backend {
     }
 
     /// Sends a request whose URI holds the target (path and query) to use.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, BackendError> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, BackendError> {
+        self.send_noting(req, None).await
+    }
+
+    /// [`send`](Self::send), telling `sent` once the whole request body has been
+    /// handed to the connection (not when the request was merely started).
+    async fn send_noting(
+        &self,
+        mut req: Request<Body>,
+        sent: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Response<Incoming>, BackendError> {
         let target = req
             .uri()
             .path_and_query()
@@ -121,7 +131,10 @@ impl Backend {
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         let req = req.map(|b| ended::Ended::wrap(b, sent_tx));
         let timer = async {
-            let _ = sent_rx.await;
+            let whole = sent_rx.await.is_ok();
+            if let Some(tx) = sent.filter(|_| whole) {
+                let _ = tx.send(());
+            }
             tokio::time::sleep(self.response_timeout).await;
         };
         let result = tokio::select! {
@@ -140,6 +153,16 @@ impl Backend {
 
     /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.
     pub async fn send_generated(&self, g: Generated) -> Result<Response<Incoming>, BackendError> {
+        self.send_generated_noting(g, None).await
+    }
+
+    /// [`send_generated`](Self::send_generated), telling `sent` once the whole
+    /// request has gone to the app: from then on the app may act on it.
+    pub async fn send_generated_noting(
+        &self,
+        g: Generated,
+        sent: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<Response<Incoming>, BackendError> {
         let mut headers = g.headers;
         // The client's body headers describe a body the app never sees.
         let body_headers: Vec<_> = headers
@@ -197,7 +220,7 @@ impl Backend {
             .parse()
             .map_err(|_| BackendError::Unavailable("bad target".into()))?;
         *req.headers_mut() = headers;
-        self.send(req).await
+        self.send_noting(req, sent).await
     }
 }
 

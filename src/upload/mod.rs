@@ -494,8 +494,26 @@ async fn deliver(
     let stats = crate::http::stats::RequestStats::current();
     let task = tokio::spawn(async move {
         let mut files = files;
-        files.iter_mut().for_each(StoredFile::told);
-        let answer = app.backend.send_generated(req).await;
+        // The files become the app's once the whole request has gone to it: a crash
+        // before that leaves their unsent markers, and the sweep deletes them.
+        let (sent_tx, mut sent_rx) = tokio::sync::oneshot::channel();
+        let send = app.backend.send_generated_noting(req, Some(sent_tx));
+        tokio::pin!(send);
+        let mut told = false;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut send => break answer,
+                sent = &mut sent_rx, if !told => {
+                    told = true;
+                    if sent.is_ok() {
+                        files.iter_mut().for_each(StoredFile::told);
+                    }
+                }
+            }
+        };
+        if answer.is_ok() {
+            files.iter_mut().for_each(StoredFile::told);
+        }
         match answer {
             Ok(resp) => {
                 if let Some(s) = stats {

@@ -70,6 +70,8 @@ struct Counts {
     failed_otherwise: usize,
     /// Files the app refused whose deletion a `kill -9` cut off (see `check_invariants`).
     refused_then_killed: usize,
+    /// Files whose metadata request a `kill -9` cut off mid-body (see `check_invariants`).
+    cut_while_told: usize,
 }
 
 /// The batches (of 8 plans) during which porter is killed: a third and two thirds of
@@ -476,6 +478,14 @@ fn check_invariants(
                 .all(|(n, refused)| *refused && killed.contains(n))
         {
             counts.refused_then_killed += 1;
+            continue;
+        }
+        // A metadata request cut off mid-body by a kill -9: porter had handed the file
+        // over (once sent, it is the app's), but the app never read which file it was.
+        // Each such request may leave one file no recorded request names.
+        let cut = backend.requests().iter().filter(|r| !r.complete).count();
+        if seen.is_empty() && counts.cut_while_told < cut {
+            counts.cut_while_told += 1;
             continue;
         }
         panic!(

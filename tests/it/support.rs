@@ -20,6 +20,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The whole body arrived (false: the sender went away mid-body, e.g. killed).
+    pub complete: bool,
 }
 
 impl Recorded {
@@ -74,16 +76,13 @@ impl Backend {
                         let (rec, f) = (rec.clone(), f.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
+                            let body = body.collect().await.map(|c| c.to_bytes());
                             let r = Recorded {
                                 method: parts.method,
                                 target: parts.uri.to_string(),
                                 headers: parts.headers,
-                                body,
+                                complete: body.is_ok(),
+                                body: body.unwrap_or_default(),
                             };
                             let resp = f(&r);
                             rec.lock().expect("lock").push(r);
