@@ -185,7 +185,7 @@ async fn parallel_first_segments_of_a_new_session() {
             content.len(),
         )
     });
-    let replies = futures_join_all(sends).await;
+    let replies = join_all(sends).await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
@@ -198,33 +198,6 @@ async fn parallel_first_segments_of_a_new_session() {
     );
     let form = parse_form(&backend.requests()[0]);
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
-}
-
-/// Runs futures concurrently on this task (no extra crate).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("done")).collect()
 }
 
 /// A session belongs to the credentials of its first segment: another client that

@@ -852,7 +852,7 @@ async fn collecting_while_creating_loses_nothing() {
             let url = create(&porter, 1, "").await;
             (patch(&url, 0, b"x", &[]).await.status, url)
         });
-        for (status, url) in futures_batch(batch).await {
+        for (status, url) in join_all(batch).await {
             made += 1;
             if status != 204 {
                 lost.push((status, url));
@@ -868,28 +868,4 @@ async fn collecting_while_creating_loses_nothing() {
         "{} of {made} uploads lost: {lost:?}",
         lost.len()
     );
-}
-
-/// Runs a batch of futures together on this task.
-async fn futures_batch<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("done")).collect()
 }
