@@ -13,13 +13,18 @@
 //!   atomically, in-flight requests keep theirs), graceful drain, periodic GC.
 //! * `listen`: accept loops, TLS (`listen::tls`), `max_connections`; `listen::conn`
 //!   serves one connection with hyper and owns the idle / keep-alive watchdog;
-//!   `listen::admin` is the metrics listener; `listen::systemd` speaks sd_notify and
-//!   takes socket-activated listeners.
-//! * `service`: one request: strip client `X-Porter-*`, route, dispatch, then the one
-//!   response path (strips `X-Accel-*`, writes the access log).
+//!   `listen::activity` is what its watchdog knows (requests in flight, stalled HTTP/2
+//!   streams); `listen::admin` is the metrics listener; `listen::systemd` speaks
+//!   sd_notify and takes socket-activated listeners.
+//! * `service`: one request: strip what clients may not send, check `Host`, route,
+//!   dispatch, then the one response path (strips `X-Accel-*`, watches HTTP/2 streams,
+//!   writes the access log).
+//! * `dispatch`: the one `match` on an upload route's kind, with its progress tracking.
 //! * `route`: path normalisation, canonical encoding, route choice (SPEC §3).
-//! * `upload`: intercepted uploads: admit → protocol front-end (`form` for multipart,
-//!   on the sans-I/O `multipart` parser) → `FileReceiver` → deliver the metadata.
+//! * `upload`: the multipart and raw front-ends (`form`, on the sans-I/O `multipart`
+//!   parser) → `FileReceiver` → deliver the metadata.
+//! * `ingest`: what every upload protocol shares: admission, `authorize`, the guarded
+//!   body, the generated request's target, headers and encoding.
 //! * `resumable`: resumable uploads on one engine (tusd's shape: front-ends per
 //!   protocol over `Engine`, a store, per-upload locks): tus and the IETF draft on a
 //!   `tus` route, django-chunked-upload, nginx-upload-module's resumable protocol.
@@ -43,9 +48,11 @@ pub mod app;
 pub mod backend;
 pub mod clients;
 pub mod config;
+pub mod dispatch;
 pub mod download;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod listen;
 pub mod metrics;
 pub mod namespace;

@@ -393,7 +393,7 @@ impl Registry {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
+        StreamBody::new(crate::http::receiver::ReceiverStream(rx)).boxed()
     }
 }
 

@@ -9,10 +9,10 @@ use crate::http::Body;
 use crate::http::body::with_guard;
 use crate::http::headers::{Peer, check_host, strip_accel, strip_client};
 use crate::http::stats::{Counting, RequestStats};
-use crate::listen::conn::InFlight;
+use crate::listen::activity::InFlight;
 use crate::metrics::{Metrics, Outcome};
+use crate::proxy;
 use crate::route::{NormalPath, Route, route};
-use crate::{proxy, upload};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -114,7 +114,7 @@ async fn route_and_serve(
         Route::Complete(r) => {
             crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
         }
-        Route::Upload(r) => upload::handle(app.clone(), r, peer, &path, req).await,
+        Route::Upload(r) => crate::dispatch::handle(app.clone(), r, peer, &path, req).await,
         Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
     }
 }

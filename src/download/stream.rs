@@ -218,7 +218,7 @@ pub fn object(
             }
         }
     });
-    StreamBody::new(crate::http::body::ReceiverStream(rx)).boxed()
+    StreamBody::new(crate::http::receiver::ReceiverStream(rx)).boxed()
 }
 
 /// The body of `pieces` of a file already in memory.

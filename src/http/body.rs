@@ -451,16 +451,6 @@ impl<G: Unpin> HttpBody for WithGuard<G> {
     }
 }
 
-/// Adapts a tokio receiver to the `Stream` that `StreamBody` takes.
-pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

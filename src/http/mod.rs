@@ -4,6 +4,7 @@ pub mod body;
 pub mod content_range;
 pub mod headers;
 pub mod informational;
+pub mod receiver;
 pub mod stats;
 
 use bytes::Bytes;

@@ -6,6 +6,7 @@
 //! it. A connection keeps the generation it was accepted under for its protocol
 //! settings, while each request on it takes the app that is current when it starts.
 
+pub mod activity;
 pub mod admin;
 pub mod conn;
 pub mod proxy_protocol;

@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::GuardedBody;
 use crate::http::headers::Peer;
+use crate::ingest::{Authorized, admit, authorize, backend_headers, client_of, guarded, room_for};
 use crate::namespace::{control_in_name, has_control};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, percent_decode};
@@ -19,7 +20,6 @@ use crate::sink::hashes::{Algorithm, Hashes};
 use crate::sink::{Pipe, Writer};
 use crate::store::StoreError;
 use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
-use crate::upload::{Authorized, admit, authorize, backend_headers, client_of, guarded, room_for};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -355,7 +355,7 @@ async fn chunk_inner(
             );
             room_for(&app, total)?;
             let mut up = new_upload(route, name, content_type);
-            super::count_client(&app, &mut up, client)?;
+            super::front::count_client(&app, &mut up, client)?;
             let lock = engine
                 .try_lock(&up.id)
                 .await?
@@ -506,7 +506,7 @@ async fn finish_inner(
         engine.save(&up).await?;
         return Ok(refusal);
     }
-    let target = crate::upload::target(path, &parts.uri);
+    let target = crate::ingest::target(path, &parts.uri);
     let req = complete::Request {
         client: None,
         method: parts.method.clone(),

@@ -94,8 +94,8 @@ pub async fn complete(
     // Every byte is in: the upload no longer counts against its client.
     app.clients.close(&up.client, &up.id);
     if let Some((method, uri, headers, peer)) = &req.client
-        && let crate::upload::Authorized::Refused(refusal) =
-            crate::upload::ask(app, route, method, uri, headers, *peer).await?
+        && let crate::ingest::Authorized::Refused(refusal) =
+            crate::ingest::ask(app, route, method, uri, headers, *peer).await?
     {
         // A refusal at completion counts as the app's 4xx: final.
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;
@@ -119,7 +119,7 @@ pub async fn complete(
         value: Bytes::from(value),
     });
     let items: Vec<Item> = vouched.chain(fields).chain([Item::File(meta)]).collect();
-    let how = crate::upload::route_encoding(app, route);
+    let how = crate::ingest::route_encoding(app, route);
     let (content_type, body) = metadata::encode(&how, &items);
     let sent = app
         .backend

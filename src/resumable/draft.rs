@@ -19,9 +19,9 @@ use super::{Lock, UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::informational::Informational;
+use crate::ingest::{Authorized, admit, authorize, client_of, guarded, room_for};
 use crate::route::NormalPath;
 use crate::upload::multipart::disposition_filename;
-use crate::upload::{Authorized, admit, authorize, client_of, guarded, room_for};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -344,7 +344,7 @@ impl Draft<'_, '_> {
         };
         let mut up = new_upload(ctx, Protocol::IetfDraft, length, meta, raw);
         let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
-        super::count_client(&ctx.app, &mut up, client)?;
+        super::front::count_client(&ctx.app, &mut up, client)?;
         // Locked before it exists, so nothing (not even the collector) sees it half made.
         let lock =
             ctx.engine().try_lock(&up.id).await?.ok_or_else(|| {
@@ -355,7 +355,7 @@ impl Draft<'_, '_> {
         let loc = location(ctx, h, &up.id);
         let told = self.interim(&req, &loc);
         let (parts, body) = req.into_parts();
-        let tracking = UploadProgress::start(&ctx.app, &up);
+        let tracking = UploadProgress::start(&ctx.app.progress, &up);
         if !body.is_end_stream() {
             let body = guarded(
                 &ctx.app,
@@ -489,7 +489,7 @@ impl Draft<'_, '_> {
         {
             self.learn_length(&mut up, l).await?;
         }
-        let tracking = UploadProgress::start(&ctx.app, &up);
+        let tracking = UploadProgress::start(&ctx.app.progress, &up);
         if !body.is_end_stream() {
             let body = guarded(
                 &ctx.app,

@@ -11,10 +11,10 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::{Peer, is_trusted};
 use crate::http::{Body, empty};
+use crate::ingest::backend_headers;
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::upload::backend_headers;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -365,4 +365,25 @@ pub(super) async fn remove(ctx: &Ctx<'_>, id: &str) -> Result<(), Error> {
     }
     ctx.app.clients.close(&up.client, &up.id);
     ctx.engine().remove(&gone).await
+}
+
+/// Counts a new upload against its client (`limits.max_incomplete_per_client`, see
+/// `clients`): 429 when the client already holds that many unfinished ones.
+pub(super) fn count_client(
+    app: &crate::app::App,
+    up: &mut Upload,
+    client: String,
+) -> Result<(), Error> {
+    let max = app.config.limits.max_incomplete_per_client;
+    app.clients
+        .open(&client, &up.id, up.expires, super::state::now(), max)
+        .map_err(|_| {
+            tracing::info!(%client, max, "refused an upload: the client holds too many unfinished");
+            Error::new(
+                crate::error::ErrorKind::TooManyRequests,
+                format!("this client has {max} unfinished uploads: finish or cancel some first"),
+            )
+        })?;
+    up.client = client;
+    Ok(())
 }

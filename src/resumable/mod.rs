@@ -671,11 +671,8 @@ impl crate::sink::Writer for At {
 pub struct UploadProgress(Option<crate::progress::Tracker>);
 
 impl UploadProgress {
-    pub fn start(app: &crate::app::App, up: &Upload) -> UploadProgress {
-        UploadProgress(
-            app.progress
-                .start_at(&up.id, up.offset, up.length.unwrap_or(0)),
-        )
+    pub fn start(progress: &Arc<crate::progress::Registry>, up: &Upload) -> UploadProgress {
+        UploadProgress(progress.start_at(&up.id, up.offset, up.length.unwrap_or(0)))
     }
 
     pub fn tracker(&self) -> Option<crate::progress::Tracker> {
@@ -699,27 +696,6 @@ impl Drop for UploadProgress {
             t.pause();
         }
     }
-}
-
-/// Counts a new upload against its client (`limits.max_incomplete_per_client`, see
-/// `clients`): 429 when the client already holds that many unfinished ones.
-pub(crate) fn count_client(
-    app: &crate::app::App,
-    up: &mut Upload,
-    client: String,
-) -> Result<(), Error> {
-    let max = app.config.limits.max_incomplete_per_client;
-    app.clients
-        .open(&client, &up.id, up.expires, state::now(), max)
-        .map_err(|_| {
-            tracing::info!(%client, max, "refused an upload: the client holds too many unfinished");
-            Error::new(
-                crate::error::ErrorKind::TooManyRequests,
-                format!("this client has {max} unfinished uploads: finish or cancel some first"),
-            )
-        })?;
-    up.client = client;
-    Ok(())
 }
 
 /// A scratch file that is deleted when dropped.

@@ -11,13 +11,13 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::Peer;
 use crate::http::{Body, full};
+use crate::ingest::{
+    Authorized, admit, authorize, backend_headers, client_of, content_length, guarded, room_for,
+};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Hashes, hex};
 use crate::upload::multipart::disposition_filename;
-use crate::upload::{
-    Authorized, admit, authorize, backend_headers, client_of, content_length, guarded, room_for,
-};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sha2::Digest;
@@ -156,7 +156,7 @@ async fn segment(
                 Some(existing) => existing,
                 None => {
                     let mut up = new_upload(route, &id, total, h);
-                    super::count_client(&app, &mut up, client)?;
+                    super::front::count_client(&app, &mut up, client)?;
                     engine.create(&up).await?;
                     up
                 }
@@ -247,7 +247,7 @@ async fn segment(
     }
     let target = match &route.notify {
         Some(n) => canonical_encode(n.as_bytes()),
-        None => crate::upload::target(path, &parts.uri),
+        None => crate::ingest::target(path, &parts.uri),
     };
     let req = complete::Request {
         client: Some((

@@ -16,10 +16,10 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::headers::Peer;
+use crate::ingest::{Authorized, admit, authorize, client_of, guarded, room_for};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode};
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::upload::{Authorized, admit, authorize, client_of, guarded, room_for};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -296,7 +296,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     };
     let mut up = new_upload(ctx, Protocol::Tus, length, metadata, raw_metadata);
     let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
-    super::count_client(&ctx.app, &mut up, client)?;
+    super::front::count_client(&ctx.app, &mut up, client)?;
     up.concat = concat;
     let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.
@@ -308,7 +308,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     }
     let loc = location(ctx, h, &id);
     let (parts, body) = req.into_parts();
-    let tracking = UploadProgress::start(&ctx.app, &up);
+    let tracking = UploadProgress::start(&ctx.app.progress, &up);
     if with_body {
         let body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
         let mut body = body.with_progress(tracking.tracker());
@@ -546,7 +546,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
         }
     }
     let (parts, body) = req.into_parts();
-    let tracking = UploadProgress::start(&ctx.app, &up);
+    let tracking = UploadProgress::start(&ctx.app.progress, &up);
     if !up.is_complete() {
         let body = guarded(
             &ctx.app,

@@ -350,7 +350,7 @@ async fn an_upload_completes_when_a_garage_node_dies_mid_upload() {
     let url = porter.url("/raw");
     let len = content.len();
     let upload = tokio::spawn(async move {
-        let body = http_body_util::StreamBody::new(porter::http::body::ReceiverStream(rx));
+        let body = http_body_util::StreamBody::new(porter::http::receiver::ReceiverStream(rx));
         let req = request("POST", &url)
             .header("content-length", len)
             .body(body)

@@ -20,8 +20,6 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The whole body arrived (false: the sender went away mid-body, e.g. killed).
-    pub complete: bool,
 }
 
 impl Recorded {
@@ -76,13 +74,16 @@ impl Backend {
                         let (rec, f) = (rec.clone(), f.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes());
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let r = Recorded {
                                 method: parts.method,
                                 target: parts.uri.to_string(),
                                 headers: parts.headers,
-                                complete: body.is_ok(),
-                                body: body.unwrap_or_default(),
+                                body,
                             };
                             let resp = f(&r);
                             rec.lock().expect("lock").push(r);
@@ -497,12 +498,19 @@ impl Proc {
             .expect("porter starts");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = std::sync::mpsc::channel();
+        // PORTER_TEST_LOG_DIR: each child's stderr is kept there too, as porter-<pid>.log.
+        let mut keep = std::env::var_os("PORTER_TEST_LOG_DIR").and_then(|d| {
+            std::fs::File::create(Path::new(&d).join(format!("porter-{}.log", child.id()))).ok()
+        });
         std::thread::spawn(move || {
-            use std::io::BufRead;
+            use std::io::{BufRead, Write};
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
+                if let Some(f) = keep.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let _ = tx.send(line);
             }
         });

@@ -1,0 +1,102 @@
+//! The one `match` on an upload route's kind: the request's progress tracking, the
+//! protocol front-end, and a refusal raised before the front-end ran, in that protocol's
+//! shape.
+
+use crate::app::App;
+use crate::config::{Kind, UploadRoute};
+use crate::error::{Error, ErrorKind};
+use crate::http::Body;
+use crate::http::headers::Peer;
+use crate::progress::{self, Tracker};
+use crate::route::NormalPath;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub async fn handle(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let mut progress = ProgressGuard(None);
+    let result = async {
+        progress.0 = track(&app, &req)?;
+        let tracker = progress.0.clone();
+        match route.kind {
+            Kind::Multipart => crate::upload::multipart(app, route, peer, path, req, tracker).await,
+            Kind::Raw => crate::upload::raw(app, route, peer, path, req, tracker).await,
+            Kind::Tus => {
+                Ok(crate::resumable::tus::handle(app, route, peer, path, req, tracker).await)
+            }
+            Kind::Chunked => {
+                Ok(crate::resumable::chunked::chunk(app, route, peer, req, tracker).await)
+            }
+            Kind::NginxResumable => {
+                Ok(crate::resumable::nginx::handle(app, route, peer, path, req, tracker).await)
+            }
+        }
+    }
+    .await;
+    let resp = result.unwrap_or_else(|e| {
+        tracing::info!(route = %route.path, error = %e, "upload refused");
+        refusal(route.kind, e)
+    });
+    progress.finish(resp.status().as_u16());
+    resp
+}
+
+/// An error raised before a protocol front-end ran, in that protocol's shape.
+fn refusal(kind: Kind, e: Error) -> Response<Body> {
+    match kind {
+        Kind::Chunked => {
+            crate::http::json_response(e.kind.status(), &serde_json::json!({ "detail": e.message }))
+        }
+        Kind::Tus => {
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert("tus-resumable", http::HeaderValue::from_static("1.0.0"));
+            r
+        }
+        _ => e.into_response(),
+    }
+}
+
+/// Starts progress tracking when the request carries an `X-Progress-ID`: the entry is
+/// listed once the first body byte arrives, that is, once the upload was admitted.
+fn track(app: &App, req: &Request<Incoming>) -> Result<Option<Tracker>, Error> {
+    let Some(id) = progress::id_of(req.uri(), req.headers()) else {
+        return Ok(None);
+    };
+    if !progress::valid_id(&id) {
+        return Err(Error::bad_request(
+            "X-Progress-ID must be 8 to 128 of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let size = crate::ingest::content_length(req.headers())?.unwrap_or(0);
+    app.progress.start(&id, size).map(Some).map_err(|_| {
+        Error::new(
+            ErrorKind::Conflict,
+            "this X-Progress-ID belongs to an upload in progress",
+        )
+    })
+}
+
+/// Finishes a progress entry exactly once: with the response status, or as a client
+/// abort (499, nginx's "client closed request") if the request is dropped.
+struct ProgressGuard(Option<Tracker>);
+
+impl ProgressGuard {
+    fn finish(&mut self, status: u16) {
+        if let Some(t) = self.0.take() {
+            t.finish(status);
+        }
+    }
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.finish(499);
+    }
+}
