@@ -34,7 +34,8 @@
 //!   `max_incomplete_per_client`.
 //! * `store`: where bytes live (`Store` trait; `LocalStore` for files on disk).
 //! * `backend`: the one client for the app: pooled, signed generated requests.
-//! * `config`: the TOML file, parsed and validated once into typed structs.
+//! * `config`: the TOML file, parsed and validated once into typed structs (pure);
+//!   `preflight` is what touches the world: directories, key files, certificates.
 //! * `error`: the one error kind enum and its mapping to HTTP.
 //! * `namespace`: which client field names could pass for porter's metadata under some
 //!   framework's reading of them (dropped or refused wherever fields come in).
@@ -56,6 +57,7 @@ pub mod ingest;
 pub mod listen;
 pub mod metrics;
 pub mod namespace;
+pub mod preflight;
 pub mod progress;
 pub mod proxy;
 pub mod resumable;

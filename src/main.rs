@@ -77,7 +77,7 @@ fn check(path: PathBuf, online: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut problems = config::check_paths(&cfg);
+    let mut problems = porter::preflight::check_paths(&cfg);
     if online && let Err(e) = reach_backend(&cfg) {
         problems.push(Problem {
             key: "backend.url".into(),
@@ -249,7 +249,7 @@ fn serve(path: PathBuf) -> ExitCode {
         eprintln!("storage: {e}");
         return ExitCode::from(EXIT_START);
     }
-    let problems = config::check_paths(&cfg);
+    let problems = porter::preflight::check_paths(&cfg);
     if !problems.is_empty() {
         return print_problems(&path, problems);
     }
@@ -362,7 +362,7 @@ async fn signals(path: PathBuf, tx: tokio::sync::mpsc::Sender<server::Control>) 
 /// The config file as a reload sees it: parsed, validated, paths and certificates checked.
 fn reload_config(path: &std::path::Path) -> Result<Config, String> {
     let cfg = config::load(path).map_err(|e| e.to_string())?;
-    let problems = config::check_paths(&cfg);
+    let problems = porter::preflight::check_paths(&cfg);
     if problems.is_empty() {
         return Ok(cfg);
     }

@@ -179,6 +179,12 @@ impl Tracker {
     }
 }
 
+impl crate::http::body::Observer for Tracker {
+    fn add(&self, n: usize) {
+        Tracker::add(self, n);
+    }
+}
+
 /// An `X-Progress-ID` that a live upload already reports under: the newcomer is
 /// refused, so nobody can take over another client's progress.
 #[derive(Debug)]

@@ -16,8 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::check_paths;
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -12,6 +12,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 
+/// Something told of every body byte that arrives (the progress endpoint's trackers):
+/// a trait here, so the body does not depend on what watches it.
+pub trait Observer: Send + Sync {
+    fn add(&self, n: usize);
+}
+
 /// The bytes one connection's streams may hold in request and response buffers
 /// together (`limits.connection_buffer`), in a request's extensions. HTTP/2 carries many
 /// streams on one connection: a per-stream bound alone would let one connection hold
@@ -79,7 +85,7 @@ pub struct GuardedBody<B> {
     failed: bool,
     /// Count received bytes for the progress endpoint (a request's `X-Progress-ID`,
     /// and a resumable upload's own id).
-    progress: Vec<crate::progress::Tracker>,
+    progress: Vec<Box<dyn Observer>>,
     /// Why the body failed, for whoever handed it on (a passthrough request body is
     /// read by hyper's client, which reports only "body error").
     failure: Arc<std::sync::OnceLock<crate::error::Error>>,
@@ -147,8 +153,9 @@ impl<B> GuardedBody<B> {
     }
 
     /// Reports every received byte to `tracker`.
-    pub fn with_progress(mut self, tracker: Option<crate::progress::Tracker>) -> Self {
-        self.progress.extend(tracker);
+    pub fn with_progress<O: Observer + 'static>(mut self, tracker: Option<O>) -> Self {
+        self.progress
+            .extend(tracker.map(|t| Box::new(t) as Box<dyn Observer>));
         self
     }
 
