@@ -21,6 +21,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let mut progress = ProgressGuard(None);
+    let draft = crate::resumable::draft::is_draft(req.headers());
     let result = async {
         progress.0 = track(&app, &req)?;
         let tracker = progress.0.clone();
@@ -41,25 +42,20 @@ pub async fn handle(
     .await;
     let resp = result.unwrap_or_else(|e| {
         tracing::info!(route = %route.path, error = %e, "upload refused");
-        refusal(route.kind, e)
+        refusal(route.kind, draft, e)
     });
     progress.finish(resp.status().as_u16());
     resp
 }
 
-/// An error raised before a protocol front-end ran, in that protocol's shape.
-fn refusal(kind: Kind, e: Error) -> Response<Body> {
+/// An error raised before a protocol front-end ran, in that protocol's shape: each
+/// protocol renders through its own one function.
+fn refusal(kind: Kind, draft: bool, e: Error) -> Response<Body> {
     match kind {
-        Kind::Chunked => {
-            crate::http::json_response(e.kind.status(), &serde_json::json!({ "detail": e.message }))
-        }
-        Kind::Tus => {
-            let mut r = e.into_response();
-            r.headers_mut()
-                .insert("tus-resumable", http::HeaderValue::from_static("1.0.0"));
-            r
-        }
-        _ => e.into_response(),
+        Kind::Chunked => crate::resumable::chunked::render_error(e),
+        Kind::Tus if draft => crate::resumable::draft::render_error(e),
+        Kind::Tus => crate::resumable::tus::render_error(e),
+        Kind::Multipart | Kind::Raw | Kind::NginxResumable => e.into_response(),
     }
 }
 

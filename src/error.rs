@@ -13,11 +13,14 @@ pub enum ErrorKind {
     BadRequest,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     Timeout,
     Conflict,
     Expired,
+    PreconditionFailed,
     TooLarge,
     UnsupportedType,
+    RangeNotSatisfiable,
     Locked,
     HeadersTooLarge,
     ChecksumMismatch,
@@ -37,11 +40,14 @@ impl ErrorKind {
             BadRequest => (400, "bad_request"),
             Forbidden => (403, "forbidden"),
             NotFound => (404, "not_found"),
+            MethodNotAllowed => (405, "method_not_allowed"),
             Timeout => (408, "timeout"),
             Conflict => (409, "conflict"),
             Expired => (410, "expired"),
+            PreconditionFailed => (412, "precondition_failed"),
             TooLarge => (413, "too_large"),
             UnsupportedType => (415, "unsupported_type"),
+            RangeNotSatisfiable => (416, "range_not_satisfiable"),
             Locked => (423, "locked"),
             HeadersTooLarge => (431, "headers_too_large"),
             ChecksumMismatch => (460, "checksum_mismatch"),
@@ -60,6 +66,13 @@ impl ErrorKind {
 
     pub fn status(self) -> StatusCode {
         self.status_and_code().0
+    }
+
+    /// `Retry-After` for the kinds a client should retry later: every protocol's
+    /// renderer adds it from here.
+    pub fn retry_after(self) -> Option<HeaderValue> {
+        matches!(self, ErrorKind::Busy | ErrorKind::TooManyRequests)
+            .then(|| HeaderValue::from_static("5"))
     }
 }
 
@@ -121,10 +134,15 @@ impl Error {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self.kind, ErrorKind::Busy | ErrorKind::TooManyRequests) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(v) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+
+    /// `Retry-After` for an error a client should retry later.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        self.kind.retry_after()
     }
 }
 
@@ -149,11 +167,14 @@ mod tests {
             (BadRequest, 400, "bad_request"),
             (Forbidden, 403, "forbidden"),
             (NotFound, 404, "not_found"),
+            (MethodNotAllowed, 405, "method_not_allowed"),
             (Timeout, 408, "timeout"),
             (Conflict, 409, "conflict"),
             (Expired, 410, "expired"),
+            (PreconditionFailed, 412, "precondition_failed"),
             (TooLarge, 413, "too_large"),
             (UnsupportedType, 415, "unsupported_type"),
+            (RangeNotSatisfiable, 416, "range_not_satisfiable"),
             (Locked, 423, "locked"),
             (HeadersTooLarge, 431, "headers_too_large"),
             (ChecksumMismatch, 460, "checksum_mismatch"),

@@ -9,11 +9,11 @@
 //! a few writes a second at most, expiring after `KEEP`), and a probe for an id this
 //! instance does not track reads it there: the probe may reach any instance.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::http::{Body, BoxError, full};
 use crate::store::redis::Redis;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use std::collections::HashMap;
@@ -340,8 +340,11 @@ impl Registry {
         headers: &HeaderMap,
     ) -> Response<Body> {
         if method != Method::GET && method != Method::HEAD {
-            let mut r = Error::bad_request("progress probes are GET or HEAD").into_response();
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            let mut r = Error::new(
+                ErrorKind::MethodNotAllowed,
+                "progress probes are GET or HEAD",
+            )
+            .into_response();
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;

@@ -21,7 +21,7 @@ use crate::sink::{Pipe, Writer};
 use crate::store::StoreError;
 use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
@@ -37,12 +37,14 @@ fn detail(status: u16, text: &str, extra: Option<(&str, serde_json::Value)>) -> 
     )
 }
 
-fn from_error(e: Error) -> Response<Body> {
+/// porter's errors in django-chunked-upload's shape: `{"detail": "..."}`, the status
+/// and `Retry-After` from the one error table.
+pub fn render_error(e: Error) -> Response<Body> {
+    let retry = e.retry_after();
     let status = e.kind.status();
     let mut r = crate::http::json_response(status, &serde_json::json!({ "detail": e.message }));
-    if e.kind == ErrorKind::Busy {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    if let Some(v) = retry {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }
@@ -274,7 +276,7 @@ pub async fn chunk(
 ) -> Response<Body> {
     match chunk_inner(app, route, peer, req, progress).await {
         Ok(r) => r,
-        Err(e) => from_error(e),
+        Err(e) => render_error(e),
     }
 }
 
@@ -445,7 +447,7 @@ pub async fn finish(
 ) -> Response<Body> {
     match finish_inner(app, route, peer, path, req).await {
         Ok(r) => r,
-        Err(e) => from_error(e),
+        Err(e) => render_error(e),
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Problem {
     extra: serde_json::Map<String, serde_json::Value>,
     /// `Upload-Complete: ?0` goes with an offset mismatch.
     incomplete: bool,
+    /// The error's kind, for the table's `Retry-After`.
+    error: ErrorKind,
 }
 
 impl From<Error> for Problem {
@@ -100,6 +102,7 @@ impl From<Error> for Problem {
             code,
             extra: serde_json::Map::new(),
             incomplete: false,
+            error: e.kind,
         }
     }
 }
@@ -157,8 +160,16 @@ impl Problem {
         if self.incomplete {
             h.insert("upload-complete", HeaderValue::from_static("?0"));
         }
+        if let Some(v) = self.error.retry_after() {
+            h.insert(header::RETRY_AFTER, v);
+        }
         r
     }
+}
+
+/// porter's errors as the draft answers them: `application/problem+json`.
+pub fn render_error(e: Error) -> Response<Body> {
+    Problem::from(e).into_response()
 }
 
 /// One draft request: its version, and the offset to report whatever the outcome.

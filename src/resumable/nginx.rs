@@ -124,10 +124,10 @@ async fn segment(
     let sid = session(h, route.session_id_min)?;
     let (start, end, total) = range(h)?;
     if content_length(h)? != Some(end - start + 1) {
-        let mut r =
-            Error::bad_request("Content-Length does not match X-Content-Range").into_response();
-        *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-        return Ok(r);
+        return Err(Error::new(
+            ErrorKind::RangeNotSatisfiable,
+            "Content-Length does not match X-Content-Range",
+        ));
     }
     if total > route.max_file_size {
         return Err(Error::too_large(format!(
@@ -210,10 +210,10 @@ async fn segment(
         up = engine.load(&id).await?.ok_or_else(super::not_found)?;
         merge(&mut up.ranges, (start, end));
         if up.ranges.len() > MAX_RANGES {
-            let mut r = Error::bad_request("too many separate ranges; send contiguous segments")
-                .into_response();
-            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            return Ok(r);
+            return Err(Error::new(
+                ErrorKind::RangeNotSatisfiable,
+                "too many separate ranges; send contiguous segments",
+            ));
         }
         up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
         up.expires = now() + route.expire.as_secs();

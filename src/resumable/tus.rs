@@ -58,7 +58,7 @@ pub async fn handle(
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(route = %route.path, error = %e, "tus request refused");
-                e.into_response()
+                render_error(e)
             }
         };
         if !is_options {
@@ -71,6 +71,15 @@ pub async fn handle(
     resp
 }
 
+/// porter's errors as tus 1.0 answers them: the one error table's status and JSON
+/// body, with `Tus-Resumable`.
+pub fn render_error(e: Error) -> Response<Body> {
+    let mut r = e.into_response();
+    r.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    r
+}
+
 async fn dispatch(
     ctx: &Ctx<'_>,
     path: &NormalPath,
@@ -81,9 +90,11 @@ async fn dispatch(
         return Ok(options(ctx, req.headers()));
     }
     if text(req.headers(), "tus-resumable") != Some(VERSION) {
-        let mut r =
-            Error::new(ErrorKind::BadRequest, "Tus-Resumable 1.0.0 is required").into_response();
-        *r.status_mut() = StatusCode::PRECONDITION_FAILED;
+        let mut r = Error::new(
+            ErrorKind::PreconditionFailed,
+            "Tus-Resumable 1.0.0 is required",
+        )
+        .into_response();
         r.headers_mut()
             .insert("tus-version", HeaderValue::from_static(VERSION));
         return Ok(r);
@@ -507,9 +518,10 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
     let lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     if matches!(up.concat, Some(Concat::Final { .. })) {
-        let mut r = Error::bad_request("a final concatenation cannot be patched").into_response();
-        *r.status_mut() = StatusCode::FORBIDDEN;
-        return Ok(r);
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "a final concatenation cannot be patched",
+        ));
     }
     let offset = parse_u64(h, "upload-offset")?
         .ok_or_else(|| Error::bad_request("Upload-Offset is required"))?;

@@ -465,10 +465,8 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
     )
     .unwrap();
     porter_gc(&porter.dir.path().join("porter.toml"));
-    assert!(
-        s3.list(&prefix).await.unwrap().is_empty(),
-        "the orphan object is gone"
-    );
+    // The listing may lag the delete on a loaded cluster: gone within a bound.
+    wait_clean(&s3, &prefix).await;
     assert!(
         files_under(&temp).is_empty(),
         "markers and spool files are gone"
