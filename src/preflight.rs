@@ -4,22 +4,8 @@
 //! certificates load, the secret file holds a usable key. `porter check` and `porter
 //! serve` run them; `--online` reaches further (`lib::reach_bucket`, `reach_redis`).
 
-use crate::config::{Config, Problem};
+use crate::config::{Check, Config, Problem};
 use std::path::Path;
-
-/// Collects problems, as `config::parse` does.
-struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            reason: reason.into(),
-        });
-    }
-}
 
 /// File-system checks shared by `porter check` and `porter serve` (after it created
 /// the directories): directories exist or can be created, are writable, and root and

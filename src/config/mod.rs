@@ -321,6 +321,20 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// Collects every problem of a config, so `porter check` lists them all at once.
+pub(crate) struct Check {
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Check {
+    pub(crate) fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
 /// Every problem found in one file.
 #[derive(Debug)]
 pub struct ConfigError {

@@ -5,18 +5,7 @@ use super::units::Human;
 use super::*;
 use crate::route::normalize_route_path;
 
-struct Check {
-    problems: Vec<Problem>,
-}
-
 impl Check {
-    fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            reason: reason.into(),
-        });
-    }
-
     fn size(&mut self, key: &str, v: &Option<Human>) -> u64 {
         match v.as_ref().map(Human::size) {
             Some(Ok(n)) => n,

@@ -7,18 +7,9 @@ use crate::namespace::{Namespace, Verdict, normalise};
 use crate::sink::hashes::{Algorithm, hex};
 use bytes::Bytes;
 
-/// The attributes every file carries, in this order, before its hashes.
-pub const BASE_ATTRS: [&str; 9] = [
-    "name",
-    "content_type",
-    "charset",
-    "detected_type",
-    "path",
-    "key",
-    "bucket",
-    "id",
-    "size",
-];
+/// The attributes every file carries, in this order, before its hashes: the first
+/// of the reserved names (`namespace::RESERVED_ATTRS`).
+pub const BASE_ATTRS: &[&str] = crate::namespace::RESERVED_ATTRS.split_at(9).0;
 
 /// One stored file, as the backend is told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
