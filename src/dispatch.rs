@@ -7,6 +7,7 @@ use crate::config::{Kind, UploadRoute};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::headers::Peer;
+use crate::ingest::Context;
 use crate::progress::{self, Tracker};
 use crate::route::NormalPath;
 use http::{Request, Response};
@@ -24,19 +25,19 @@ pub async fn handle(
     let draft = crate::resumable::draft::is_draft(req.headers());
     let result = async {
         progress.0 = track(&app, &req)?;
-        let tracker = progress.0.clone();
+        let ctx = Context {
+            app,
+            route,
+            peer,
+            path,
+            progress: progress.0.clone(),
+        };
         match route.kind {
-            Kind::Multipart => crate::upload::multipart(app, route, peer, path, req, tracker).await,
-            Kind::Raw => crate::upload::raw(app, route, peer, path, req, tracker).await,
-            Kind::Tus => {
-                Ok(crate::resumable::tus::handle(app, route, peer, path, req, tracker).await)
-            }
-            Kind::Chunked => {
-                Ok(crate::resumable::chunked::chunk(app, route, peer, req, tracker).await)
-            }
-            Kind::NginxResumable => {
-                Ok(crate::resumable::nginx::handle(app, route, peer, path, req, tracker).await)
-            }
+            Kind::Multipart => crate::upload::multipart(ctx, req).await,
+            Kind::Raw => crate::upload::raw(ctx, req).await,
+            Kind::Tus => Ok(crate::resumable::tus::handle(ctx, req).await),
+            Kind::Chunked => Ok(crate::resumable::chunked::chunk(ctx, req).await),
+            Kind::NginxResumable => Ok(crate::resumable::nginx::handle(ctx, req).await),
         }
     }
     .await;
@@ -46,6 +47,24 @@ pub async fn handle(
     });
     progress.finish(resp.status().as_u16());
     resp
+}
+
+/// A chunked upload's completion request (its route's `complete` path).
+pub async fn complete(
+    app: Arc<App>,
+    route: &UploadRoute,
+    peer: Peer,
+    path: &NormalPath,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let ctx = Context {
+        app,
+        route,
+        peer,
+        path,
+        progress: None,
+    };
+    crate::resumable::chunked::finish(ctx, req).await
 }
 
 /// An error raised before a protocol front-end ran, in that protocol's shape: each

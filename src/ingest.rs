@@ -16,7 +16,75 @@ use crate::route::{NormalPath, canonical_encode, canonical_query};
 use crate::upload::metadata;
 use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
+use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
+
+/// One upload request as every protocol sees it: the app snapshot it started with, its
+/// route, who sent it, its normalised path and its progress entry. Built once, by
+/// `dispatch`, and handed down, so no function takes these one by one.
+pub struct Context<'a> {
+    pub app: Arc<App>,
+    pub route: &'a UploadRoute,
+    pub peer: Peer,
+    pub path: &'a NormalPath,
+    /// The request's `X-Progress-ID` entry, if it has one.
+    pub progress: Option<Tracker>,
+}
+
+impl Context<'_> {
+    /// The resumable engine (locks, state, data).
+    pub fn engine(&self) -> &crate::resumable::Engine {
+        &self.app.resumable
+    }
+
+    /// Limits checked before any body byte is read (see `admit`).
+    pub fn admit(&self, headers: &HeaderMap, max_body: u64) -> Result<OwnedSemaphorePermit, Error> {
+        admit(&self.app, headers, max_body)
+    }
+
+    /// Whether storage has room for `total` more bytes (see `room_for`).
+    pub fn room_for(&self, total: u64) -> Result<(), Error> {
+        room_for(&self.app, total)
+    }
+
+    /// Asks the app whether this upload may proceed (see `authorize`).
+    pub async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<Authorized<Response<Body>>, Error> {
+        authorize(&self.app, self.route, req, self.peer).await
+    }
+
+    /// The body, guarded, reporting to this request's progress entry.
+    pub fn guarded(&self, body: Incoming, limit: u64) -> GuardedBody<Incoming> {
+        guarded(&self.app, body, limit, self.progress.clone())
+    }
+
+    /// The body, guarded, reporting to no progress entry.
+    pub fn guarded_quietly(&self, body: Incoming, limit: u64) -> GuardedBody<Incoming> {
+        guarded(&self.app, body, limit, None)
+    }
+
+    /// The app's request target for this request's path and `uri`'s query.
+    pub fn target(&self, uri: &http::Uri) -> String {
+        target(self.path, uri)
+    }
+
+    /// The client's headers as the app should see them on a generated request.
+    pub fn backend_headers(&self, parts: &http::request::Parts) -> HeaderMap {
+        backend_headers(&self.app, parts, self.peer)
+    }
+
+    /// Who is creating a resumable upload (see `client_of`).
+    pub fn client_of(&self, headers: &HeaderMap, given: Option<&str>) -> String {
+        client_of(&self.app, headers, self.peer, given)
+    }
+
+    /// How this route's metadata bodies are written.
+    pub fn encoding(&self) -> metadata::Encoding<'_> {
+        route_encoding(&self.app, self.route)
+    }
+}
 
 /// The request body, guarded by `idle_timeout` and `min_body_rate`, reporting progress.
 pub(crate) fn guarded(

@@ -111,9 +111,7 @@ async fn route_and_serve(
             tracing::info!(path = %path.display(), "refused a direct request for an internal location");
             Error::new(ErrorKind::NotFound, "not found").into_response()
         }
-        Route::Complete(r) => {
-            crate::resumable::chunked::finish(app.clone(), r, peer, &path, req).await
-        }
+        Route::Complete(r) => crate::dispatch::complete(app.clone(), r, peer, &path, req).await,
         Route::Upload(r) => crate::dispatch::handle(app.clone(), r, peer, &path, req).await,
         Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
     }

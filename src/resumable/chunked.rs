@@ -11,11 +11,9 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::GuardedBody;
-use crate::http::headers::Peer;
-use crate::ingest::{Authorized, admit, authorize, backend_headers, client_of, guarded, room_for};
+use crate::ingest::{Authorized, Context};
 use crate::namespace::{control_in_name, has_control};
-use crate::progress::Tracker;
-use crate::route::{NormalPath, percent_decode};
+use crate::route::percent_decode;
 use crate::sink::hashes::{Algorithm, Hashes};
 use crate::sink::{Pipe, Writer};
 use crate::store::StoreError;
@@ -23,7 +21,6 @@ use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_para
 use bytes::BytesMut;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use std::sync::Arc;
 
 /// A `{"detail": ...}` answer.
 fn detail(status: u16, text: &str, extra: Option<(&str, serde_json::Value)>) -> Response<Body> {
@@ -267,48 +264,35 @@ fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
     a
 }
 
-pub async fn chunk(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Response<Body> {
-    match chunk_inner(app, route, peer, req, progress).await {
+pub async fn chunk(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    match chunk_inner(&ctx, req).await {
         Ok(r) => r,
         Err(e) => render_error(e),
     }
 }
 
-async fn chunk_inner(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Result<Response<Body>, Error> {
+async fn chunk_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let (app, route) = (&ctx.app, ctx.route);
     let range = content_range(req.headers())?;
-    let _permit = admit(&app, req.headers(), u64::MAX)?;
+    let _permit = ctx.admit(req.headers(), u64::MAX)?;
     // A chunk at offset 0 creates an upload: ask the app before reading it.
     let mut given = None;
     if range.is_none_or(|(a, _, _)| a == 0) {
-        match authorize(&app, route, &req, peer).await? {
+        match ctx.authorize(&req).await? {
             Authorized::Refused(refusal) => return Ok(refusal),
             Authorized::Go { client } => given = client,
         }
     }
-    let client = client_of(&app, req.headers(), peer, given.as_deref());
+    let client = ctx.client_of(req.headers(), given.as_deref());
     let engine = &app.resumable;
     let (parts, body) = req.into_parts();
-    let mut body = guarded(
-        &app,
+    let mut body = ctx.guarded(
         body,
         route
             .max_file_size
             .saturating_add(app.config.limits.max_fields_bytes),
-        progress,
     );
-    let form = read_form(&app, engine, &parts.headers, &mut body, Some(&route.field)).await?;
+    let form = read_form(app, engine, &parts.headers, &mut body, Some(&route.field)).await?;
     let Some((spool, size, filename, ctype)) = form
         .chunk
         .as_ref()
@@ -355,9 +339,9 @@ async fn chunk_inner(
                 filename,
                 crate::upload::names::split_content_type(Some(&ctype)).0,
             );
-            room_for(&app, total)?;
+            ctx.room_for(total)?;
             let mut up = new_upload(route, name, content_type);
-            super::front::count_client(&app, &mut up, client)?;
+            super::front::count_client(app, &mut up, client)?;
             let lock = engine
                 .try_lock(&up.id)
                 .await?
@@ -438,34 +422,22 @@ fn invalid(up: &Upload) -> Option<Response<Body>> {
     (up.expires <= now()).then(|| detail(410, "Upload has expired", None))
 }
 
-pub async fn finish(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    match finish_inner(app, route, peer, path, req).await {
+pub async fn finish(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    match finish_inner(&ctx, req).await {
         Ok(r) => r,
         Err(e) => render_error(e),
     }
 }
 
-async fn finish_inner(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Error> {
-    let engine = &app.resumable;
-    let authorized = match authorize(&app, route, &req, peer).await? {
+async fn finish_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let (app, route, engine) = (&ctx.app, ctx.route, ctx.engine());
+    let authorized = match ctx.authorize(&req).await? {
         Authorized::Refused(refusal) => Some(refusal),
         Authorized::Go { .. } => None,
     };
     let (parts, body) = req.into_parts();
-    let mut body = guarded(&app, body, app.config.limits.max_fields_bytes, None);
-    let form = read_form(&app, engine, &parts.headers, &mut body, None).await?;
+    let mut body = ctx.guarded_quietly(body, app.config.limits.max_fields_bytes);
+    let form = read_form(app, engine, &parts.headers, &mut body, None).await?;
     let (Some(id), Some(md5)) = (form.get("upload_id")?, form.get("md5")?) else {
         return Ok(detail(400, "Both 'upload_id' and 'md5' are required", None));
     };
@@ -508,12 +480,11 @@ async fn finish_inner(
         engine.save(&up).await?;
         return Ok(refusal);
     }
-    let target = crate::ingest::target(path, &parts.uri);
     let req = complete::Request {
         client: None,
         method: parts.method.clone(),
-        target,
-        headers: backend_headers(&app, &parts, peer),
+        target: ctx.target(&parts.uri),
+        headers: ctx.backend_headers(&parts),
         fields: form.fields.clone(),
         // Checked above: the upload's id, and the md5 porter computed (lowercase).
         vouched: vec![
@@ -521,7 +492,7 @@ async fn finish_inner(
             ("md5".into(), md5.to_ascii_lowercase()),
         ],
     };
-    let answer: Answer = complete::complete(&app, route, engine, &mut up, req).await?;
+    let answer: Answer = complete::complete(app, route, engine, &mut up, req).await?;
     Ok(answer.into_response())
 }
 

@@ -60,6 +60,30 @@ pub struct Request {
     pub vouched: Vec<(String, String)>,
 }
 
+impl Request {
+    /// The completion of the client request `parts` (asked `authorize` again), to
+    /// `target`, with no client fields.
+    pub fn of_client(
+        ctx: &crate::ingest::Context<'_>,
+        parts: &http::request::Parts,
+        target: String,
+    ) -> Request {
+        Request {
+            client: Some((
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+                ctx.peer,
+            )),
+            method: http::Method::POST,
+            target,
+            headers: ctx.backend_headers(parts),
+            fields: Vec::new(),
+            vouched: Vec::new(),
+        }
+    }
+}
+
 fn gone() -> Error {
     Error::new(ErrorKind::Expired, "the app refused this upload")
 }

@@ -12,15 +12,15 @@
 //! the older request is told to stop and keeps what it wrote (`Engine::take_over`).
 
 use super::front::{
-    Ctx, append, finish, hv, load, location, new_upload, parse_u64, settle, status, target, text,
+    Context, append, finish, hv, load, location, new_upload, parse_u64, settle, status, target,
+    text,
 };
 use super::state::{Completion, Protocol, Upload, now};
 use super::{Lock, UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::informational::Informational;
-use crate::ingest::{Authorized, admit, authorize, client_of, guarded, room_for};
-use crate::route::NormalPath;
+use crate::ingest::Authorized;
 use crate::upload::multipart::disposition_filename;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -174,17 +174,13 @@ pub fn render_error(e: Error) -> Response<Body> {
 
 /// One draft request: its version, and the offset to report whatever the outcome.
 struct Draft<'c, 'a> {
-    ctx: &'c Ctx<'a>,
+    ctx: &'c Context<'a>,
     version: &'static Version,
     /// The upload's offset and seconds left before it expires, once it is loaded.
     seen: Mutex<Option<(u64, u64)>>,
 }
 
-pub(super) async fn handle(
-    ctx: &Ctx<'_>,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub(super) async fn handle(ctx: &Context<'_>, req: Request<Incoming>) -> Response<Body> {
     let version = match version(req.headers()) {
         Ok(v) => v,
         Err(p) => return p.into_response(),
@@ -194,7 +190,7 @@ pub(super) async fn handle(
         version,
         seen: Mutex::new(None),
     };
-    let mut resp = match dispatch(&d, path, req).await {
+    let mut resp = match dispatch(&d, req).await {
         Ok(r) => r,
         Err(p) => {
             tracing::info!(route = %ctx.route.path, status = p.status.as_u16(), error = %p.title, "IETF draft request refused");
@@ -214,18 +210,14 @@ pub(super) async fn handle(
     resp
 }
 
-async fn dispatch(
-    d: &Draft<'_, '_>,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Problem> {
+async fn dispatch(d: &Draft<'_, '_>, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
     if req.headers().contains_key("tus-resumable") {
         return Err(Error::bad_request(
             "a request speaks tus (Tus-Resumable) or the IETF draft (Upload-Draft-Interop-Version), not both",
         )
         .into());
     }
-    let (method, rest) = target(d.ctx, path, &req)?;
+    let (method, rest) = target(d.ctx, &req)?;
     match (method, rest.as_str()) {
         (Method::OPTIONS, _) => Ok(d.options()),
         (Method::POST, "") => d.create(req).await,
@@ -347,14 +339,14 @@ impl Draft<'_, '_> {
             return Err(too_large(ctx).into());
         }
         let (meta, raw) = metadata(h)?;
-        let _permit = admit(&ctx.app, h, u64::MAX)?;
-        room_for(&ctx.app, length.unwrap_or(0))?;
-        let given = match authorize(&ctx.app, ctx.route, &req, ctx.peer).await? {
+        let _permit = ctx.admit(h, u64::MAX)?;
+        ctx.room_for(length.unwrap_or(0))?;
+        let given = match ctx.authorize(&req).await? {
             Authorized::Refused(refusal) => return Ok(refusal),
             Authorized::Go { client } => client,
         };
         let mut up = new_upload(ctx, Protocol::IetfDraft, length, meta, raw);
-        let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
+        let client = ctx.client_of(h, given.as_deref());
         super::front::count_client(&ctx.app, &mut up, client)?;
         // Locked before it exists, so nothing (not even the collector) sees it half made.
         let lock =
@@ -368,14 +360,7 @@ impl Draft<'_, '_> {
         let (parts, body) = req.into_parts();
         let tracking = UploadProgress::start(&ctx.app.progress, &up);
         if !body.is_end_stream() {
-            let body = guarded(
-                &ctx.app,
-                body,
-                ctx.route.max_file_size,
-                ctx.progress.clone(),
-            );
-            let mut body = body.with_progress(tracking.tracker());
-            let appended = append(ctx, &mut up, &lock, &mut body, &parts.headers).await;
+            let appended = append(ctx, &mut up, &lock, body, &parts.headers, &tracking).await;
             self.seen(&up);
             if let Err(e) = appended {
                 if !told {
@@ -477,7 +462,7 @@ impl Draft<'_, '_> {
         let offset = parse_u64(h, "upload-offset")?
             .ok_or_else(|| Problem::from(Error::bad_request("Upload-Offset is required")))?;
         let complete = required_complete(h)?;
-        let _permit = admit(&ctx.app, h, u64::MAX)?;
+        let _permit = ctx.admit(h, u64::MAX)?;
         let lock = self.take(id).await?;
         let mut up = load(ctx, id).await?;
         self.seen(&up);
@@ -502,14 +487,7 @@ impl Draft<'_, '_> {
         }
         let tracking = UploadProgress::start(&ctx.app.progress, &up);
         if !body.is_end_stream() {
-            let body = guarded(
-                &ctx.app,
-                body,
-                ctx.route.max_file_size,
-                ctx.progress.clone(),
-            );
-            let mut body = body.with_progress(tracking.tracker());
-            let appended = append(ctx, &mut up, &lock, &mut body, &parts.headers).await;
+            let appended = append(ctx, &mut up, &lock, body, &parts.headers, &tracking).await;
             self.seen(&up);
             appended?;
         }
@@ -583,7 +561,7 @@ fn with_complete(mut r: Response<Body>, up: &Upload) -> Response<Body> {
     r
 }
 
-fn too_large(ctx: &Ctx<'_>) -> Error {
+fn too_large(ctx: &Context<'_>) -> Error {
     Error::too_large(format!(
         "the upload is larger than {} bytes",
         ctx.route.max_file_size

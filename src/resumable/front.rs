@@ -5,34 +5,17 @@
 
 use super::complete::{self, Answer};
 use super::state::{Completion, Concat, Protocol, Upload, now};
-use super::{Engine, Lock, not_found};
-use crate::app::App;
+use super::{Lock, not_found};
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
-use crate::http::headers::{Peer, is_trusted};
+use crate::http::headers::is_trusted;
 use crate::http::{Body, empty};
-use crate::ingest::backend_headers;
-use crate::progress::Tracker;
-use crate::route::{NormalPath, canonical_encode};
+pub(super) use crate::ingest::Context;
+use crate::route::canonical_encode;
 use crate::sink::hashes::{Algorithm, Hashes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::Arc;
-
-/// A request on a tus route, whichever protocol it speaks.
-pub(super) struct Ctx<'a> {
-    pub app: Arc<App>,
-    pub route: &'a UploadRoute,
-    pub peer: Peer,
-    pub progress: Option<Tracker>,
-}
-
-impl Ctx<'_> {
-    pub fn engine(&self) -> &Engine {
-        &self.app.resumable
-    }
-}
 
 pub(super) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -68,8 +51,7 @@ pub(super) fn cors(route: &UploadRoute, origin: Option<String>, h: &mut HeaderMa
 /// The method (honouring `X-HTTP-Method-Override`) and what follows the route's path:
 /// `""` for the route itself, else an upload id.
 pub(super) fn target(
-    ctx: &Ctx<'_>,
-    path: &NormalPath,
+    ctx: &Context<'_>,
     req: &Request<Incoming>,
 ) -> Result<(Method, String), Error> {
     let method = match text(req.headers(), "x-http-method-override") {
@@ -78,7 +60,8 @@ pub(super) fn target(
         None => req.method().clone(),
     };
     let base = ctx.route.path.trim_end_matches('/').len();
-    let rest = &path.as_bytes()[base.min(path.as_bytes().len())..];
+    let path = ctx.path.as_bytes();
+    let rest = &path[base.min(path.len())..];
     let rest = String::from_utf8_lossy(rest).trim_matches('/').to_string();
     Ok((method, rest))
 }
@@ -105,7 +88,7 @@ pub(super) fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error>
 }
 
 /// The URL of an upload, honouring `X-Forwarded-*` only from trusted proxies.
-pub(super) fn location(ctx: &Ctx<'_>, h: &HeaderMap, id: &str) -> String {
+pub(super) fn location(ctx: &Context<'_>, h: &HeaderMap, id: &str) -> String {
     let trusted = is_trusted(&ctx.app.config.server.trusted_proxies, &ctx.peer);
     let fwd = |name| {
         if trusted {
@@ -138,12 +121,15 @@ pub(super) fn locked() -> Error {
 
 /// Appends a PATCH (or creation) body, applying the checksum and length rules.
 pub(super) async fn append(
-    ctx: &Ctx<'_>,
+    ctx: &Context<'_>,
     up: &mut Upload,
     lock: &Lock,
-    body: &mut crate::http::body::GuardedBody<Incoming>,
+    body: Incoming,
     h: &HeaderMap,
+    tracking: &super::UploadProgress,
 ) -> Result<(), Error> {
+    let body = ctx.guarded(body, ctx.route.max_file_size);
+    let body = &mut body.with_progress(tracking.tracker());
     let declared = match text(h, "upload-checksum") {
         Some(v) => Some(super::tus::parse_checksum(v)?),
         None => None,
@@ -213,30 +199,13 @@ pub(super) async fn append(
 
 /// Sends the metadata of a complete upload to `notify` and settles it.
 pub(super) async fn finish(
-    ctx: &Ctx<'_>,
+    ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
 ) -> Result<Answer, Error> {
-    let headers = backend_headers(&ctx.app, parts, ctx.peer);
-    let notify = ctx
-        .route
-        .notify
-        .clone()
-        .unwrap_or_else(|| ctx.route.path.clone());
-    let fields = up.metadata.clone();
-    let req = complete::Request {
-        client: Some((
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-            ctx.peer,
-        )),
-        method: Method::POST,
-        target: canonical_encode(notify.as_bytes()),
-        headers,
-        fields,
-        vouched: Vec::new(),
-    };
+    let notify = ctx.route.notify.as_ref().unwrap_or(&ctx.route.path);
+    let mut req = complete::Request::of_client(ctx, parts, canonical_encode(notify.as_bytes()));
+    req.fields = up.metadata.clone();
     complete::complete(&ctx.app, ctx.route, ctx.engine(), up, req).await
 }
 
@@ -246,7 +215,7 @@ pub(super) fn relay(a: Answer) -> Response<Body> {
 }
 
 /// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
-pub(super) async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
+pub(super) async fn load(ctx: &Context<'_>, id: &str) -> Result<Upload, Error> {
     let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
     if up.route != ctx.route.path {
         return Err(not_found());
@@ -272,7 +241,7 @@ pub(super) async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Upload, Error> {
 /// A complete upload whose metadata the app has not accepted: try again. `Ok(true)`
 /// once accepted.
 pub(super) async fn retry(
-    ctx: &Ctx<'_>,
+    ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
 ) -> Result<Option<Answer>, Error> {
@@ -289,7 +258,7 @@ pub(super) async fn retry(
 
 /// A new, empty upload on this route.
 pub(super) fn new_upload(
-    ctx: &Ctx<'_>,
+    ctx: &Context<'_>,
     protocol: Protocol,
     length: Option<u64>,
     metadata: Vec<(String, String)>,
@@ -328,7 +297,7 @@ pub(super) fn new_upload(
 /// asks where the upload stands: never report a complete offset while the app has not
 /// accepted it (SPEC §4.3).
 pub(super) async fn settle(
-    ctx: &Ctx<'_>,
+    ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
 ) -> Result<(), Error> {
@@ -354,7 +323,7 @@ pub(super) async fn settle(
 
 /// Cancels an upload (tus termination, draft cancellation). An accepted file belongs to
 /// the app: only porter's record of it goes.
-pub(super) async fn remove(ctx: &Ctx<'_>, id: &str) -> Result<(), Error> {
+pub(super) async fn remove(ctx: &Context<'_>, id: &str) -> Result<(), Error> {
     let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
     if up.route != ctx.route.path {
         return Err(not_found());

@@ -6,22 +6,16 @@
 
 use super::complete;
 use super::state::{Completion, Protocol, Upload, now};
-use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
-use crate::http::headers::Peer;
 use crate::http::{Body, full};
-use crate::ingest::{
-    Authorized, admit, authorize, backend_headers, client_of, content_length, guarded, room_for,
-};
-use crate::progress::Tracker;
-use crate::route::{NormalPath, canonical_encode};
+use crate::ingest::{Authorized, Context, content_length};
+use crate::route::canonical_encode;
 use crate::sink::hashes::{Hashes, hex};
 use crate::upload::multipart::disposition_filename;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sha2::Digest;
-use std::sync::Arc;
 
 fn text<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
     names
@@ -98,28 +92,16 @@ fn range_text(up: &Upload) -> String {
         .join(",")
 }
 
-pub async fn handle(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Response<Body> {
-    match segment(app, route, peer, path, req, progress).await {
+pub async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    match segment(&ctx, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn segment(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Result<Response<Body>, Error> {
+/// One segment: checked, written, counted; the last one completes the upload.
+async fn segment(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let route = ctx.route;
     let h = req.headers();
     let sid = session(h, route.session_id_min)?;
     let (start, end, total) = range(h)?;
@@ -135,35 +117,60 @@ async fn segment(
             route.max_file_size
         )));
     }
-    let _permit = admit(&app, h, u64::MAX)?;
-    let engine = &app.resumable;
+    let _permit = ctx.admit(h, u64::MAX)?;
     // The store wants 32-hex ids; a session id names an upload per route.
     let id = hex(&md5::Md5::digest(
         format!("{}\n{sid}", route.path).as_bytes(),
     ));
-    let mut up = match engine.load(&id).await? {
-        Some(up) => up,
-        None => {
-            room_for(&app, total)?;
-            let given = match authorize(&app, route, &req, peer).await? {
-                Authorized::Refused(refusal) => return Ok(refusal),
-                Authorized::Go { client } => client,
-            };
-            let client = client_of(&app, h, peer, given.as_deref());
-            // Parallel first segments: one creates, the others find it made.
-            let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
-            match engine.load(&id).await? {
-                Some(existing) => existing,
-                None => {
-                    let mut up = new_upload(route, &id, total, h);
-                    super::front::count_client(&app, &mut up, client)?;
-                    engine.create(&up).await?;
-                    up
-                }
-            }
-        }
+    let up = match open(ctx, &id, total, &req).await? {
+        Ok(up) => up,
+        Err(refusal) => return Ok(refusal),
     };
-    if up.owner != owner(h) {
+    check(&up, &req, total)?;
+    let (parts, body) = req.into_parts();
+    if up.completion.is_none() {
+        let up = write(ctx, &id, (start, end), body).await?;
+        if up.ranges != [(0, total - 1)] || up.completion.is_some() {
+            return Ok(received(&up));
+        }
+    }
+    // Every byte is in (now, or a retry of a completion the app has not accepted).
+    finish(ctx, &id, total, &parts).await
+}
+
+/// The session's upload, created (after asking `authorize`) by its first segment; the
+/// app's refusal as `Err`.
+async fn open(
+    ctx: &Context<'_>,
+    id: &str,
+    total: u64,
+    req: &Request<Incoming>,
+) -> Result<Result<Upload, Response<Body>>, Error> {
+    let engine = ctx.engine();
+    if let Some(up) = engine.load(id).await? {
+        return Ok(Ok(up));
+    }
+    ctx.room_for(total)?;
+    let given = match ctx.authorize(req).await? {
+        Authorized::Refused(refusal) => return Ok(Err(refusal)),
+        Authorized::Go { client } => client,
+    };
+    let client = ctx.client_of(req.headers(), given.as_deref());
+    // Parallel first segments: one creates, the others find it made.
+    let _lock = engine.try_lock_wait(id).await?.ok_or_else(busy)?;
+    if let Some(existing) = engine.load(id).await? {
+        return Ok(Ok(existing));
+    }
+    let mut up = new_upload(ctx.route, id, total, req.headers());
+    super::front::count_client(&ctx.app, &mut up, client)?;
+    engine.create(&up).await?;
+    Ok(Ok(up))
+}
+
+/// A later segment must come from the session's owner, agree on the total, and find
+/// the upload alive.
+fn check(up: &Upload, req: &Request<Incoming>, total: u64) -> Result<(), Error> {
+    if up.owner != owner(req.headers()) {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "this session belongs to another client",
@@ -180,89 +187,98 @@ async fn segment(
             "the app refused this upload",
         ));
     }
-    let (parts, body) = req.into_parts();
-    if up.completion.is_none() {
-        if up.expires <= now() {
-            return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
-        }
-        // Re-check under the lock: a completion may be moving the data right now.
-        {
-            let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
-            let now_state = engine.load(&id).await?.ok_or_else(super::not_found)?;
-            if now_state.completion.is_some() || now_state.stored.is_some() {
-                return Err(busy());
-            }
-        }
-        let claim = engine.claim(&id, (start, end)).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Conflict,
-                "the segment overlaps one still being written",
-            )
-        })?;
-        let mut body = guarded(&app, body, end - start + 1, progress);
-        let written = engine
-            .write_segment(&id, start, &mut body, app.config.limits.buffer)
-            .await?;
-        if written != end - start + 1 {
-            return Err(Error::bad_request("the segment is shorter than its range"));
-        }
-        let _lock = engine.try_lock_wait(&id).await?.ok_or_else(busy)?;
-        up = engine.load(&id).await?.ok_or_else(super::not_found)?;
-        merge(&mut up.ranges, (start, end));
-        if up.ranges.len() > MAX_RANGES {
-            return Err(Error::new(
-                ErrorKind::RangeNotSatisfiable,
-                "too many separate ranges; send contiguous segments",
-            ));
-        }
-        up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
-        up.expires = now() + route.expire.as_secs();
-        engine.save(&up).await?;
-        drop(claim);
-        if up.ranges != [(0, total - 1)] || up.completion.is_some() {
-            let body = range_text(&up);
-            let mut r = Response::new(full(body.clone()));
-            *r.status_mut() = StatusCode::CREATED;
-            r.headers_mut().insert(
-                header::RANGE,
-                HeaderValue::from_str(&body).unwrap_or(HeaderValue::from_static("")),
-            );
-            return Ok(r);
+    if up.completion.is_none() && up.expires <= now() {
+        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
+    }
+    Ok(())
+}
+
+/// Writes one segment's bytes at their place and records the range; returns the
+/// upload as saved.
+async fn write(
+    ctx: &Context<'_>,
+    id: &str,
+    (start, end): (u64, u64),
+    body: Incoming,
+) -> Result<Upload, Error> {
+    let engine = ctx.engine();
+    // Re-check under the lock: a completion may be moving the data right now.
+    {
+        let _lock = engine.try_lock_wait(id).await?.ok_or_else(busy)?;
+        let now_state = engine.load(id).await?.ok_or_else(super::not_found)?;
+        if now_state.completion.is_some() || now_state.stored.is_some() {
+            return Err(busy());
         }
     }
-    // Every byte is in (now, or a retry of a completion the app has not accepted).
-    let _lock = engine.try_lock(&id).await?.ok_or_else(busy)?;
+    let claim = engine.claim(id, (start, end)).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Conflict,
+            "the segment overlaps one still being written",
+        )
+    })?;
+    let mut body = ctx.guarded(body, end - start + 1);
+    let written = engine
+        .write_segment(id, start, &mut body, ctx.app.config.limits.buffer)
+        .await?;
+    if written != end - start + 1 {
+        return Err(Error::bad_request("the segment is shorter than its range"));
+    }
+    let _lock = engine.try_lock_wait(id).await?.ok_or_else(busy)?;
+    let mut up = engine.load(id).await?.ok_or_else(super::not_found)?;
+    merge(&mut up.ranges, (start, end));
+    if up.ranges.len() > MAX_RANGES {
+        return Err(Error::new(
+            ErrorKind::RangeNotSatisfiable,
+            "too many separate ranges; send contiguous segments",
+        ));
+    }
+    up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
+    up.expires = now() + ctx.route.expire.as_secs();
+    engine.save(&up).await?;
+    drop(claim);
+    Ok(up)
+}
+
+/// 201 with the ranges received so far.
+fn received(up: &Upload) -> Response<Body> {
+    let body = range_text(up);
+    let mut r = Response::new(full(body.clone()));
+    *r.status_mut() = StatusCode::CREATED;
+    r.headers_mut().insert(
+        header::RANGE,
+        HeaderValue::from_str(&body).unwrap_or(HeaderValue::from_static("")),
+    );
+    r
+}
+
+/// Hashes the complete file (its segments came in any order) and hands it to the app.
+async fn finish(
+    ctx: &Context<'_>,
+    id: &str,
+    total: u64,
+    parts: &http::request::Parts,
+) -> Result<Response<Body>, Error> {
+    let (engine, route) = (ctx.engine(), ctx.route);
+    let _lock = engine.try_lock(id).await?.ok_or_else(busy)?;
     // No segment may still be writing (a resend of stored bytes) while the file moves.
     let _all = engine
-        .claim_wait(&id, (0, total.saturating_sub(1)))
+        .claim_wait(id, (0, total.saturating_sub(1)))
         .await
         .ok_or_else(busy)?;
-    let mut up = engine.load(&id).await?.ok_or_else(super::not_found)?;
+    let mut up = engine.load(id).await?.ok_or_else(super::not_found)?;
     let unsettled =
         up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. }));
     if unsettled && up.stored.is_none() {
-        let block = app.config.limits.buffer.max(64 << 10);
+        let block = ctx.app.config.limits.buffer.max(64 << 10);
         up.hashes = engine.hash_file(&up, &route.hashes, block).await?.save();
         engine.save(&up).await?;
     }
     let target = match &route.notify {
         Some(n) => canonical_encode(n.as_bytes()),
-        None => crate::ingest::target(path, &parts.uri),
+        None => ctx.target(&parts.uri),
     };
-    let req = complete::Request {
-        client: Some((
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-            peer,
-        )),
-        method: http::Method::POST,
-        target,
-        headers: backend_headers(&app, &parts, peer),
-        fields: Vec::new(),
-        vouched: Vec::new(),
-    };
-    let a = complete::complete(&app, route, engine, &mut up, req).await?;
+    let req = complete::Request::of_client(ctx, parts, target);
+    let a = complete::complete(&ctx.app, route, engine, &mut up, req).await?;
     Ok(a.into_response())
 }
 

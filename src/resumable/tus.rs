@@ -6,24 +6,19 @@
 //! describes the server. Every response but OPTIONS carries `Tus-Resumable`.
 
 use super::front::{
-    ALLOW_HEADERS, Ctx, algorithms, append, cors, cors_allowed, finish, hv, load, location, locked,
-    new_upload, parse_u64, relay, settle, status, target, text,
+    ALLOW_HEADERS, Context, algorithms, append, cors, cors_allowed, finish, hv, load, location,
+    locked, new_upload, parse_u64, relay, settle, status, target, text,
 };
 use super::state::{Completion, Concat, Protocol, Upload};
 use super::{UploadProgress, not_found};
-use crate::app::App;
-use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
-use crate::http::headers::Peer;
-use crate::ingest::{Authorized, admit, authorize, client_of, guarded, room_for};
-use crate::progress::Tracker;
-use crate::route::{NormalPath, canonical_encode};
+use crate::ingest::Authorized;
+use crate::route::canonical_encode;
 use crate::sink::hashes::{Algorithm, Hashes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub const VERSION: &str = "1.0.0";
@@ -35,26 +30,14 @@ const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// Serves a request on a tus route: tus 1.0, or the IETF draft when the request
 /// carries `Upload-Draft-Interop-Version` (`draft`), on the same uploads.
-pub async fn handle(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Response<Body> {
+pub async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    let route = ctx.route;
     let origin = text(req.headers(), "origin").map(str::to_string);
-    let ctx = Ctx {
-        app,
-        route,
-        peer,
-        progress,
-    };
     let mut resp = if super::draft::is_draft(req.headers()) {
-        super::draft::handle(&ctx, path, req).await
+        super::draft::handle(&ctx, req).await
     } else {
         let is_options = req.method() == Method::OPTIONS;
-        let mut resp = match dispatch(&ctx, path, req).await {
+        let mut resp = match dispatch(&ctx, req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(route = %route.path, error = %e, "tus request refused");
@@ -80,12 +63,8 @@ pub fn render_error(e: Error) -> Response<Body> {
     r
 }
 
-async fn dispatch(
-    ctx: &Ctx<'_>,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Error> {
-    let (method, rest) = target(ctx, path, &req)?;
+async fn dispatch(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let (method, rest) = target(ctx, &req)?;
     if method == Method::OPTIONS {
         return Ok(options(ctx, req.headers()));
     }
@@ -117,7 +96,7 @@ fn not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
-fn options(ctx: &Ctx<'_>, h: &HeaderMap) -> Response<Body> {
+fn options(ctx: &Context<'_>, h: &HeaderMap) -> Response<Body> {
     let preflight = h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut r = status(if preflight {
         StatusCode::NO_CONTENT
@@ -228,7 +207,7 @@ fn expires_header(up: &Upload) -> HeaderValue {
     ))
 }
 
-fn part_id(ctx: &Ctx<'_>, url: &str) -> Option<String> {
+fn part_id(ctx: &Context<'_>, url: &str) -> Option<String> {
     let path = url
         .split("://")
         .nth(1)
@@ -239,7 +218,7 @@ fn part_id(ctx: &Ctx<'_>, url: &str) -> Option<String> {
     super::store::valid_id(id).then(|| id.to_string())
 }
 
-async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let h = req.headers();
     let route = ctx.route;
     let concat = match text(h, "upload-concat") {
@@ -299,14 +278,14 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     }
     let raw_metadata = upload_metadata(h)?.map(str::to_string);
     let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
-    let _permit = admit(&ctx.app, h, u64::MAX)?;
-    room_for(&ctx.app, length.unwrap_or(0))?;
-    let given = match authorize(&ctx.app, route, &req, ctx.peer).await? {
+    let _permit = ctx.admit(h, u64::MAX)?;
+    ctx.room_for(length.unwrap_or(0))?;
+    let given = match ctx.authorize(&req).await? {
         Authorized::Refused(refusal) => return Ok(refusal),
         Authorized::Go { client } => client,
     };
     let mut up = new_upload(ctx, Protocol::Tus, length, metadata, raw_metadata);
-    let client = client_of(&ctx.app, h, ctx.peer, given.as_deref());
+    let client = ctx.client_of(h, given.as_deref());
     super::front::count_client(&ctx.app, &mut up, client)?;
     up.concat = concat;
     let id = up.id.clone();
@@ -320,14 +299,11 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
     let loc = location(ctx, h, &id);
     let (parts, body) = req.into_parts();
     let tracking = UploadProgress::start(&ctx.app.progress, &up);
-    if with_body {
-        let body = guarded(&ctx.app, body, route.max_file_size, ctx.progress.clone());
-        let mut body = body.with_progress(tracking.tracker());
-        if let Err(e) = append(ctx, &mut up, &lock, &mut body, &parts.headers).await {
-            // The client never learnt the Location: nothing may stay behind.
-            let _ = ctx.engine().remove(&up).await;
-            return Err(e);
-        }
+    if with_body && let Err(e) = append(ctx, &mut up, &lock, body, &parts.headers, &tracking).await
+    {
+        // The client never learnt the Location: nothing may stay behind.
+        let _ = ctx.engine().remove(&up).await;
+        return Err(e);
     }
     let mut resp = status(StatusCode::CREATED);
     if up.is_complete() && up.concat != Some(Concat::Partial) {
@@ -347,7 +323,7 @@ async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>,
 }
 
 /// Builds a final upload from complete partial ones.
-async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result<(), Error> {
+async fn concatenate(ctx: &Context<'_>, up: &mut Upload, parts: &[String]) -> Result<(), Error> {
     let engine = ctx.engine();
     let mut unfinished = Vec::new();
     for id in parts {
@@ -379,7 +355,7 @@ async fn concatenate(ctx: &Ctx<'_>, up: &mut Upload, parts: &[String]) -> Result
 
 /// Copies the (complete) partial uploads into a final one; `Ok(false)` while some
 /// partial is still unfinished.
-async fn assemble(ctx: &Ctx<'_>, up: &mut Upload) -> Result<(), Error> {
+async fn assemble(ctx: &Context<'_>, up: &mut Upload) -> Result<(), Error> {
     let engine = ctx.engine();
     let Some(Concat::Final { parts }) = up.concat.clone() else {
         return Ok(());
@@ -424,7 +400,7 @@ async fn assemble(ctx: &Ctx<'_>, up: &mut Upload) -> Result<(), Error> {
 }
 
 /// A partial upload just completed: assemble the finals that waited for it.
-async fn release_finals(ctx: &Ctx<'_>, partial: &Upload, parts: &http::request::Parts) {
+async fn release_finals(ctx: &Context<'_>, partial: &Upload, parts: &http::request::Parts) {
     for id in &partial.waiting {
         let Ok(Some(_lock)) = ctx.engine().try_lock_wait(id).await else {
             continue;
@@ -467,7 +443,11 @@ pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
     Ok((algo, want))
 }
 
-async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn head(
+    ctx: &Context<'_>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     let (parts, _) = req.into_parts();
@@ -507,14 +487,18 @@ async fn head(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respons
     Ok(r)
 }
 
-async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn patch(
+    ctx: &Context<'_>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let h = req.headers();
     if !text(h, "content-type").is_some_and(|ct| ct.starts_with(OFFSET_STREAM)) {
         return Err(unsupported_media_type(&format!(
             "PATCH needs Content-Type: {OFFSET_STREAM}"
         )));
     }
-    let _permit = admit(&ctx.app, h, u64::MAX)?;
+    let _permit = ctx.admit(h, u64::MAX)?;
     let lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     if matches!(up.concat, Some(Concat::Final { .. })) {
@@ -560,14 +544,7 @@ async fn patch(ctx: &Ctx<'_>, id: &str, req: Request<Incoming>) -> Result<Respon
     let (parts, body) = req.into_parts();
     let tracking = UploadProgress::start(&ctx.app.progress, &up);
     if !up.is_complete() {
-        let body = guarded(
-            &ctx.app,
-            body,
-            ctx.route.max_file_size,
-            ctx.progress.clone(),
-        );
-        let mut body = body.with_progress(tracking.tracker());
-        append(ctx, &mut up, &lock, &mut body, &parts.headers).await?;
+        append(ctx, &mut up, &lock, body, &parts.headers, &tracking).await?;
         if up.is_complete() && !up.waiting.is_empty() {
             release_finals(ctx, &up, &parts).await;
         }
@@ -597,7 +574,7 @@ fn unsupported_media_type(why: &str) -> Error {
     Error::new(ErrorKind::UnsupportedType, why)
 }
 
-async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Error> {
+async fn delete(ctx: &Context<'_>, id: &str) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     super::front::remove(ctx, id).await?;
     Ok(status(StatusCode::NO_CONTENT))

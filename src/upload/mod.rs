@@ -21,11 +21,7 @@ use crate::config::UploadRoute;
 use crate::error::Error;
 use crate::http::Body;
 use crate::http::body::GuardedBody;
-use crate::http::headers::Peer;
-use crate::ingest::{
-    Authorized, admit, authorize, backend_headers, guarded, route_encoding, target,
-};
-use crate::progress::Tracker;
+use crate::ingest::{Authorized, Context};
 use crate::route::NormalPath;
 use file::StoredFile;
 use form::Received;
@@ -42,64 +38,49 @@ const LINGER: Duration = Duration::from_secs(10);
 /// Multipart framing allowance per part when judging Content-Length up front.
 const PART_OVERHEAD: u64 = 16 * 1024;
 
-pub async fn multipart(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Result<Response<Body>, Error> {
+pub async fn multipart(ctx: Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let boundary = boundary(req.headers())?;
+    let (app, route) = (&ctx.app, ctx.route);
     let limits = &app.config.limits;
     let cap = route
         .max_files
         .saturating_mul(route.max_file_size)
         .saturating_add(limits.max_fields_bytes)
         .saturating_add(limits.max_parts.saturating_mul(PART_OVERHEAD));
-    let _permit = admit(&app, req.headers(), cap)?;
-    if let Authorized::Refused(refusal) = authorize(&app, route, &req, peer).await? {
+    let _permit = ctx.admit(req.headers(), cap)?;
+    if let Authorized::Refused(refusal) = ctx.authorize(&req).await? {
         return Ok(refusal);
     }
     let (parts, body) = req.into_parts();
-    let target = target(path, &parts.uri);
-    let headers = backend_headers(&app, &parts, peer);
-    let mut body = guarded(&app, body, cap, progress);
-    let received = match form::receive(&app, route, &mut body, &boundary).await {
+    let mut body = ctx.guarded(body, cap);
+    let received = match form::receive(app, route, &mut body, &boundary).await {
         Ok(r) => r,
         Err(e) => {
             linger(body);
             return Err(e);
         }
     };
-    Ok(settle(app, route, parts.method, target, headers, received).await)
+    Ok(settle(&ctx, &parts, received).await)
 }
 
 /// A `raw` upload: the body is the file (SPEC §4.5).
-pub async fn raw(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-    progress: Option<Tracker>,
-) -> Result<Response<Body>, Error> {
-    let _permit = admit(&app, req.headers(), route.max_file_size)?;
-    if let Authorized::Refused(refusal) = authorize(&app, route, &req, peer).await? {
+pub async fn raw(ctx: Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let route = ctx.route;
+    let _permit = ctx.admit(req.headers(), route.max_file_size)?;
+    if let Authorized::Refused(refusal) = ctx.authorize(&req).await? {
         return Ok(refusal);
     }
     let (parts, body) = req.into_parts();
-    let filename = raw_file_name(&parts.headers, path);
+    let filename = raw_file_name(&parts.headers, ctx.path);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let target = target(path, &parts.uri);
-    let headers = backend_headers(&app, &parts, peer);
-    let mut body = guarded(&app, body, route.max_file_size, progress);
+    let mut body = ctx.guarded(body, route.max_file_size);
     let received = async {
         let mut rx =
-            file::FileReceiver::start(&app, route, &route.field, &filename, content_type).await?;
+            file::FileReceiver::start(&ctx.app, route, &route.field, &filename, content_type)
+                .await?;
         while let Some(data) = body.next_data().await? {
             rx.push(data).await?;
         }
@@ -109,7 +90,7 @@ pub async fn raw(
     match received {
         Ok(stored) => {
             let received = vec![Received::File(Box::new(stored))];
-            Ok(settle(app.clone(), route, parts.method, target, headers, received).await)
+            Ok(settle(&ctx, &parts, received).await)
         }
         Err(e) => {
             linger(body);
@@ -146,11 +127,8 @@ fn raw_file_name(headers: &HeaderMap, path: &NormalPath) -> String {
 
 /// Turns the received parts into the metadata request and settles the files by the answer.
 async fn settle(
-    app: Arc<App>,
-    route: &UploadRoute,
-    method: http::Method,
-    target: String,
-    headers: HeaderMap,
+    ctx: &Context<'_>,
+    parts: &http::request::Parts,
     received: Vec<Received>,
 ) -> Response<Body> {
     let mut files = Vec::new();
@@ -164,15 +142,15 @@ async fn settle(
             }
         }
     }
-    let (content_type, body) = metadata::encode(&route_encoding(&app, route), &items);
+    let (content_type, body) = metadata::encode(&ctx.encoding(), &items);
     let generated = Generated {
-        method,
-        target,
-        headers,
+        method: parts.method.clone(),
+        target: ctx.target(&parts.uri),
+        headers: ctx.backend_headers(parts),
         content_type: Some(content_type),
         body,
     };
-    deliver(app, route.clone(), generated, files).await
+    deliver(ctx.app.clone(), ctx.route.clone(), generated, files).await
 }
 
 fn boundary(headers: &HeaderMap) -> Result<String, Error> {
