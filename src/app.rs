@@ -10,11 +10,13 @@ use crate::backend::sign::Secret;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::progress::Registry;
-use crate::resumable::Engine;
-use crate::resumable::store::{LocalResumable, SharedResumable};
+use crate::resumable::{Engine, Spools};
+use crate::store::local::LocalResumable;
+use crate::store::locker::{Local, Locker, RedisLocker};
 use crate::store::redis::Redis;
-use crate::store::s3::{S3Store, Settings as S3Settings};
-use crate::store::{LocalStore, Store};
+use crate::store::resumable::ResumableStore;
+use crate::store::s3::{S3Resumable, S3Store, Settings as S3Settings};
+use crate::store::{LocalStore, Objects, Store};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -22,10 +24,14 @@ pub struct App {
     /// The config this app was built from; requests read it through here.
     pub config: Arc<Config>,
     pub backend: Backend,
+    /// Where multipart and raw uploads' files go.
     pub store: Arc<dyn Store>,
-    /// The `[storage.s3]` bucket, when configured: the store of S3 uploads and the
-    /// source of `[[internal]] store = "s3"` downloads.
-    pub s3: Option<S3Store>,
+    /// Finished files read back by key (`[[internal]] store = "s3"` downloads): the
+    /// `[storage.s3]` bucket, when configured.
+    pub objects: Option<Arc<dyn Objects>>,
+    /// `[state]`'s Redis, when configured: where progress is mirrored for other
+    /// instances.
+    pub redis: Option<Arc<Redis>>,
     /// One permit per upload in progress: `max_concurrent_uploads`.
     pub uploads: Arc<Semaphore>,
     /// Uploads that carry an `X-Progress-ID`.
@@ -51,14 +57,26 @@ pub enum StartError {
 impl App {
     /// Builds the app: loads (or creates) the secret and creates the storage directories.
     pub fn new(config: Arc<Config>) -> Result<App, StartError> {
-        let (store, resumable, s3) = storage(&config)?;
+        let storage = storage(&config)?;
+        App::with_storage(config, storage)
+    }
+
+    /// Builds the app over stores opened elsewhere (tests: `Storage::in_memory`).
+    pub fn with_storage(config: Arc<Config>, storage: Storage) -> Result<App, StartError> {
+        let Storage {
+            store,
+            resumable,
+            objects,
+            redis,
+        } = storage;
         let metrics = Arc::new(Metrics::new());
         let progress: Arc<Registry> = Arc::default();
-        progress.share(shared_progress(&config, &resumable));
+        progress.share(shared_progress(&config, &redis));
         Ok(App {
             backend: backend(&config, metrics.clone())?,
             store,
-            s3,
+            objects,
+            redis,
             uploads: Arc::new(Semaphore::new(config.limits.max_concurrent_uploads)),
             progress,
             resumable,
@@ -72,12 +90,22 @@ impl App {
     /// store and the resumable engine (whose in-process locks must stay shared) when
     /// `[storage]` is unchanged, and the upload slots when their number is.
     pub fn reload(&self, config: Arc<Config>) -> Result<App, StartError> {
-        let (store, resumable, s3) = if config.storage == self.config.storage {
-            (self.store.clone(), self.resumable.clone(), self.s3.clone())
+        let Storage {
+            store,
+            resumable,
+            objects,
+            redis,
+        } = if config.storage == self.config.storage {
+            Storage {
+                store: self.store.clone(),
+                resumable: self.resumable.clone(),
+                objects: self.objects.clone(),
+                redis: self.redis.clone(),
+            }
         } else {
             storage(&config)?
         };
-        self.progress.share(shared_progress(&config, &resumable));
+        self.progress.share(shared_progress(&config, &redis));
         let uploads =
             if config.limits.max_concurrent_uploads == self.config.limits.max_concurrent_uploads {
                 self.uploads.clone()
@@ -87,7 +115,8 @@ impl App {
         Ok(App {
             backend: backend(&config, self.metrics.clone())?,
             store,
-            s3,
+            objects,
+            redis,
             uploads,
             progress: self.progress.clone(),
             resumable,
@@ -108,47 +137,75 @@ impl App {
 
 /// Where progress is mirrored for other instances: `[state]`'s Redis, when there is
 /// a `[progress]` endpoint to ask.
-fn shared_progress(config: &Config, engine: &Engine) -> Option<Arc<crate::store::redis::Redis>> {
+fn shared_progress(config: &Config, redis: &Option<Arc<Redis>>) -> Option<Arc<Redis>> {
     config.progress.as_ref()?;
-    engine.redis().cloned()
+    redis.clone()
 }
 
-/// The stores `[storage]` opens.
-pub(crate) type Stores = (Arc<dyn Store>, Arc<Engine>, Option<S3Store>);
+/// What `[storage]` opens.
+pub struct Storage {
+    pub store: Arc<dyn Store>,
+    pub resumable: Arc<Engine>,
+    pub objects: Option<Arc<dyn Objects>>,
+    pub redis: Option<Arc<Redis>>,
+}
+
+impl Storage {
+    /// Everything in one memory store, on one instance; its spools go to `spools`.
+    /// Must be called on the runtime.
+    pub fn in_memory(store: &crate::store::memory::MemoryStore, spools: Spools) -> Storage {
+        let engine = Engine::new(Arc::new(store.clone()), Arc::new(Local), spools);
+        Storage {
+            store: Arc::new(store.clone()),
+            resumable: Arc::new(engine),
+            objects: Some(Arc::new(store.clone())),
+            redis: None,
+        }
+    }
+}
 
 /// Opens `[storage]` (creating its directories): finished files, resumable uploads and
-/// the S3 bucket if there is one.
-pub(crate) fn storage(config: &Config) -> Result<Stores, StartError> {
-    let local = LocalStore::open(&config.storage).map_err(StartError::Storage)?;
-    let s3 = match &config.storage.s3 {
+/// the S3 bucket if there is one. Each store is picked here, and only here.
+pub(crate) fn storage(config: &Config) -> Result<Storage, StartError> {
+    let cfg = &config.storage;
+    let local = LocalStore::open(cfg).map_err(StartError::Storage)?;
+    let s3 = match &cfg.s3 {
         Some(s3) => Some(
-            S3Store::open(&config.storage, &s3_settings(s3)?, config.limits.buffer)
+            S3Store::open(cfg, &s3_settings(s3)?, config.limits.buffer)
                 .map_err(StartError::Storage)?,
         ),
         None => None,
     };
-    let engine = match (&config.storage.state, &s3) {
-        (Some(state), Some(s3)) => {
-            let redis = Redis::new(&state.url, state.lock_lease)
-                .map_err(|e| StartError::Other(format!("state.url: {e}")))?;
-            let resumable = SharedResumable::open(
-                s3.clone(),
-                redis.clone(),
-                &config.storage.temp,
-                config.storage.dir_mode,
-            )
-            .map_err(StartError::Storage)?;
-            Engine::shared(Arc::new(resumable), redis)
-        }
-        _ => Engine::new(Arc::new(
-            LocalResumable::open(local.clone()).map_err(StartError::Storage)?,
-        )),
+    let redis = match &cfg.state {
+        Some(state) => Some(
+            Redis::new(&state.url, state.lock_lease)
+                .map_err(|e| StartError::Other(format!("state.url: {e}")))?,
+        ),
+        None => None,
     };
+    let (resumable, locker): (Arc<dyn ResumableStore>, Arc<dyn Locker>) = match (&redis, &s3) {
+        (Some(redis), Some(s3)) => (
+            Arc::new(S3Resumable::new(s3.clone(), redis.clone())),
+            Arc::new(RedisLocker(redis.clone())),
+        ),
+        _ => (
+            Arc::new(LocalResumable::open(local.clone()).map_err(StartError::Storage)?),
+            Arc::new(Local),
+        ),
+    };
+    let spools = cfg.temp.join("resumable");
+    crate::store::local::ensure_dir(&spools, cfg.dir_mode).map_err(StartError::Storage)?;
+    let engine = Engine::new(resumable, locker, Spools::new(spools, cfg.file_mode));
     let store: Arc<dyn Store> = match &s3 {
-        Some(s3) if config.storage.uploads_to_s3 => Arc::new(s3.clone()),
+        Some(s3) if cfg.uploads_to_s3 => Arc::new(s3.clone()),
         _ => Arc::new(local),
     };
-    Ok((store, Arc::new(engine), s3))
+    Ok(Storage {
+        store,
+        resumable: Arc::new(engine),
+        objects: s3.map(|s3| Arc::new(s3) as Arc<dyn Objects>),
+        redis,
+    })
 }
 
 /// The bucket's settings, with its keys: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`

@@ -68,6 +68,9 @@ pub mod sink;
 pub mod store;
 pub mod upload;
 
+#[cfg(test)]
+mod tests;
+
 pub use app::{App, StartError};
 pub use config::Config;
 
@@ -132,7 +135,11 @@ pub async fn reach_redis(state: &config::SharedState) -> Result<(), String> {
 /// One pass of `porter gc`: partial files no live upload holds, and expired resumable
 /// uploads no request is using (in this process or another). Returns both counts.
 pub async fn collect_garbage(config: &Config) -> Result<(usize, usize), StartError> {
-    let (store, engine, _) = app::storage(config)?;
+    let app::Storage {
+        store,
+        resumable: engine,
+        ..
+    } = app::storage(config)?;
     let partials = tokio::task::spawn_blocking(move || store.sweep())
         .await
         .map_err(|e| StartError::Other(e.to_string()))?

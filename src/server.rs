@@ -70,18 +70,25 @@ struct Server {
 pub async fn run(
     bound: Vec<Bound>,
     config: Config,
-    mut control: mpsc::Receiver<Control>,
+    control: mpsc::Receiver<Control>,
 ) -> Result<(), StartError> {
     // The one rustls provider, before anything could pick another.
     crate::listen::tls::provider();
-    let app = Arc::new(App::new(Arc::new(config))?);
+    serve(bound, App::new(Arc::new(config))?, control).await
+}
+
+/// Runs `app` on `bound` until told to shut down (see `run`).
+pub async fn serve(
+    bound: Vec<Bound>,
+    app: App,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), StartError> {
+    crate::listen::tls::provider();
+    let app = Arc::new(app);
     let sweeper = app.clone();
     let swept = tokio::task::spawn_blocking(move || {
         let a = sweeper.store.sweep()?;
-        let b = sweeper
-            .resumable
-            .sweep_scratch()
-            .map_err(std::io::Error::other)?;
+        let b = sweeper.resumable.sweep().map_err(std::io::Error::other)?;
         Ok::<_, std::io::Error>(a + b)
     })
     .await

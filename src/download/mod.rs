@@ -140,18 +140,14 @@ pub async fn from_backend(app: &App, ask: &Ask, resp: Response<Body>) -> Respons
 /// `[[internal]]` prefix, and must lie under `storage.s3.prefix`. Ranges become ranged
 /// GETs; the validators are the object's ETag and Last-Modified.
 async fn serve_object(app: &App, ask: &Ask, key: &Path, opts: Options) -> Response<Body> {
-    let (Some(store), Some(cfg)) = (&app.s3, &app.config.storage.s3) else {
+    let Some(objects) = &app.objects else {
         return not_found("no [storage.s3] bucket is configured");
     };
     let key = key.to_string_lossy().into_owned();
-    if key.is_empty() {
-        return not_found("no object key");
-    }
-    if !key.starts_with(&cfg.prefix) {
+    if !objects.serves(&key) {
         return not_found("the key is outside storage.s3.prefix");
     }
-    let client = store.client();
-    let info = match client.head(&key).await {
+    let info = match objects.info(&key).await {
         Ok(Some(info)) => info,
         Ok(None) => return not_found("no such object"),
         Err(e) => {
@@ -163,7 +159,7 @@ async fn serve_object(app: &App, ask: &Ask, key: &Path, opts: Options) -> Respon
             .into_response();
         }
     };
-    let modified = info.last_modified.unwrap_or(std::time::UNIX_EPOCH);
+    let modified = info.modified.unwrap_or(std::time::UNIX_EPOCH);
     let v = match info.etag {
         Some(etag) => Validators { etag, modified },
         None => Validators::new(modified, info.size),
@@ -181,7 +177,7 @@ async fn serve_object(app: &App, ask: &Ask, key: &Path, opts: Options) -> Respon
     let body = if head_only || total == 0 {
         empty()
     } else {
-        stream::object(client, key, pieces, rate)
+        stream::object(objects.clone(), key, pieces, rate)
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

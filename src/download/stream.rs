@@ -183,7 +183,7 @@ impl http_body::Body for FileBody {
 
 /// Streams `pieces` of an S3 object, one ranged GET per piece, paced by `rate`.
 pub fn object(
-    s3: Arc<crate::store::s3::client::S3>,
+    objects: Arc<dyn crate::store::Objects>,
     key: String,
     pieces: Vec<Piece>,
     rate: Option<u64>,
@@ -201,9 +201,9 @@ pub fn object(
                 }
                 Piece::File { offset, len } => (offset, len),
             };
-            let mut body = match s3.get(&key, Some((offset, offset + len - 1))).await {
+            let mut body = match objects.read(&key, (offset, offset + len - 1)).await {
                 Ok(b) => b,
-                Err(e) => return out.fail(Box::new(e)).await,
+                Err(e) => return out.fail(e).await,
             };
             while let Some(frame) = body.frame().await {
                 match frame.map(Frame::into_data) {

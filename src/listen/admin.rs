@@ -90,20 +90,10 @@ async fn ready(app: &App) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read free space: {e}")),
     }
-    if let Some(s3) = &app.s3 {
-        match tokio::time::timeout(Duration::from_secs(5), s3.client().probe()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("the S3 bucket: {e}")),
-            Err(_) => return Err("the S3 bucket does not answer".into()),
-        }
+    if let Some(objects) = &app.objects {
+        objects.probe().await?;
     }
-    if let Some(redis) = app.resumable.redis() {
-        match tokio::time::timeout(Duration::from_secs(5), redis.ping()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("the shared state: {e}")),
-            Err(_) => return Err("the shared state (Redis) does not answer".into()),
-        }
-    }
+    app.resumable.probe().await?;
     app.backend
         .reachable()
         .await

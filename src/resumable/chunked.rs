@@ -14,9 +14,8 @@ use crate::http::body::GuardedBody;
 use crate::ingest::{Authorized, Context};
 use crate::namespace::{control_in_name, has_control};
 use crate::route::percent_decode;
+use crate::sink::Pipe;
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::sink::{Pipe, Writer};
-use crate::store::StoreError;
 use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
 use bytes::BytesMut;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -68,21 +67,12 @@ pub fn iso8601(secs: u64) -> String {
     )
 }
 
-/// A chunk written to a scratch file while the form is read.
-struct SpoolWriter(std::fs::File);
-
-impl Writer for SpoolWriter {
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        Ok(std::io::Write::write_all(&mut self.0, buf)?)
-    }
-}
-
 /// The form of a chunk or completion request.
 #[derive(Default)]
 struct Form {
     fields: Vec<(String, String)>,
-    /// The chunk: scratch file, size, client file name, declared type.
-    chunk: Option<(Spool, u64, String, String)>,
+    /// The chunk: spooled, with the client's file name and declared type.
+    chunk: Option<(Spool, String, String)>,
 }
 
 impl Form {
@@ -175,7 +165,7 @@ async fn read_form(
     let mut buf = BytesMut::new();
     let (mut eof, mut form) = (false, Form::default());
     let mut field: Option<(String, Vec<u8>)> = None;
-    let mut pipe: Option<(Pipe<SpoolWriter>, Spool, String, String)> = None;
+    let mut pipe: Option<(Pipe<Spool>, String, String)> = None;
     let mut field_bytes = 0u64;
     let mut parts_seen = 0u64;
     loop {
@@ -204,13 +194,9 @@ async fn read_form(
                     && form.chunk.is_none()
                     && pipe.is_none()
                 {
-                    let spool = engine.spool_path();
-                    let f = std::fs::File::create(&spool.0)
-                        .map_err(|e| Error::from(StoreError::from(e)))?;
-                    let p = Pipe::new(SpoolWriter(f), Hashes::new(&[]), None, limits.buffer);
+                    let p = Pipe::new(engine.spool()?, Hashes::new(&[]), None, limits.buffer);
                     pipe = Some((
                         p,
-                        spool,
                         head.filename.unwrap_or_default(),
                         head.content_type.unwrap_or_default(),
                     ));
@@ -232,9 +218,8 @@ async fn read_form(
                 }
             }
             Some(Event::PartEnd) => {
-                if let Some((p, spool, name, ct)) = pipe.take() {
-                    let drained = p.drain().await?;
-                    form.chunk = Some((spool, drained.size, name, ct));
+                if let Some((p, name, ct)) = pipe.take() {
+                    form.chunk = Some((p.drain().await?.file, name, ct));
                 } else if let Some((n, v)) = field.take() {
                     form.fields
                         .push((n, String::from_utf8_lossy(&v).into_owned()));
@@ -292,14 +277,11 @@ async fn chunk_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respon
             .max_file_size
             .saturating_add(app.config.limits.max_fields_bytes),
     );
-    let form = read_form(app, engine, &parts.headers, &mut body, Some(&route.field)).await?;
-    let Some((spool, size, filename, ctype)) = form
-        .chunk
-        .as_ref()
-        .map(|(s, n, f, c)| (&s.0, *n, f.clone(), c.clone()))
-    else {
+    let mut form = read_form(app, engine, &parts.headers, &mut body, Some(&route.field)).await?;
+    let Some((spool, filename, ctype)) = form.chunk.take() else {
         return Ok(detail(400, "No chunk file was submitted", None));
     };
+    let size = spool.len();
     let (start, end, total) = range.unwrap_or((0, size.saturating_sub(1), size));
     let max = route.max_file_size;
     if total > max {
@@ -360,20 +342,13 @@ async fn chunk_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respon
     if size != end - start + 1 {
         return Ok(detail(400, "File size doesn't match headers", None));
     }
-    let hashes = engine
-        .append_file(
-            &up,
-            spool.clone(),
-            size,
-            app.config.limits.buffer.max(64 << 10),
-        )
-        .await?;
+    let block = app.config.limits.buffer.max(64 << 10);
+    let hashes = engine.append_spool(&up, spool, block).await?;
     up.offset += size;
     up.length = Some(total);
     up.hashes = hashes.save();
     up.expires = now() + route.expire.as_secs();
     engine.save(&up).await?;
-    drop(form);
     Ok(crate::http::json_response(
         StatusCode::OK,
         &serde_json::json!({ "upload_id": up.id, "offset": up.offset, "expires": iso8601(up.expires) }),

@@ -222,7 +222,9 @@ async fn dispatch(d: &Draft<'_, '_>, req: Request<Incoming>) -> Result<Response<
         (Method::OPTIONS, _) => Ok(d.options()),
         (Method::POST, "") => d.create(req).await,
         (_, "") => Ok(not_allowed("POST, OPTIONS")),
-        (_, id) if id.contains('/') || !super::store::valid_id(id) => Err(not_found().into()),
+        (_, id) if id.contains('/') || !crate::store::resumable::valid_id(id) => {
+            Err(not_found().into())
+        }
         (Method::HEAD, id) => d.head(id, req).await,
         (Method::PATCH, id) => d.append(id, req).await,
         (Method::DELETE, id) => d.cancel(id).await,

@@ -1,9 +1,10 @@
 //! Resumable uploads: one engine, several protocols (tusd's shape).
 //!
 //! * `state`: what is persisted about an upload;
-//! * `store`: where data and state live (`ResumableStore`; local files now);
-//! * this module: the `Engine`: per-upload locks, create / load / append / commit /
-//!   remove / expire, all protocol-neutral;
+//! * this module: the `Engine`: create / load / append / commit / remove / expire,
+//!   all protocol-neutral, over a `store::resumable::ResumableStore`;
+//! * `lock`: per-upload locks (with a `store::locker::Locker`'s lease across
+//!   instances) and claimed byte ranges; `spool`: scratch files;
 //! * `complete`: turning a finished upload into the app's metadata request, with
 //!   SPEC §4.3's rules for what the app's answer means;
 //! * `tus`: the tus 1.0 front-end; `draft`: the IETF resumable-upload draft, answered
@@ -14,9 +15,10 @@ pub mod chunked;
 pub mod complete;
 pub mod draft;
 mod front;
+pub mod lock;
 pub mod nginx;
+pub mod spool;
 pub mod state;
-pub mod store;
 pub mod tus;
 
 use crate::error::{Error, ErrorKind};
@@ -24,12 +26,14 @@ use crate::http::body::GuardedBody;
 use crate::http::stats::RequestStats;
 use crate::sink::Pipe;
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::store::StoreError;
-use crate::store::redis::Redis;
+use crate::store::locker::Locker;
+use crate::store::resumable::{Capabilities, DataFile, ResumableStore};
+use crate::store::{Location, StoreError};
+use lock::Locks;
+pub use lock::{Claim, Lock};
+pub use spool::{Spool, Spools};
 use state::Upload;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use store::{DataFile, ResumableStore};
+use std::sync::Arc;
 
 /// Runs a blocking store call off the async workers.
 async fn blocking<T: Send + 'static>(
@@ -41,122 +45,11 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// An upload held by one request; others get 423 until it is dropped, or ask it to
-/// stop (`Engine::take_over`).
-pub struct Lock {
-    /// The Redis lease, with `[state]`: the lock across instances. Released first.
-    _lease: Option<crate::store::redis::Lease>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    slot: Arc<Slot>,
-    /// `slot.takeovers` when this lock was taken: a change means "stop".
-    seen: u64,
-}
-
-/// One upload's lock and its stop signal.
-#[derive(Default)]
-struct Slot {
-    mutex: Arc<tokio::sync::Mutex<()>>,
-    takeovers: std::sync::atomic::AtomicU64,
-    stop: tokio::sync::Notify,
-}
-
-impl Slot {
-    /// Tells the request holding the lock to stop.
-    fn stop(&self) {
-        self.takeovers
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.stop.notify_waiters();
-    }
-}
-
-impl Lock {
-    fn new(
-        slot: Arc<Slot>,
-        guard: tokio::sync::OwnedMutexGuard<()>,
-        lease: Option<crate::store::redis::Lease>,
-    ) -> Lock {
-        let seen = slot.takeovers.load(std::sync::atomic::Ordering::Acquire);
-        Lock {
-            _lease: lease,
-            _guard: guard,
-            slot,
-            seen,
-        }
-    }
-
-    /// Lets go of the lock, waiting for another instance to be able to see it free.
-    pub async fn release(self) {
-        if let Some(lease) = self._lease {
-            lease.release().await;
-        }
-    }
-
-    /// Resolves when a newer request asked to take the upload over.
-    pub async fn stopped(&self) {
-        loop {
-            let notified = self.slot.stop.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self
-                .slot
-                .takeovers
-                .load(std::sync::atomic::Ordering::Acquire)
-                != self.seen
-            {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
+/// The resumable engine: protocol-neutral uploads over one store, with their locks.
 pub struct Engine {
     store: Arc<dyn ResumableStore>,
-    /// With `[state]`: locks are Redis leases too, and takeovers travel over Redis.
-    redis: Option<Arc<Redis>>,
-    /// The subscription to other instances' takeover requests.
-    listener: Option<tokio::task::JoinHandle<()>>,
-    locks: Arc<Mutex<HashMap<String, Weak<Slot>>>>,
-    /// Byte ranges being written right now, per upload (segments in parallel).
-    inflight: Inflight,
-}
-
-/// How long a lock held on another instance is waited for before 423.
-const LEASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
-fn unavailable(e: crate::store::redis::RedisError) -> Error {
-    Error::new(ErrorKind::Busy, e.to_string())
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if let Some(l) = self.listener.take() {
-            l.abort();
-        }
-    }
-}
-
-/// Byte ranges in flight, per upload id.
-type Inflight = Arc<Mutex<HashMap<String, Vec<(u64, u64)>>>>;
-
-/// A byte range of an upload that one request is writing; released on drop.
-pub struct Claim {
-    map: Inflight,
-    id: String,
-    range: (u64, u64),
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock()
-            && let Some(v) = m.get_mut(&self.id)
-        {
-            v.retain(|r| *r != self.range);
-            if v.is_empty() {
-                m.remove(&self.id);
-            }
-        }
-    }
+    locks: Locks,
+    spools: Spools,
 }
 
 /// The result of one append.
@@ -178,163 +71,53 @@ pub struct Appended {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn ResumableStore>) -> Engine {
+    /// An engine over `store`, whose uploads `locker` keeps other instances off, with
+    /// its scratch files in `spools`. Must be called on the runtime.
+    pub fn new(store: Arc<dyn ResumableStore>, locker: Arc<dyn Locker>, spools: Spools) -> Engine {
         Engine {
             store,
-            redis: None,
-            listener: None,
-            locks: Arc::default(),
-            inflight: Arc::default(),
+            locks: Locks::new(locker),
+            spools,
         }
     }
 
-    /// An engine whose uploads many instances share: locks are Redis leases, and a
-    /// takeover asked for on another instance stops the request holding the upload
-    /// here. Must be called on the runtime.
-    pub fn shared(store: Arc<dyn ResumableStore>, redis: Arc<Redis>) -> Engine {
-        let locks: Arc<Mutex<HashMap<String, Weak<Slot>>>> = Arc::default();
-        let map = Arc::downgrade(&locks);
-        let listener = redis.on_stop(move |id| {
-            let slot = map.upgrade().and_then(|m| {
-                m.lock()
-                    .ok()
-                    .and_then(|m| m.get(id).and_then(Weak::upgrade))
-            });
-            if let Some(slot) = slot {
-                slot.stop();
-            }
-        });
-        Engine {
-            store,
-            redis: Some(redis),
-            listener: Some(listener),
-            locks,
-            inflight: Arc::default(),
-        }
+    /// What the store can do beyond the core (the protocols offer what it can).
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::of(self.store.as_ref())
     }
 
-    /// The Redis server of `[state]`, if any (for `/readyz`).
-    pub fn redis(&self) -> Option<&Arc<Redis>> {
-        self.redis.as_ref()
+    /// Whether the engine's locks can be taken now (`/readyz`).
+    pub async fn probe(&self) -> Result<(), String> {
+        self.locks.probe().await
     }
 
-    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
-        let mut map = self.locks.lock().ok()?;
-        map.retain(|_, w| w.strong_count() > 0);
-        Some(match map.get(id).and_then(Weak::upgrade) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(Slot::default());
-                map.insert(id.to_string(), Arc::downgrade(&s));
-                s
-            }
-        })
-    }
-
-    /// Takes the upload's lock, or `None` if another request holds it. With `[state]`,
-    /// a lease another instance holds is waited for a moment: it may be on its way
-    /// out (leases are released after the response).
+    /// Takes the upload's lock, or `None` if another request holds it (see `Locks`).
     pub async fn try_lock(&self, id: &str) -> Result<Option<Lock>, Error> {
-        let Some(slot) = self.slot(id) else {
-            return Ok(None);
-        };
-        let Ok(guard) = slot.mutex.clone().try_lock_owned() else {
-            return Ok(None);
-        };
-        self.lease(id, slot, guard, LEASE_PATIENCE, false).await
+        self.locks.try_lock(id).await
     }
 
-    /// Adds the Redis lease to a lock held in this process, waiting up to `wait` for
-    /// another instance to let go (asking it to stop first, if `stop`).
-    async fn lease(
-        &self,
-        id: &str,
-        slot: Arc<Slot>,
-        guard: tokio::sync::OwnedMutexGuard<()>,
-        wait: std::time::Duration,
-        stop: bool,
-    ) -> Result<Option<Lock>, Error> {
-        let Some(redis) = &self.redis else {
-            return Ok(Some(Lock::new(slot, guard, None)));
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut asked = !stop;
-        loop {
-            let lost = Arc::downgrade(&slot);
-            let lease = redis
-                .lease(id, move || {
-                    if let Some(s) = lost.upgrade() {
-                        s.stop();
-                    }
-                })
-                .await
-                .map_err(unavailable)?;
-            if let Some(lease) = lease {
-                return Ok(Some(Lock::new(slot, guard, Some(lease))));
-            }
-            if !asked {
-                redis.publish_stop(id).await.map_err(unavailable)?;
-                asked = true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    /// Waits (bounded) for the upload's lock.
+    pub async fn try_lock_wait(&self, id: &str) -> Result<Option<Lock>, Error> {
+        self.locks.try_lock_wait(id).await
     }
 
-    /// Takes the upload's lock, asking the request that holds it (here or on another
-    /// instance) to stop (it keeps what it wrote) and waiting up to `wait` for it to
-    /// let go. The IETF draft's rule: a client that lost its connection resumes at
-    /// once, while porter may not have noticed the loss yet.
+    /// Takes the upload's lock, asking its holder to stop (see `Locks::take_over`).
     pub async fn take_over(
         &self,
         id: &str,
         wait: std::time::Duration,
     ) -> Result<Option<Lock>, Error> {
-        let Some(slot) = self.slot(id) else {
-            return Ok(None);
-        };
-        let started = tokio::time::Instant::now();
-        let guard = match slot.mutex.clone().try_lock_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                slot.stop();
-                match tokio::time::timeout(wait, slot.mutex.clone().lock_owned()).await {
-                    Ok(g) => g,
-                    Err(_) => return Ok(None),
-                }
-            }
-        };
-        let left = wait.saturating_sub(started.elapsed());
-        self.lease(id, slot, guard, left, true).await
+        self.locks.take_over(id, wait).await
     }
 
-    /// Claims an inclusive byte range for writing, or `None` if it overlaps a range
-    /// another request is writing.
+    /// Claims an inclusive byte range for writing (see `Locks::claim`).
     pub fn claim(&self, id: &str, range: (u64, u64)) -> Option<Claim> {
-        let mut m = self.inflight.lock().ok()?;
-        let list = m.entry(id.to_string()).or_default();
-        if list.iter().any(|(a, b)| range.0 <= *b && *a <= range.1) {
-            return None;
-        }
-        list.push(range);
-        Some(Claim {
-            map: self.inflight.clone(),
-            id: id.to_string(),
-            range,
-        })
+        self.locks.claim(id, range)
     }
 
     /// Like `claim`, waiting (bounded) for in-flight writers to finish.
     pub async fn claim_wait(&self, id: &str, range: (u64, u64)) -> Option<Claim> {
-        for _ in 0..2000 {
-            if let Some(c) = self.claim(id, range) {
-                return Some(c);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        None
+        self.locks.claim_wait(id, range).await
     }
 
     /// Writes a body at `offset` (segments out of order); returns bytes written.
@@ -350,14 +133,14 @@ impl Engine {
         B::Error: Into<crate::http::BoxError>,
     {
         let (s, sid) = (self.store.clone(), id.to_string());
-        let file = blocking(move || s.open_random(&sid)).await?;
-        let mut pipe = Pipe::new(At { file, pos: offset }, Hashes::new(&[]), None, buffer);
+        let file = blocking(move || random_writes(s.as_ref())?.open_segment(&sid, offset)).await?;
+        let mut pipe = Pipe::new(file, Hashes::new(&[]), None, buffer);
         while let Some(d) = body.next_data().await? {
             pipe.write(d).await?;
         }
         let drained = pipe.drain().await?;
-        let mut at = drained.file;
-        blocking(move || at.file.sync()).await?;
+        let mut file = drained.file;
+        blocking(move || file.sync()).await?;
         Ok(drained.size)
     }
 
@@ -371,29 +154,11 @@ impl Engine {
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
         let mut hashes = Hashes::new(algos);
         blocking(move || {
-            s.gather(&id, len, block, &mut |chunk| hashes.update(chunk))?;
+            random_writes(s.as_ref())?
+                .gather(&id, len, block, &mut |chunk| hashes.update(chunk))?;
             Ok(hashes)
         })
         .await
-    }
-
-    /// Whether tus concatenation is available (partial data can be read back).
-    pub fn concatenates(&self) -> bool {
-        self.store.concatenates()
-    }
-
-    /// Waits for the upload's lock (short critical sections: load, change, save).
-    pub async fn try_lock_wait(&self, id: &str) -> Result<Option<Lock>, Error> {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            if let Some(l) = self.try_lock(id).await? {
-                return Ok(Some(l));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
     }
 
     pub async fn create(&self, up: &Upload) -> Result<(), Error> {
@@ -415,14 +180,8 @@ impl Engine {
 
     /// Deletes an upload's data, state and finished file.
     pub async fn remove(&self, up: &Upload) -> Result<(), Error> {
-        let (s, id) = (self.store.clone(), up.id.clone());
-        let stored = up.stored.as_ref().map(|(_, path)| path.clone());
-        blocking(move || s.remove(&id, stored.as_deref())).await
-    }
-
-    pub async fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
-        let (s, id) = (self.store.clone(), id.to_string());
-        blocking(move || s.read_at(&id, offset, len)).await
+        let (s, id, finished) = (self.store.clone(), up.id.clone(), finished(up));
+        blocking(move || s.remove(&id, finished.as_ref())).await
     }
 
     /// Moves the finished data to its final place, sniffs its type from the first
@@ -436,18 +195,9 @@ impl Engine {
             return Ok(None);
         }
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
-        let (loc, head) = blocking(move || {
-            let loc = s.commit(&id, len)?;
-            let path = loc
-                .path
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let head = s.head(&id, &path, crate::upload::accept::SNIFF_BYTES)?;
-            Ok((loc, head))
-        })
-        .await?;
-        let sniffed = crate::upload::accept::sniff(&head);
+        let sniff = crate::upload::accept::SNIFF_BYTES;
+        let done = blocking(move || s.finish(&id, len, sniff)).await?;
+        let (loc, sniffed) = (done.location, crate::upload::accept::sniff(&done.head));
         up.detected_type = sniffed.map(|s| s.mime.to_string()).unwrap_or_default();
         let path = loc
             .path
@@ -532,80 +282,90 @@ impl Engine {
         })
     }
 
-    /// Writes `blocks` at `offset`, hashing them; returns the new offset and hashes.
-    pub async fn write_blocks(
+    /// Writes the complete `parts`, in order, as the data of upload `up` (tus
+    /// concatenation), hashing them; returns the new offset and hashes. Needs a store
+    /// that reads partial data back.
+    pub async fn concatenate(
         &self,
-        id: &str,
-        offset: u64,
-        blocks: Vec<bytes::Bytes>,
+        up: &Upload,
+        parts: &[Upload],
         mut hashes: Hashes,
+        block: usize,
     ) -> Result<(u64, Hashes), Error> {
-        let (s, id) = (self.store.clone(), id.to_string());
+        let s = self.store.clone();
+        let id = up.id.clone();
+        let parts: Vec<(String, u64)> = parts.iter().map(|p| (p.id.clone(), p.offset)).collect();
         blocking(move || {
-            let mut f = s.open_at(&id, offset)?;
-            let mut at = offset;
-            for b in &blocks {
-                hashes.update(b);
-                f.write_all(b)?;
-                at += b.len() as u64;
+            let read = s
+                .read_back()
+                .ok_or_else(|| unsupported("reading partial data back"))?;
+            let mut out = s.open_at(&id, 0)?;
+            let mut at = 0;
+            for (part, len) in &parts {
+                let mut done = 0;
+                while done < *len {
+                    let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(block);
+                    let chunk = read.read_at(part, done, want)?;
+                    if chunk.is_empty() {
+                        return Err(StoreError::Io(std::io::Error::other(
+                            "a partial upload is shorter than its offset",
+                        )));
+                    }
+                    hashes.update(&chunk);
+                    out.write_all(&chunk)?;
+                    done += chunk.len() as u64;
+                }
+                at += done;
             }
-            f.sync()?;
+            out.sync()?;
             Ok((at, hashes))
         })
         .await
     }
 
-    /// Appends a spooled chunk (a file of `len` bytes) at the upload's offset, hashing it
-    /// into the upload's running hashes; returns them. The caller saves the state.
-    pub async fn append_file(
+    /// Appends a spooled chunk at the upload's offset, hashing it into the upload's
+    /// running hashes; returns them. The caller saves the state.
+    pub async fn append_spool(
         &self,
         up: &Upload,
-        spool: std::path::PathBuf,
-        len: u64,
+        spool: Spool,
         block: usize,
     ) -> Result<Hashes, Error> {
         let (s, id, offset) = (self.store.clone(), up.id.clone(), up.offset);
         let mut hashes =
             Hashes::restore(&up.hashes).ok_or_else(|| Error::internal("damaged hash state"))?;
         blocking(move || {
-            use std::io::Read;
-            let mut src = std::fs::File::open(&spool)?;
             let mut dst = s.open_at(&id, offset)?;
-            let mut buf = vec![0u8; block];
-            let mut left = len;
-            while left > 0 {
-                let n = src.read(&mut buf[..block.min(left as usize)])?;
-                if n == 0 {
-                    return Err(StoreError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                hashes.update(&buf[..n]);
-                dst.write_all(&buf[..n])?;
-                left -= n as u64;
-            }
+            spool.read_blocks(block, &mut |b| {
+                hashes.update(b);
+                dst.write_all(b)
+            })?;
             dst.sync()?;
             Ok(hashes)
         })
         .await
     }
 
-    /// A scratch file beside the uploads, for a chunk whose upload is known only once
-    /// the whole request is read. Deleted when the returned guard drops.
-    pub fn spool_path(&self) -> Spool {
-        Spool(
-            self.store
-                .scratch(&uuid::Uuid::new_v4().simple().to_string()),
-        )
+    /// A scratch file for a chunk whose upload is known only once the whole request is
+    /// read (see `spool`).
+    pub fn spool(&self) -> Result<Spool, Error> {
+        Ok(self.spools.create()?)
     }
 
-    /// Removes what requests of an earlier run left half-written (see
-    /// `ResumableStore::sweep_scratch`); only for start-up.
-    pub fn sweep_scratch(&self) -> Result<usize, StoreError> {
-        self.store.sweep_scratch()
+    /// Removes what requests of an earlier run left half-written: spools and
+    /// half-written state. Only for start-up, before any request runs.
+    pub fn sweep(&self) -> Result<usize, StoreError> {
+        Ok(self.spools.sweep(std::time::Duration::ZERO)? + self.store.sweep()?)
     }
 
     /// Removes expired uploads and settled completions; returns how many.
     pub async fn collect(&self) -> Result<usize, Error> {
         let now = state::now();
+        // Spools of requests that died with their process (`porter gc` may run beside
+        // a live server: only old ones).
+        if let Err(e) = self.spools.sweep(std::time::Duration::from_secs(86400)) {
+            tracing::warn!(error = %e, "cannot sweep stale spools");
+        }
         let mut removed = 0;
         for id in self.ids().await? {
             let Some(lock) = self.try_lock(&id).await? else {
@@ -636,35 +396,45 @@ impl Engine {
         if !expired {
             return Ok(false);
         }
-        let stored = up.stored.as_ref().map(|(_, path)| path.clone());
-        let (s, id) = (self.store.clone(), up.id.clone());
+        let (s, id, known) = (self.store.clone(), up.id.clone(), finished(&up));
         blocking(move || {
-            let stored = if accepted {
+            let finished = if accepted {
                 // An accepted file belongs to the app: only porter's record goes.
                 None
             } else {
                 // A move the state never learnt of (porter died between the two) left
                 // the file where the app was never told of it: it goes too.
-                stored.or_else(|| s.committed(&id))
+                known.or_else(|| s.finished(&id))
             };
-            s.remove_if_idle(&id, stored.as_deref())
+            s.remove_if_idle(&id, finished.as_ref())
         })
         .await
     }
 }
 
-/// Positioned writes through the pipe.
-struct At {
-    file: Box<dyn DataFile>,
-    pos: u64,
+/// Where an upload's finished file is, as its state records it.
+fn finished(up: &Upload) -> Option<Location> {
+    let (key, path) = up.stored.clone()?;
+    Some(Location {
+        path: (!path.is_empty()).then(|| path.into()),
+        key,
+        bucket: up.bucket.clone(),
+    })
 }
 
-impl crate::sink::Writer for At {
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        self.file.write_at(buf, self.pos)?;
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
+/// The store cannot do `what` (a capability it lacks).
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Io(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("this store does not support {what}"),
+    ))
+}
+
+fn random_writes(
+    s: &dyn ResumableStore,
+) -> Result<&dyn crate::store::resumable::RandomWrites, StoreError> {
+    s.random_writes()
+        .ok_or_else(|| unsupported("writing segments out of order"))
 }
 
 /// Progress under a resumable upload's own id (SPEC §6), for one request.
@@ -695,15 +465,6 @@ impl Drop for UploadProgress {
         if let Some(t) = self.0.take() {
             t.pause();
         }
-    }
-}
-
-/// A scratch file that is deleted when dropped.
-pub struct Spool(pub std::path::PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -16,15 +16,26 @@ use crate::http::Body;
 use crate::ingest::Authorized;
 use crate::route::canonical_encode;
 use crate::sink::hashes::{Algorithm, Hashes};
+use crate::store::resumable::Capabilities;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub const VERSION: &str = "1.0.0";
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
-/// With `[state]` (data in S3), partial data cannot be read back to concatenate.
-const SHARED_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination";
+/// The extensions every store allows.
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination";
+/// The extensions a store that can read partial data back (`ReadBack`) adds.
+const READ_BACK_EXTENSIONS: &str = ",concatenation,concatenation-unfinished";
+
+/// `Tus-Extension`, derived from what the store can do.
+fn extensions(caps: Capabilities) -> HeaderValue {
+    let mut list = EXTENSIONS.to_string();
+    if caps.read_back {
+        list.push_str(READ_BACK_EXTENSIONS);
+    }
+    hv(&list)
+}
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
@@ -81,7 +92,7 @@ async fn dispatch(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<
     match (method, rest.as_str()) {
         (Method::POST, "") => create(ctx, req).await,
         (_, "") => Ok(not_allowed("POST, OPTIONS")),
-        (_, id) if id.contains('/') || !super::store::valid_id(id) => Err(not_found()),
+        (_, id) if id.contains('/') || !crate::store::resumable::valid_id(id) => Err(not_found()),
         (Method::HEAD, id) => head(ctx, id, req).await,
         (Method::PATCH, id) => patch(ctx, id, req).await,
         (Method::DELETE, id) => delete(ctx, id).await,
@@ -105,12 +116,7 @@ fn options(ctx: &Context<'_>, h: &HeaderMap) -> Response<Body> {
     });
     let out = r.headers_mut();
     out.insert("tus-version", HeaderValue::from_static(VERSION));
-    let extensions = if ctx.engine().concatenates() {
-        EXTENSIONS
-    } else {
-        SHARED_EXTENSIONS
-    };
-    out.insert("tus-extension", HeaderValue::from_static(extensions));
+    out.insert("tus-extension", extensions(ctx.engine().capabilities()));
     out.insert("tus-max-size", HeaderValue::from(ctx.route.max_file_size));
     out.insert(
         "tus-checksum-algorithm",
@@ -215,7 +221,7 @@ fn part_id(ctx: &Context<'_>, url: &str) -> Option<String> {
         .unwrap_or(url);
     let base = ctx.route.path.trim_end_matches('/');
     let id = path.strip_prefix(base)?.trim_start_matches('/');
-    super::store::valid_id(id).then(|| id.to_string())
+    crate::store::resumable::valid_id(id).then(|| id.to_string())
 }
 
 async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
@@ -223,9 +229,9 @@ async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
     let route = ctx.route;
     let concat = match text(h, "upload-concat") {
         None => None,
-        Some(_) if !ctx.engine().concatenates() => {
+        Some(_) if !ctx.engine().capabilities().read_back => {
             return Err(Error::bad_request(
-                "concatenation is not available when uploads are shared through S3",
+                "concatenation is not available with this storage (it cannot read partial uploads back)",
             ));
         }
         Some("partial") => Some(Concat::Partial),
@@ -375,24 +381,9 @@ async fn assemble(ctx: &Context<'_>, up: &mut Upload) -> Result<(), Error> {
             ctx.route.max_file_size
         )));
     }
-    let mut hashes = Hashes::new(&algorithms(ctx.route));
-    let mut offset = 0u64;
+    let hashes = Hashes::new(&algorithms(ctx.route));
     let block = ctx.app.config.limits.buffer.max(64 << 10);
-    for p in &uploads {
-        let mut read = 0u64;
-        while read < p.offset {
-            let chunk = engine.read_at(&p.id, read, block).await?;
-            if chunk.is_empty() {
-                return Err(Error::internal(
-                    "a partial upload is shorter than its offset",
-                ));
-            }
-            read += chunk.len() as u64;
-            (offset, hashes) = engine
-                .write_blocks(&up.id, offset, vec![bytes::Bytes::from(chunk)], hashes)
-                .await?;
-        }
-    }
+    let (offset, hashes) = engine.concatenate(up, &uploads, hashes, block).await?;
     up.length = Some(total);
     up.offset = offset;
     up.hashes = hashes.save();

@@ -1,11 +1,22 @@
-//! Where upload bytes live: a trait, so a second store (S3) slots in without touching
-//! the protocol front-ends (tusd's datastore shape).
+//! Where upload bytes live (tusd's data stores): traits that the layers above talk to,
+//! and one folder per store that implements them.
 //!
-//! Methods are blocking: the sink calls them from tokio's blocking pool, in large
-//! batches, so file I/O never stalls the async workers.
+//! * this module: finished files (`Store`, `PartFile`: multipart and raw uploads
+//!   write here) and the `Objects` capability (finished files read back by key, for
+//!   downloads);
+//! * `resumable`: resumable uploads' state and data (`ResumableStore`, its core and
+//!   capabilities);
+//! * `locker`: per-upload leases across instances;
+//! * `local/`, `s3/`, `memory/`: the stores; `redis`: the shared-state client.
+//!
+//! Store methods block: the sink and the engine call them from tokio's blocking pool,
+//! in large batches, so I/O never stalls the async workers.
 
 pub mod local;
+pub mod locker;
+pub mod memory;
 pub mod redis;
+pub mod resumable;
 pub mod s3;
 
 use std::io;
@@ -13,6 +24,7 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 pub use local::LocalStore;
+pub use locker::BoxFuture;
 
 /// Where a finished file lives, as the backend is told (SPEC §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,4 +165,29 @@ pub trait PartFile: Send {
     fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError>;
     /// Makes the bytes durable (per config) and moves them to their final place.
     fn commit(self: Box<Self>) -> Result<Committed, StoreError>;
+}
+
+/// A finished object's size and validators.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// Capability of a store of finished files: they can be read back by key
+/// (`[[internal]] store = "s3"` downloads).
+pub trait Objects: Send + Sync + 'static {
+    /// Whether `key` is one of this store's (under its prefix): no other is served.
+    fn serves(&self, key: &str) -> bool;
+    /// The object's size and validators; `None` when there is no such object.
+    fn info<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectInfo>, String>>;
+    /// The bytes `range` (inclusive) of `key`, streaming.
+    fn read<'a>(
+        &'a self,
+        key: &'a str,
+        range: (u64, u64),
+    ) -> BoxFuture<'a, Result<crate::http::Body, crate::http::BoxError>>;
+    /// Whether the store answers now (`/readyz`).
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>>;
 }

@@ -9,6 +9,10 @@
 //! requests they make run on the runtime, reached through the handle taken at start.
 
 pub mod client;
+mod objects;
+mod resumable;
+
+pub use resumable::S3Resumable;
 
 use super::{Committed, Location, PartFile, Store, StoreError, Unsent};
 use client::S3;

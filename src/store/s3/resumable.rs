@@ -23,25 +23,22 @@
 //! commit completes it as for in-order data. That is the one place porter re-reads
 //! data on S3, and it reads what the local store re-reads too.
 
-use super::{DataFile, ResumableStore, valid_id};
+use super::{S3Store, Spool};
 use crate::resumable::state::Upload;
 use crate::sink::Writer;
 use crate::store::redis::Redis;
-use crate::store::s3::{S3Store, Spool};
+use crate::store::resumable::{DataFile, Finished, RandomWrites, ResumableStore, bad_id, valid_id};
 use crate::store::{Location, StoreError};
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 const UPLOAD_FIELD: &str = "upload";
 
+/// Resumable uploads with their data in the bucket and their state in Redis.
 #[derive(Clone)]
-pub struct SharedResumable {
+pub struct S3Resumable {
     s3: S3Store,
     redis: Arc<Redis>,
-    /// Local scratch (`storage.temp/resumable`): chunked requests spooled before
-    /// their upload is known.
-    scratch: PathBuf,
 }
 
 fn state_key(id: &str) -> String {
@@ -56,10 +53,6 @@ fn io_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(io::Error::other(e.to_string()))
 }
 
-fn bad_id() -> StoreError {
-    StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "bad upload id"))
-}
-
 /// What Redis records of an upload's S3 data.
 #[derive(Default)]
 struct Record {
@@ -67,16 +60,9 @@ struct Record {
     etags: std::collections::BTreeMap<u32, String>,
 }
 
-impl SharedResumable {
-    pub fn open(
-        s3: S3Store,
-        redis: Arc<Redis>,
-        temp: &std::path::Path,
-        dir_mode: u32,
-    ) -> io::Result<Self> {
-        let scratch = temp.join("resumable");
-        crate::store::local::ensure_dir(&scratch, dir_mode)?;
-        Ok(SharedResumable { s3, redis, scratch })
+impl S3Resumable {
+    pub fn new(s3: S3Store, redis: Arc<Redis>) -> Self {
+        S3Resumable { s3, redis }
     }
 
     fn redis<T>(
@@ -211,7 +197,7 @@ impl SharedResumable {
     }
 }
 
-impl ResumableStore for SharedResumable {
+impl ResumableStore for S3Resumable {
     fn create(&self, up: &Upload) -> Result<(), StoreError> {
         if !valid_id(&up.id) {
             return Err(bad_id());
@@ -259,23 +245,104 @@ impl ResumableStore for SharedResumable {
         }))
     }
 
-    fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError> {
+    fn finish(&self, id: &str, len: u64, sniff: usize) -> Result<Finished, StoreError> {
+        if !valid_id(id) {
+            return Err(bad_id());
+        }
+        let key = self.s3.key(id);
+        let s3 = self.s3.client();
+        match self.complete(id, &key, len) {
+            Ok(()) => {}
+            Err(e) => {
+                // Completed before a crash, but the state never learnt it.
+                match self.s3.block_on(s3.head(&key))? {
+                    Some(info) if info.size == len => {}
+                    _ => return Err(e),
+                }
+            }
+        }
+        self.drop_pending(id)?;
+        self.redis(self.redis.del(&[data_key(id)]))?;
+        Ok(Finished {
+            head: self.head(&key, len, sniff)?,
+            location: self.location(id),
+        })
+    }
+
+    fn remove(&self, id: &str, finished: Option<&Location>) -> Result<(), StoreError> {
+        if !valid_id(id) {
+            return Err(bad_id());
+        }
+        // State first, as on local disk: data without state is collected later.
+        self.redis(self.redis.del(&[state_key(id)]))?;
+        self.drop_data(id)?;
+        if finished.is_some() {
+            let s3 = self.s3.client();
+            self.s3.block_on(s3.delete(&self.s3.key(id)))?;
+        }
+        Ok(())
+    }
+
+    /// The engine's lock is a Redis lease, which covers every process: once it holds
+    /// it, no request anywhere writes this upload.
+    fn remove_if_idle(&self, id: &str, finished: Option<&Location>) -> Result<bool, StoreError> {
+        self.remove(id, finished)?;
+        Ok(true)
+    }
+
+    fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let states = self.redis(self.redis.keys("porter:up:*"))?;
+        let ids: std::collections::HashSet<String> = states
+            .iter()
+            .filter_map(|k| k.strip_prefix("porter:up:"))
+            .filter(|id| valid_id(id))
+            .map(str::to_string)
+            .collect();
+        // Data whose state is gone (an instance died while removing it).
+        for key in self.redis(self.redis.keys("porter:data:*"))? {
+            if let Some(id) = key.strip_prefix("porter:data:")
+                && valid_id(id)
+                && !ids.contains(id)
+                && self.redis(self.redis.get(&state_key(id)))?.is_none()
+            {
+                self.drop_data(id)?;
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    fn finished(&self, id: &str) -> Option<Location> {
+        if !valid_id(id) {
+            return None;
+        }
+        let s3 = self.s3.client();
+        match self.s3.block_on(s3.head(&self.s3.key(id))) {
+            Ok(Some(_)) => Some(self.location(id)),
+            _ => None,
+        }
+    }
+
+    /// State is written whole (one SET), so nothing is ever half-written.
+    fn sweep(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    fn random_writes(&self) -> Option<&dyn RandomWrites> {
+        Some(self)
+    }
+}
+
+impl RandomWrites for S3Resumable {
+    fn open_segment(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
         if !valid_id(id) {
             return Err(bad_id());
         }
         Ok(Box::new(Segment {
             store: self.clone(),
             id: id.to_string(),
-            start: None,
+            start: offset,
             spool: None,
         }))
-    }
-
-    fn read_at(&self, _id: &str, _offset: u64, _len: usize) -> Result<Vec<u8>, StoreError> {
-        Err(StoreError::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "partial data in S3 cannot be read back",
-        )))
     }
 
     fn gather(
@@ -306,126 +373,31 @@ impl ResumableStore for SharedResumable {
         }
         out.sync()
     }
-
-    fn commit(&self, id: &str, len: u64) -> Result<Location, StoreError> {
-        if !valid_id(id) {
-            return Err(bad_id());
-        }
-        let key = self.s3.key(id);
-        let s3 = self.s3.client();
-        match self.complete(id, &key, len) {
-            Ok(()) => {}
-            Err(e) => {
-                // Completed before a crash, but the state never learnt it.
-                match self.s3.block_on(s3.head(&key))? {
-                    Some(info) if info.size == len => {}
-                    _ => return Err(e),
-                }
-            }
-        }
-        self.drop_pending(id)?;
-        self.redis(self.redis.del(&[data_key(id)]))?;
-        Ok(Location {
-            path: None,
-            key,
-            bucket: self.s3.bucket(),
-        })
-    }
-
-    fn head(&self, id: &str, _path: &str, len: usize) -> Result<Vec<u8>, StoreError> {
-        if !valid_id(id) || len == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(len);
-        let fetched = self
-            .s3
-            .fetch(&self.s3.key(id), (0, len as u64 - 1), &mut |data| {
-                out.extend_from_slice(data);
-                Ok(())
-            });
-        match fetched {
-            Ok(_) => Ok(out),
-            // An empty object has no byte 0.
-            Err(_) if self.committed(id).is_some() => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn concatenates(&self) -> bool {
-        false
-    }
-
-    fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError> {
-        if !valid_id(id) {
-            return Err(bad_id());
-        }
-        // State first, as on local disk: data without state is collected later.
-        self.redis(self.redis.del(&[state_key(id)]))?;
-        self.drop_data(id)?;
-        if stored.is_some() {
-            let s3 = self.s3.client();
-            self.s3.block_on(s3.delete(&self.s3.key(id)))?;
-        }
-        Ok(())
-    }
-
-    /// The engine's lock is a Redis lease, which covers every process: once it holds
-    /// it, no request anywhere writes this upload.
-    fn remove_if_idle(&self, id: &str, stored: Option<&str>) -> Result<bool, StoreError> {
-        self.remove(id, stored)?;
-        Ok(true)
-    }
-
-    fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let states = self.redis(self.redis.keys("porter:up:*"))?;
-        let ids: std::collections::HashSet<String> = states
-            .iter()
-            .filter_map(|k| k.strip_prefix("porter:up:"))
-            .filter(|id| valid_id(id))
-            .map(str::to_string)
-            .collect();
-        // Data whose state is gone (an instance died while removing it).
-        for key in self.redis(self.redis.keys("porter:data:*"))? {
-            if let Some(id) = key.strip_prefix("porter:data:")
-                && valid_id(id)
-                && !ids.contains(id)
-                && self.redis(self.redis.get(&state_key(id)))?.is_none()
-            {
-                self.drop_data(id)?;
-            }
-        }
-        Ok(ids.into_iter().collect())
-    }
-
-    fn scratch(&self, name: &str) -> PathBuf {
-        self.scratch.join(format!("{name}.chunk"))
-    }
-
-    fn committed(&self, id: &str) -> Option<String> {
-        if !valid_id(id) {
-            return None;
-        }
-        let s3 = self.s3.client();
-        match self.s3.block_on(s3.head(&self.s3.key(id))) {
-            Ok(Some(_)) => Some(String::new()),
-            _ => None,
-        }
-    }
-
-    fn sweep_scratch(&self) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for e in std::fs::read_dir(&self.scratch)? {
-            let path = e?.path();
-            if path.to_string_lossy().ends_with(".chunk") {
-                std::fs::remove_file(&path)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
 }
 
-impl SharedResumable {
+impl S3Resumable {
+    fn location(&self, id: &str) -> Location {
+        Location {
+            path: None,
+            key: self.s3.key(id),
+            bucket: self.s3.bucket(),
+        }
+    }
+
+    /// The first `sniff` bytes of the finished object `key`, `len` bytes long.
+    fn head(&self, key: &str, len: u64, sniff: usize) -> Result<Vec<u8>, StoreError> {
+        let n = (sniff as u64).min(len);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        self.s3.fetch(key, (0, n - 1), &mut |data| {
+            out.extend_from_slice(data);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Refuses to write once this instance's lease on the upload has run out: a
     /// successor may be writing it now.
     fn still_held(&self, id: &str) -> Result<(), StoreError> {
@@ -441,7 +413,7 @@ impl SharedResumable {
 
 /// In-order data being appended: the spool holds the part being filled.
 struct InOrder {
-    store: SharedResumable,
+    store: S3Resumable,
     id: String,
     upload: Option<String>,
     /// The part number the spool will become.
@@ -509,10 +481,6 @@ impl Writer for InOrder {
 }
 
 impl DataFile for InOrder {
-    fn write_at(&mut self, _buf: &[u8], _offset: u64) -> Result<(), StoreError> {
-        Err(io_error("in-order data is written in order"))
-    }
-
     /// Puts the spool back as the tail object.
     fn sync(&mut self) -> Result<(), StoreError> {
         if !self.dirty || self.spool.len == 0 {
@@ -532,41 +500,30 @@ impl DataFile for InOrder {
 
 /// One out-of-order segment, spooled, then put as its own object on `sync`.
 struct Segment {
-    store: SharedResumable,
+    store: S3Resumable,
     id: String,
-    start: Option<u64>,
+    start: u64,
     spool: Option<Spool>,
 }
 
 impl Writer for Segment {
     fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        let at = self.start.unwrap_or(0) + self.spool.as_ref().map_or(0, |s| s.len);
-        self.write_at(buf, at)
-    }
-}
-
-impl DataFile for Segment {
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
-        if self.spool.is_none() {
-            self.spool = Some(self.store.s3.spool(&self.id)?);
-            self.start = Some(offset);
-        }
-        let start = self.start.unwrap_or(offset);
-        let Some(spool) = self.spool.as_mut() else {
-            return Err(io_error("no spool"));
+        let spool = match &mut self.spool {
+            Some(s) => s,
+            None => self.spool.insert(self.store.s3.spool(&self.id)?),
         };
-        if offset != start + spool.len {
-            return Err(io_error("a segment is written in one run"));
-        }
         spool.file.write_all(buf)?;
         spool.len += buf.len() as u64;
         Ok(())
     }
+}
 
+impl DataFile for Segment {
     fn sync(&mut self) -> Result<(), StoreError> {
-        let (Some(spool), Some(start)) = (self.spool.take(), self.start.take()) else {
+        let Some(spool) = self.spool.take() else {
             return Ok(());
         };
+        let start = self.start;
         if spool.len == 0 {
             return Ok(());
         }

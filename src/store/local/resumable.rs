@@ -6,10 +6,13 @@
 //! offset never claims bytes that are not on disk. Bytes past the offset (written but
 //! never acknowledged) are cut off when the upload is next opened.
 
-use super::{DataFile, ResumableStore, valid_id};
+use super::LocalStore;
 use crate::resumable::state::Upload;
 use crate::sink::Writer;
-use crate::store::{LocalStore, Location, StoreError};
+use crate::store::resumable::{
+    DataFile, Finished, RandomWrites, ReadBack, ResumableStore, bad_id, valid_id,
+};
+use crate::store::{Location, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -29,10 +32,6 @@ impl Writer for LocalData {
 }
 
 impl DataFile for LocalData {
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
-        Ok(self.0.write_all_at(buf, offset)?)
-    }
-
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(self.0.sync_data()?)
     }
@@ -42,7 +41,7 @@ impl LocalResumable {
     pub fn open(files: LocalStore) -> io::Result<LocalResumable> {
         let cfg = files.settings();
         let dir = cfg.temp.join("resumable");
-        crate::store::local::ensure_dir(&dir, cfg.dir_mode)?;
+        super::ensure_dir(&dir, cfg.dir_mode)?;
         Ok(LocalResumable { dir, files })
     }
 
@@ -65,14 +64,15 @@ impl LocalResumable {
     }
 
     fn check(id: &str) -> Result<(), StoreError> {
-        if valid_id(id) {
-            Ok(())
-        } else {
-            Err(StoreError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "bad upload id",
-            )))
-        }
+        if valid_id(id) { Ok(()) } else { Err(bad_id()) }
+    }
+
+    /// The first `len` bytes of the finished file at `path`.
+    /// The first `len` bytes of the finished file at `path`.
+    fn head(path: &std::path::Path, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(len);
+        File::open(path)?.take(len as u64).read_to_end(&mut out)?;
+        Ok(out)
     }
 }
 
@@ -114,7 +114,7 @@ impl ResumableStore for LocalResumable {
         f.write_all(&bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, self.state(&up.id))?;
-        crate::store::local::sync_dir(&self.dir)?;
+        super::sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -129,14 +129,111 @@ impl ResumableStore for LocalResumable {
         Ok(Box::new(LocalData(f)))
     }
 
-    fn open_random(&self, id: &str) -> Result<Box<dyn DataFile>, StoreError> {
+    fn finish(&self, id: &str, _len: u64, sniff: usize) -> Result<Finished, StoreError> {
         Self::check(id)?;
-        let f = self.data_file(id, true)?;
-        // Shared: parallel segments write together; `porter gc` needs it exclusive.
-        f.lock_shared()?;
-        Ok(Box::new(LocalData(f)))
+        let path = self.data(id);
+        // Moved before a crash, but the state never learnt it: the move is done.
+        let location = match self.files.existing(id) {
+            Some(loc) if !path.exists() => loc,
+            _ => self.files.adopt(&File::open(&path)?, &path, id)?,
+        };
+        let head = match &location.path {
+            Some(p) => Self::head(p, sniff)?,
+            None => Vec::new(),
+        };
+        Ok(Finished { location, head })
     }
 
+    fn remove(&self, id: &str, finished: Option<&Location>) -> Result<(), StoreError> {
+        Self::check(id)?;
+        // State first: a crash in between leaves data without state (swept later),
+        // never a state that claims data that is gone.
+        for p in [self.state(id), self.data(id)] {
+            match fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        if let Some(loc) = finished {
+            crate::store::Store::remove(&self.files, loc)?;
+        }
+        Ok(())
+    }
+
+    fn remove_if_idle(&self, id: &str, finished: Option<&Location>) -> Result<bool, StoreError> {
+        Self::check(id)?;
+        let _held = match File::open(self.data(id)) {
+            Ok(f) => match f.try_lock() {
+                Ok(()) => Some(f),
+                Err(_) => return Ok(false),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.remove(id, finished)?;
+        Ok(true)
+    }
+
+    fn finished(&self, id: &str) -> Option<Location> {
+        if !valid_id(id) {
+            return None;
+        }
+        self.files.existing(id)
+    }
+
+    fn sweep(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for e in fs::read_dir(&self.dir)? {
+            let path = e?.path();
+            if path.to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let day = std::time::Duration::from_secs(86400);
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Half-written state of requests that died with the process.
+            let stale = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if stale && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+            // Data whose state is gone (a crash during removal), if no one holds it.
+            if let Some(id) = name.strip_suffix(".data")
+                && !self.state(id).exists()
+                && let Ok(f) = File::open(e.path())
+                && f.try_lock().is_ok()
+            {
+                let _ = fs::remove_file(e.path());
+            }
+            if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id)) {
+                out.push(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
+    }
+
+    fn random_writes(&self) -> Option<&dyn RandomWrites> {
+        Some(self)
+    }
+}
+
+impl ReadBack for LocalResumable {
     fn read_at(&self, id: &str, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         Self::check(id)?;
         let f = File::open(self.data(id))?;
@@ -151,6 +248,17 @@ impl ResumableStore for LocalResumable {
         }
         buf.truncate(got);
         Ok(buf)
+    }
+}
+
+impl RandomWrites for LocalResumable {
+    fn open_segment(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError> {
+        Self::check(id)?;
+        let mut f = self.data_file(id, true)?;
+        // Shared: parallel segments write together; `porter gc` needs it exclusive.
+        f.lock_shared()?;
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(LocalData(f)))
     }
 
     fn gather(
@@ -170,115 +278,5 @@ impl ResumableStore for LocalResumable {
             at += chunk.len() as u64;
         }
         Ok(())
-    }
-
-    fn head(&self, _id: &str, path: &str, len: usize) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::with_capacity(len);
-        File::open(path)?.take(len as u64).read_to_end(&mut out)?;
-        Ok(out)
-    }
-
-    fn commit(&self, id: &str, _len: u64) -> Result<Location, StoreError> {
-        Self::check(id)?;
-        let path = self.data(id);
-        // Moved before a crash, but the state never learnt it: the move is done.
-        if !path.exists()
-            && let Some(loc) = self.files.existing(id)
-        {
-            return Ok(loc);
-        }
-        let f = File::open(&path)?;
-        Ok(self.files.adopt(&f, &path, id)?)
-    }
-
-    fn remove(&self, id: &str, stored: Option<&str>) -> Result<(), StoreError> {
-        Self::check(id)?;
-        // State first: a crash in between leaves data without state (swept later),
-        // never a state that claims data that is gone.
-        for p in [self.state(id), self.data(id)] {
-            match fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
-        if let Some(path) = stored {
-            let loc = Location {
-                path: Some(path.into()),
-                key: String::new(),
-                bucket: String::new(),
-            };
-            crate::store::Store::remove(&self.files, &loc)?;
-        }
-        Ok(())
-    }
-
-    fn remove_if_idle(&self, id: &str, stored: Option<&str>) -> Result<bool, StoreError> {
-        Self::check(id)?;
-        let _held = match File::open(self.data(id)) {
-            Ok(f) => match f.try_lock() {
-                Ok(()) => Some(f),
-                Err(_) => return Ok(false),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
-        self.remove(id, stored)?;
-        Ok(true)
-    }
-
-    fn scratch(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.chunk"))
-    }
-
-    fn committed(&self, id: &str) -> Option<String> {
-        if !valid_id(id) {
-            return None;
-        }
-        let loc = self.files.existing(id)?;
-        loc.path.map(|p| p.to_string_lossy().into_owned())
-    }
-
-    fn sweep_scratch(&self) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for e in fs::read_dir(&self.dir)? {
-            let path = e?.path();
-            let name = path.to_string_lossy();
-            if name.ends_with(".chunk") || name.ends_with(".tmp") {
-                fs::remove_file(&path)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let day = std::time::Duration::from_secs(86400);
-        for e in fs::read_dir(&self.dir)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            // Scratch files of requests that died with the process.
-            let stale = e
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > day);
-            if stale && (name.ends_with(".chunk") || name.ends_with(".tmp")) {
-                let _ = fs::remove_file(e.path());
-            }
-            // Data whose state is gone (a crash during removal), if no one holds it.
-            if let Some(id) = name.strip_suffix(".data")
-                && !self.state(id).exists()
-                && let Ok(f) = File::open(e.path())
-                && f.try_lock().is_ok()
-            {
-                let _ = fs::remove_file(e.path());
-            }
-            if let Some(id) = name.strip_suffix(".json").filter(|id| valid_id(id)) {
-                out.push(id.to_string());
-            }
-        }
-        Ok(out)
     }
 }

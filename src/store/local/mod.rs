@@ -5,6 +5,10 @@
 //! lock has no writer. Temp and root share a filesystem, so the final move is one
 //! atomic `rename`, and nothing partial is ever visible under `root`.
 
+mod resumable;
+
+pub use resumable::LocalResumable;
+
 use super::{Committed, Location, PartFile, Store, StoreError, Unsent};
 use crate::config::Storage;
 use std::fs::{self, File, OpenOptions};
