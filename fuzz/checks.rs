@@ -14,7 +14,7 @@ use porter::download::resolve;
 use porter::http::content_range;
 use porter::listen::proxy_protocol::{parse_v1, parse_v2};
 use porter::namespace::{Namespace, RESERVED_ATTRS, Verdict, has_control, normalise};
-use porter::resumable::tus;
+use porter::resumable::headers;
 use porter::upload::multipart::{Event, Limits, MultipartError, Parser};
 use std::path::{Component, PathBuf};
 
@@ -109,19 +109,19 @@ pub fn tus_headers(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(pairs) = tus::parse_metadata(text) {
+    if let Ok(pairs) = headers::parse_metadata(text) {
         for (key, _) in pairs {
             assert!(!key.is_empty(), "an empty key from {text:?}");
             assert!(!key.contains([' ', ',']), "key {key:?} from {text:?}");
             assert!(!key.contains(|c: char| c.is_control()), "key {key:?}");
         }
     }
-    let _ = tus::parse_checksum(text);
-    if let Some(decoded) = tus::base64_decode(text) {
+    let _ = headers::parse_checksum(text);
+    if let Some(decoded) = headers::base64_decode(text) {
         assert!(decoded.len() <= text.len(), "base64 grew");
     }
     let encoded = encode_base64(data);
-    assert_eq!(tus::base64_decode(&encoded).as_deref(), Some(data));
+    assert_eq!(headers::base64_decode(&encoded).as_deref(), Some(data));
 }
 
 fn encode_base64(data: &[u8]) -> String {

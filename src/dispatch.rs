@@ -35,6 +35,7 @@ pub async fn handle(
         match route.kind {
             Kind::Multipart => crate::upload::multipart(ctx, req).await,
             Kind::Raw => crate::upload::raw(ctx, req).await,
+            Kind::Tus if draft => Ok(crate::resumable::draft::handle(ctx, req).await),
             Kind::Tus => Ok(crate::resumable::tus::handle(ctx, req).await),
             Kind::Chunked => Ok(crate::resumable::chunked::chunk(ctx, req).await),
             Kind::NginxResumable => Ok(crate::resumable::nginx::handle(ctx, req).await),

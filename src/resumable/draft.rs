@@ -12,8 +12,8 @@
 //! the older request is told to stop and keeps what it wrote (`Engine::take_over`).
 
 use super::front::{
-    Context, append, finish, hv, load, location, new_upload, parse_u64, settle, status, target,
-    text,
+    Context, append, cors, finish, hv, load, location, new_upload, parse_u64, settle, status,
+    target, text,
 };
 use super::state::{Completion, Protocol, Upload, now};
 use super::{Lock, UploadProgress, not_found};
@@ -180,7 +180,16 @@ struct Draft<'c, 'a> {
     seen: Mutex<Option<(u64, u64)>>,
 }
 
-pub(super) async fn handle(ctx: &Context<'_>, req: Request<Incoming>) -> Response<Body> {
+/// Serves a request on a tus route that carries `Upload-Draft-Interop-Version`; the
+/// uploads are the same as tus 1.0's, so either may continue one the other began.
+pub async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    let origin = text(req.headers(), "origin").map(str::to_string);
+    let mut resp = answer(&ctx, req).await;
+    cors(ctx.route, origin, resp.headers_mut());
+    resp
+}
+
+async fn answer(ctx: &Context<'_>, req: Request<Incoming>) -> Response<Body> {
     let version = match version(req.headers()) {
         Ok(v) => v,
         Err(p) => return p.into_response(),
@@ -267,8 +276,8 @@ type Metadata = Vec<(String, String)>;
 /// The client's metadata: tus's `Upload-Metadata` (tus-js-client sends it), else the
 /// `Content-Disposition` file name and the request's `Content-Type`.
 fn metadata(h: &HeaderMap) -> Result<(Metadata, Option<String>), Problem> {
-    if let Some(raw) = super::tus::upload_metadata(h)? {
-        return Ok((super::tus::parse_metadata(raw)?, Some(raw.to_string())));
+    if let Some(raw) = super::headers::upload_metadata(h)? {
+        return Ok((super::headers::parse_metadata(raw)?, Some(raw.to_string())));
     }
     let mut meta = Vec::new();
     if let Some(name) = text(h, "content-disposition").and_then(disposition_filename) {

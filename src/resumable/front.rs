@@ -131,7 +131,7 @@ pub(super) async fn append(
     let body = ctx.guarded(body, ctx.route.max_file_size);
     let body = &mut body.with_progress(tracking.tracker());
     let declared = match text(h, "upload-checksum") {
-        Some(v) => Some(super::tus::parse_checksum(v)?),
+        Some(v) => Some(super::headers::parse_checksum(v)?),
         None => None,
     };
     let trailer =
@@ -164,7 +164,7 @@ pub(super) async fn append(
             .trailers()
             .and_then(|t| t.get("upload-checksum"))
             .and_then(|v| v.to_str().ok())
-            .map(super::tus::parse_checksum)
+            .map(super::headers::parse_checksum)
             .transpose()?,
         None => None,
     };

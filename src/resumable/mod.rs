@@ -15,6 +15,7 @@ pub mod chunked;
 pub mod complete;
 pub mod draft;
 mod front;
+pub mod headers;
 pub mod lock;
 pub mod nginx;
 pub mod spool;

@@ -9,13 +9,14 @@ use super::front::{
     ALLOW_HEADERS, Context, algorithms, append, cors, cors_allowed, finish, hv, load, location,
     locked, new_upload, parse_u64, relay, settle, status, target, text,
 };
+use super::headers::{parse_metadata, upload_metadata};
 use super::state::{Completion, Concat, Protocol, Upload};
 use super::{UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::ingest::Authorized;
 use crate::route::canonical_encode;
-use crate::sink::hashes::{Algorithm, Hashes};
+use crate::sink::hashes::Hashes;
 use crate::store::resumable::Capabilities;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -39,28 +40,23 @@ fn extensions(caps: Capabilities) -> HeaderValue {
 const CHECKSUMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
-/// Serves a request on a tus route: tus 1.0, or the IETF draft when the request
-/// carries `Upload-Draft-Interop-Version` (`draft`), on the same uploads.
+/// Serves a tus 1.0 request (a request on a tus route without
+/// `Upload-Draft-Interop-Version`; `dispatch` sends those to `draft`).
 pub async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
     let route = ctx.route;
     let origin = text(req.headers(), "origin").map(str::to_string);
-    let mut resp = if super::draft::is_draft(req.headers()) {
-        super::draft::handle(&ctx, req).await
-    } else {
-        let is_options = req.method() == Method::OPTIONS;
-        let mut resp = match dispatch(&ctx, req).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::info!(route = %route.path, error = %e, "tus request refused");
-                render_error(e)
-            }
-        };
-        if !is_options {
-            resp.headers_mut()
-                .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    let is_options = req.method() == Method::OPTIONS;
+    let mut resp = match dispatch(&ctx, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(route = %route.path, error = %e, "tus request refused");
+            render_error(e)
         }
-        resp
     };
+    if !is_options {
+        resp.headers_mut()
+            .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    }
     cors(route, origin, resp.headers_mut());
     resp
 }
@@ -137,74 +133,6 @@ fn options(ctx: &Context<'_>, h: &HeaderMap) -> Response<Body> {
         );
     }
     r
-}
-
-/// The `Upload-Metadata` header's text: `None` when absent; 400 when it is not visible
-/// ASCII or given twice, rather than ignored (a key with a control character must be
-/// refused, not silently lost).
-pub fn upload_metadata(h: &HeaderMap) -> Result<Option<&str>, Error> {
-    let mut all = h.get_all("upload-metadata").iter();
-    let (Some(first), None) = (all.next(), all.next()) else {
-        return match h.contains_key("upload-metadata") {
-            true => Err(Error::bad_request("Upload-Metadata is given twice")),
-            false => Ok(None),
-        };
-    };
-    first
-        .to_str()
-        .map(|s| Some(s.trim()))
-        .map_err(|_| Error::bad_request("Upload-Metadata must be visible ASCII"))
-}
-
-/// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional).
-pub fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, Error> {
-    let bad = || Error::bad_request("malformed Upload-Metadata");
-    let mut out = Vec::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut it = pair.split(' ').filter(|x| !x.is_empty());
-        let key = it.next().ok_or_else(bad)?;
-        let value = match it.next() {
-            Some(v) => String::from_utf8_lossy(&base64_decode(v).ok_or_else(bad)?).into_owned(),
-            None => String::new(),
-        };
-        if it.next().is_some() || key.contains(|c: char| c.is_control()) {
-            return Err(bad());
-        }
-        // Keys are unique (tus 1.0): two would let porter and the app each read another.
-        if out.iter().any(|(k, _)| k == key) {
-            return Err(Error::bad_request("Upload-Metadata names a key twice"));
-        }
-        out.push((key.to_string(), value));
-    }
-    Ok(out)
-}
-
-/// Standard base64 with padding (tus uses RFC 4648 §4).
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= val(*c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
 }
 
 fn expires_header(up: &Upload) -> HeaderValue {
@@ -414,26 +342,6 @@ async fn release_finals(ctx: &Context<'_>, partial: &Upload, parts: &http::reque
     }
 }
 
-/// `Upload-Checksum: <algorithm> <base64 digest>`.
-pub fn parse_checksum(v: &str) -> Result<(Algorithm, Vec<u8>), Error> {
-    let (algo, b64) = v
-        .split_once(' ')
-        .ok_or_else(|| Error::bad_request("bad Upload-Checksum"))?;
-    let algo = match algo {
-        "md5" => Algorithm::Md5,
-        "sha1" => Algorithm::Sha1,
-        "sha256" => Algorithm::Sha256,
-        other => {
-            return Err(Error::bad_request(format!(
-                "unsupported checksum algorithm {other:?}"
-            )));
-        }
-    };
-    let want =
-        base64_decode(b64.trim()).ok_or_else(|| Error::bad_request("bad Upload-Checksum"))?;
-    Ok((algo, want))
-}
-
 async fn head(
     ctx: &Context<'_>,
     id: &str,
@@ -569,34 +477,4 @@ async fn delete(ctx: &Context<'_>, id: &str) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     super::front::remove(ctx, id).await?;
     Ok(status(StatusCode::NO_CONTENT))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata() {
-        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, filetype YXBwbGljYXRpb24vcGRm").unwrap();
-        assert_eq!(
-            m[0],
-            ("filename".into(), "world_domination_plan.pdf".into())
-        );
-        assert_eq!(m[1], ("is_confidential".into(), String::new()));
-        assert_eq!(m[2], ("filetype".into(), "application/pdf".into()));
-        assert!(parse_metadata("a b c").is_err());
-        assert!(parse_metadata("a !!!").is_err());
-        assert!(parse_metadata("filename YQ==,filename Yg==").is_err());
-        assert!(parse_metadata("a,a").is_err());
-    }
-
-    #[test]
-    fn base64() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert!(base64_decode("a").is_none());
-        assert!(base64_decode("a$==").is_none());
-    }
 }
