@@ -16,6 +16,7 @@ mod load;
 mod metrics;
 mod multipart;
 mod nginx_resumable;
+mod old_state;
 mod passthrough;
 mod progress;
 mod proxy_protocol;
