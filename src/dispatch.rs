@@ -3,35 +3,23 @@
 //! shape.
 
 use crate::app::App;
-use crate::config::{Kind, UploadRoute};
+use crate::config::Kind;
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
-use crate::http::headers::Peer;
 use crate::ingest::Context;
 use crate::progress::{self, Tracker};
-use crate::route::NormalPath;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use std::sync::Arc;
 
-pub async fn handle(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Response<Body> {
+/// An upload request: `ctx` comes from the gateway without progress, which is
+/// tracked here when the request asks for it.
+pub async fn handle(mut ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+    let route = ctx.route;
     let mut progress = ProgressGuard(None);
     let draft = crate::resumable::draft::is_draft(req.headers());
     let result = async {
-        progress.0 = track(&app, &req)?;
-        let ctx = Context {
-            app,
-            route,
-            peer,
-            path,
-            progress: progress.0.clone(),
-        };
+        progress.0 = track(&ctx.app, &req)?;
+        ctx.progress = progress.0.clone();
         match route.kind {
             Kind::Multipart => crate::upload::multipart(ctx, req).await,
             Kind::Raw => crate::upload::raw(ctx, req).await,
@@ -51,20 +39,7 @@ pub async fn handle(
 }
 
 /// A chunked upload's completion request (its route's `complete` path).
-pub async fn complete(
-    app: Arc<App>,
-    route: &UploadRoute,
-    peer: Peer,
-    path: &NormalPath,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let ctx = Context {
-        app,
-        route,
-        peer,
-        path,
-        progress: None,
-    };
+pub async fn complete(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
     crate::resumable::chunked::finish(ctx, req).await
 }
 

@@ -118,19 +118,20 @@ fn check(path: PathBuf, online: bool) -> ExitCode {
 }
 
 fn reach_bucket(s3: &config::S3Storage) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(porter::reach_bucket(s3))
+    block_on(porter::reach_bucket(s3))
 }
 
 fn reach_redis(state: &config::SharedState) -> Result<(), String> {
+    block_on(porter::reach_redis(state))
+}
+
+/// Runs one `--online` check on a runtime of its own.
+fn block_on(check: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(porter::reach_redis(state))
+    runtime.block_on(check)
 }
 
 fn reach_backend(cfg: &Config) -> Result<(), String> {
@@ -154,20 +155,22 @@ fn reach_backend(cfg: &Config) -> Result<(), String> {
     }
 }
 
+/// A tokio runtime from `builder`, or the exit code for one that cannot start.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::from(EXIT_START)
+    })
+}
+
 fn gc(path: PathBuf) -> ExitCode {
     let cfg = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_START);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(porter::collect_garbage(&cfg)) {
         Ok((partials, uploads)) => {
@@ -262,15 +265,9 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_START);
-        }
+        Err(code) => return code,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     runtime.spawn(signals(path.clone(), tx));

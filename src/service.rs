@@ -2,13 +2,14 @@
 //! route, dispatch, pass the answer through the one response path, and log it.
 
 use crate::app::App;
-use crate::config::{Kind, Static};
+use crate::config::{Kind, Static, UploadRoute};
 use crate::download::{self, Ask};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::with_guard;
 use crate::http::headers::{Peer, check_host, strip_accel, strip_client};
 use crate::http::stats::{Counting, RequestStats};
+use crate::ingest::Context;
 use crate::listen::activity::InFlight;
 use crate::metrics::{Metrics, Outcome};
 use crate::proxy;
@@ -111,8 +112,8 @@ async fn route_and_serve(
             tracing::info!(path = %path.display(), "refused a direct request for an internal location");
             Error::new(ErrorKind::NotFound, "not found").into_response()
         }
-        Route::Complete(r) => crate::dispatch::complete(app.clone(), r, peer, &path, req).await,
-        Route::Upload(r) => crate::dispatch::handle(app.clone(), r, peer, &path, req).await,
+        Route::Complete(r) => crate::dispatch::complete(upload(app, r, peer, &path), req).await,
+        Route::Upload(r) => crate::dispatch::handle(upload(app, r, peer, &path), req).await,
         Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
     }
 }
@@ -252,5 +253,21 @@ impl Drop for AccessLog {
             upload = self.stats.upload_id().unwrap_or("-"),
             "request"
         );
+    }
+}
+
+/// The context of a request on an upload route; `dispatch` adds its progress.
+fn upload<'a>(
+    app: &Arc<App>,
+    route: &'a UploadRoute,
+    peer: Peer,
+    path: &'a NormalPath,
+) -> Context<'a> {
+    Context {
+        app: app.clone(),
+        route,
+        peer,
+        path,
+        progress: None,
     }
 }

@@ -1,9 +1,9 @@
 //! A request body that says when it has been sent in full (or abandoned), so the
 //! backend's response timer can start then.
 
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, Frames};
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::{Body as HttpBody, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -38,10 +38,7 @@ impl HttpBody for Ended {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
         let r = Pin::new(&mut self.body).poll_frame(cx);
         if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.body.is_end_stream() {
             self.fire();

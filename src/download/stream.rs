@@ -3,7 +3,7 @@
 //! nothing), paced by an optional rate limit (`X-Accel-Limit-Rate`). S3 objects stream
 //! through a small bounded channel.
 
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, Frames};
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -132,10 +132,7 @@ impl http_body::Body for FileBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
         let this = &mut *self;
         if this.reading.is_none() {
             ready!(this.pace.poll_ready(cx));

@@ -1,7 +1,7 @@
 //! Body wrappers: a guarded client body (idle timeout + size cap, failing exactly once),
 //! a read-ahead body that frees the backend early, and a body that carries a guard.
 
-use super::{Body, BoxError};
+use super::{Body, BoxError, Frames};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -207,10 +207,7 @@ where
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames<BodyError> {
         let this = &mut *self;
         if this.failed {
             return Poll::Ready(None);
@@ -406,10 +403,7 @@ impl HttpBody for ReadAhead {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
         match ready!(self.rx.poll_recv(cx)) {
             Some((frame, n, kept)) => {
                 self.permits.add_permits(n);
@@ -442,10 +436,7 @@ impl<G: Unpin> HttpBody for WithGuard<G> {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -478,10 +469,7 @@ mod tests {
     impl HttpBody for Stalled {
         type Data = Bytes;
         type Error = std::io::Error;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Frames<std::io::Error> {
             Poll::Pending
         }
     }
@@ -497,10 +485,7 @@ mod tests {
     impl HttpBody for Trickle {
         type Data = Bytes;
         type Error = std::io::Error;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames<std::io::Error> {
             ready!(self.0.poll_tick(cx));
             Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
         }
@@ -561,10 +546,7 @@ mod tests {
     impl HttpBody for Burst {
         type Data = Bytes;
         type Error = std::io::Error;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Frames<std::io::Error> {
             match self.0.take() {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(b))))),
                 None => Poll::Pending,

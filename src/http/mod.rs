@@ -16,6 +16,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type porter hands to hyper, in both directions.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
+/// What a body's `poll_frame` returns: porter's bodies carry `Bytes`.
+pub type Frames<E = BoxError> = std::task::Poll<Option<Result<http_body::Frame<Bytes>, E>>>;
+
 pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})

@@ -6,9 +6,12 @@
 //! runs each request inside a task-local scope holding its `RequestStats`, and those
 //! places add to whatever scope they run in (nothing, outside a request).
 
+use super::Frames;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Context;
 
 tokio::task_local! {
     static CURRENT: Arc<RequestStats>;
@@ -89,10 +92,7 @@ impl http_body::Body for Counting {
     type Data = bytes::Bytes;
     type Error = super::BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames<Self::Error> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(d) = frame.data_ref()

@@ -4,6 +4,7 @@
 //! [`InFlight`] guard and the [`Watcher`] of its response reach it from `service`
 //! without `service` and `conn` importing each other.
 
+use crate::http::Frames;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -181,10 +182,7 @@ impl http_body::Body for Watched {
     type Data = bytes::Bytes;
     type Error = crate::http::BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames<Self::Error> {
         self.slot.handed.store(0, Ordering::Relaxed);
         let polled = match self.slot.body.lock() {
             Ok(mut b) => b.as_mut().map(|body| Pin::new(body).poll_frame(cx)),

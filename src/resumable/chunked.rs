@@ -357,27 +357,11 @@ async fn chunk_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respon
 
 fn new_upload(route: &UploadRoute, name: String, content_type: String) -> Upload {
     Upload {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        protocol: Protocol::Chunked,
-        route: route.path.clone(),
-        offset: 0,
-        length: None,
-        metadata: Vec::new(),
-        raw_metadata: None,
         name,
         content_type,
-        detected_type: String::new(),
-        concat: None,
+        // The completion request's md5 is always checked.
         hashes: Hashes::new(&algorithms(route)).save(),
-        expires: now() + route.expire.as_secs(),
-        created: now(),
-        ranges: Vec::new(),
-        completion: None,
-        waiting: Vec::new(),
-        stored: None,
-        bucket: String::new(),
-        owner: String::new(),
-        client: String::new(),
+        ..Upload::new(None, Protocol::Chunked, route)
     }
 }
 

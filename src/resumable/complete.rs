@@ -84,10 +84,6 @@ impl Request {
     }
 }
 
-fn gone() -> Error {
-    Error::new(ErrorKind::Expired, "the app refused this upload")
-}
-
 /// Sends the metadata of a complete upload (again, on a retry) and settles it.
 pub async fn complete(
     app: &App,
@@ -97,7 +93,7 @@ pub async fn complete(
     req: Request,
 ) -> Result<Answer, Error> {
     match &up.completion {
-        Some(Completion::Refused) => return Err(gone()),
+        Some(Completion::Refused) => return Err(super::state::refused()),
         Some(Completion::Accepted {
             status,
             content_type,

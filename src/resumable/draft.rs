@@ -12,7 +12,7 @@
 //! the older request is told to stop and keeps what it wrote (`Engine::take_over`).
 
 use super::front::{
-    Context, append, cors, finish, hv, load, location, new_upload, parse_u64, settle, status,
+    Context, Creation, append, begin, cors, finish, hv, load, location, parse_u64, settle, status,
     target, text,
 };
 use super::state::{Completion, Protocol, Upload, now};
@@ -20,7 +20,6 @@ use super::{Lock, UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::informational::Informational;
-use crate::ingest::Authorized;
 use crate::upload::multipart::disposition_filename;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -350,15 +349,11 @@ impl Draft<'_, '_> {
             return Err(too_large(ctx).into());
         }
         let (meta, raw) = metadata(h)?;
-        let _permit = ctx.admit(h, u64::MAX)?;
-        ctx.room_for(length.unwrap_or(0))?;
-        let given = match ctx.authorize(&req).await? {
-            Authorized::Refused(refusal) => return Ok(refusal),
-            Authorized::Go { client } => client,
+        let created = begin(ctx, &req, Protocol::IetfDraft, length, meta, raw).await?;
+        let (_permit, mut up) = match created {
+            Creation::Refused(refusal) => return Ok(refusal),
+            Creation::Go(permit, up) => (permit, *up),
         };
-        let mut up = new_upload(ctx, Protocol::IetfDraft, length, meta, raw);
-        let client = ctx.client_of(h, given.as_deref());
-        super::front::count_client(&ctx.app, &mut up, client)?;
         // Locked before it exists, so nothing (not even the collector) sees it half made.
         let lock =
             ctx.engine().try_lock(&up.id).await?.ok_or_else(|| {

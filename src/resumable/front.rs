@@ -10,12 +10,14 @@ use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::is_trusted;
 use crate::http::{Body, empty};
+use crate::ingest::Authorized;
 pub(super) use crate::ingest::Context;
 use crate::route::canonical_encode;
-use crate::sink::hashes::{Algorithm, Hashes};
+use crate::sink::hashes::Algorithm;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub(super) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -111,10 +113,6 @@ pub(super) fn location(ctx: &Context<'_>, h: &HeaderMap, id: &str) -> String {
 }
 
 /// The hashes every upload computes: the route's, plus md5 for chunked completion.
-pub(super) fn algorithms(route: &UploadRoute) -> Vec<Algorithm> {
-    route.hashes.clone()
-}
-
 pub(super) fn locked() -> Error {
     Error::new(ErrorKind::Locked, "the upload is busy in another request")
 }
@@ -220,15 +218,7 @@ pub(super) async fn load(ctx: &Context<'_>, id: &str) -> Result<Upload, Error> {
     if up.route != ctx.route.path {
         return Err(not_found());
     }
-    if up.completion == Some(Completion::Refused) {
-        return Err(Error::new(
-            ErrorKind::Expired,
-            "the app refused this upload",
-        ));
-    }
-    if up.completion.is_none() && up.expires <= now() {
-        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
-    }
+    up.check_live()?;
     if matches!(up.completion, Some(Completion::Pending { until, .. }) if until <= now()) {
         return Err(Error::new(
             ErrorKind::Expired,
@@ -256,8 +246,39 @@ pub(super) async fn retry(
     finish(ctx, up, parts).await.map(Some)
 }
 
+/// A creation that may go ahead, or the app's refusal of it.
+pub(super) enum Creation {
+    Refused(Response<Body>),
+    /// The admission permit (held while the creation's body streams) and the new
+    /// upload, counted against its client.
+    Go(OwnedSemaphorePermit, Box<Upload>),
+}
+
+/// The steps of every creation, in order: admission, room for the declared length,
+/// the app's `authorize`, the new upload counted against its client.
+pub(super) async fn begin(
+    ctx: &Context<'_>,
+    req: &Request<Incoming>,
+    protocol: Protocol,
+    length: Option<u64>,
+    metadata: Vec<(String, String)>,
+    raw_metadata: Option<String>,
+) -> Result<Creation, Error> {
+    let h = req.headers();
+    let permit = ctx.admit(h, u64::MAX)?;
+    ctx.room_for(length.unwrap_or(0))?;
+    let given = match ctx.authorize(req).await? {
+        Authorized::Refused(refusal) => return Ok(Creation::Refused(refusal)),
+        Authorized::Go { client } => client,
+    };
+    let mut up = new_upload(ctx, protocol, length, metadata, raw_metadata);
+    let client = ctx.client_of(h, given.as_deref());
+    count_client(&ctx.app, &mut up, client)?;
+    Ok(Creation::Go(permit, Box::new(up)))
+}
+
 /// A new, empty upload on this route.
-pub(super) fn new_upload(
+fn new_upload(
     ctx: &Context<'_>,
     protocol: Protocol,
     length: Option<u64>,
@@ -265,10 +286,6 @@ pub(super) fn new_upload(
     raw_metadata: Option<String>,
 ) -> Upload {
     Upload {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        protocol,
-        route: ctx.route.path.clone(),
-        offset: 0,
         length,
         name: lookup(&metadata, &["filename", "name"])
             .unwrap_or("")
@@ -276,20 +293,9 @@ pub(super) fn new_upload(
         content_type: lookup(&metadata, &["filetype", "type"])
             .unwrap_or("")
             .to_string(),
-        detected_type: String::new(),
         metadata,
         raw_metadata,
-        concat: None,
-        hashes: Hashes::new(&algorithms(ctx.route)).save(),
-        expires: now() + ctx.route.expire.as_secs(),
-        created: now(),
-        ranges: Vec::new(),
-        completion: None,
-        waiting: Vec::new(),
-        stored: None,
-        bucket: String::new(),
-        owner: String::new(),
-        client: String::new(),
+        ..Upload::new(None, protocol, ctx.route)
     }
 }
 
@@ -307,10 +313,7 @@ pub(super) async fn settle(
     })?;
     let refused = answer.as_ref().is_some_and(|a| !a.status.is_success());
     if refused && up.completion == Some(Completion::Refused) {
-        return Err(Error::new(
-            ErrorKind::Expired,
-            "the app refused this upload",
-        ));
+        return Err(super::state::refused());
     }
     if refused || matches!(up.completion, Some(Completion::Pending { .. })) {
         return Err(Error::new(

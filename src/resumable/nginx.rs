@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::{Body, full};
 use crate::ingest::{Authorized, Context, content_length};
 use crate::route::canonical_encode;
-use crate::sink::hashes::{Hashes, hex};
+use crate::sink::hashes::hex;
 use crate::upload::multipart::disposition_filename;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -181,15 +181,7 @@ fn check(up: &Upload, req: &Request<Incoming>, total: u64) -> Result<(), Error> 
             "the total size differs from earlier segments",
         ));
     }
-    if up.completion == Some(Completion::Refused) {
-        return Err(Error::new(
-            ErrorKind::Expired,
-            "the app refused this upload",
-        ));
-    }
-    if up.completion.is_none() && up.expires <= now() {
-        return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
-    }
+    up.check_live()?;
     Ok(())
 }
 
@@ -296,27 +288,11 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         .unwrap_or_default();
     let content_type = crate::upload::names::split_content_type(text(h, &["content-type"])).0;
     Upload {
-        id: id.to_string(),
-        protocol: Protocol::NginxResumable,
-        route: route.path.clone(),
-        offset: 0,
         length: Some(total),
-        metadata: Vec::new(),
-        raw_metadata: None,
         name,
         content_type,
-        detected_type: String::new(),
-        concat: None,
-        hashes: Hashes::new(&route.hashes).save(),
-        expires: now() + route.expire.as_secs(),
-        created: now(),
-        ranges: Vec::new(),
-        completion: None,
-        waiting: Vec::new(),
-        stored: None,
-        bucket: String::new(),
         owner: owner(h),
-        client: String::new(),
+        ..Upload::new(Some(id.to_string()), Protocol::NginxResumable, route)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The state of one resumable upload, persisted beside its data.
 
-use crate::sink::hashes::SavedHashes;
+use crate::config::UploadRoute;
+use crate::error::{Error, ErrorKind};
+use crate::sink::hashes::{Hashes, SavedHashes};
 use serde::{Deserialize, Serialize};
 
 /// The protocol that created an upload (the engine is shared).
@@ -95,9 +97,53 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// A new, empty upload of `protocol` on `route`: a fresh id unless the protocol
+    /// names its own (nginx-resumable's session), hashes begun, the route's expiry.
+    pub fn new(id: Option<String>, protocol: Protocol, route: &UploadRoute) -> Upload {
+        Upload {
+            id: id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            protocol,
+            route: route.path.clone(),
+            offset: 0,
+            length: None,
+            metadata: Vec::new(),
+            raw_metadata: None,
+            name: String::new(),
+            content_type: String::new(),
+            detected_type: String::new(),
+            concat: None,
+            hashes: Hashes::new(&route.hashes).save(),
+            expires: now() + route.expire.as_secs(),
+            created: now(),
+            ranges: Vec::new(),
+            completion: None,
+            waiting: Vec::new(),
+            stored: None,
+            bucket: String::new(),
+            owner: String::new(),
+            client: String::new(),
+        }
+    }
+
+    /// Refuses an upload the app refused, or one that expired before it was complete.
+    pub fn check_live(&self) -> Result<(), Error> {
+        if self.completion == Some(Completion::Refused) {
+            return Err(refused());
+        }
+        if self.completion.is_none() && self.expires <= now() {
+            return Err(Error::new(ErrorKind::Expired, "the upload has expired"));
+        }
+        Ok(())
+    }
+
     pub fn is_complete(&self) -> bool {
         self.length == Some(self.offset)
     }
+}
+
+/// The answer for an upload the app refused: it is over, as if expired.
+pub fn refused() -> Error {
+    Error::new(ErrorKind::Expired, "the app refused this upload")
 }
 
 /// Seconds since the epoch.

@@ -6,15 +6,14 @@
 //! describes the server. Every response but OPTIONS carries `Tus-Resumable`.
 
 use super::front::{
-    ALLOW_HEADERS, Context, algorithms, append, cors, cors_allowed, finish, hv, load, location,
-    locked, new_upload, parse_u64, relay, settle, status, target, text,
+    ALLOW_HEADERS, Context, Creation, append, begin, cors, cors_allowed, finish, hv, load,
+    location, locked, parse_u64, relay, settle, status, target, text,
 };
 use super::headers::{parse_metadata, upload_metadata};
 use super::state::{Completion, Concat, Protocol, Upload};
 use super::{UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
-use crate::ingest::Authorized;
 use crate::route::canonical_encode;
 use crate::sink::hashes::Hashes;
 use crate::store::resumable::Capabilities;
@@ -212,15 +211,11 @@ async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let raw_metadata = upload_metadata(h)?.map(str::to_string);
     let metadata = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
-    let _permit = ctx.admit(h, u64::MAX)?;
-    ctx.room_for(length.unwrap_or(0))?;
-    let given = match ctx.authorize(&req).await? {
-        Authorized::Refused(refusal) => return Ok(refusal),
-        Authorized::Go { client } => client,
+    let created = begin(ctx, &req, Protocol::Tus, length, metadata, raw_metadata).await?;
+    let (_permit, mut up) = match created {
+        Creation::Refused(refusal) => return Ok(refusal),
+        Creation::Go(permit, up) => (permit, up),
     };
-    let mut up = new_upload(ctx, Protocol::Tus, length, metadata, raw_metadata);
-    let client = ctx.client_of(h, given.as_deref());
-    super::front::count_client(&ctx.app, &mut up, client)?;
     up.concat = concat;
     let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.
@@ -309,7 +304,7 @@ async fn assemble(ctx: &Context<'_>, up: &mut Upload) -> Result<(), Error> {
             ctx.route.max_file_size
         )));
     }
-    let hashes = Hashes::new(&algorithms(ctx.route));
+    let hashes = Hashes::new(&ctx.route.hashes);
     let block = ctx.app.config.limits.buffer.max(64 << 10);
     let (offset, hashes) = engine.concatenate(up, &uploads, hashes, block).await?;
     up.length = Some(total);

@@ -71,14 +71,11 @@ pub trait RandomWrites {
     fn open_segment(&self, id: &str, offset: u64) -> Result<Box<dyn DataFile>, StoreError>;
     /// Reads the first `len` bytes in order, in blocks, handing each to `visit`: for
     /// hashing data that arrived out of order. May lay them out for `finish` as it goes.
-    fn gather(
-        &self,
-        id: &str,
-        len: u64,
-        block: usize,
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError>;
+    fn gather(&self, id: &str, len: u64, block: usize, visit: Visit) -> Result<(), StoreError>;
 }
+
+/// What `gather` hands each block of data to, in order.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8]);
 
 /// What a store can do beyond the core, as the protocols are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

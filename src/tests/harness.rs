@@ -165,6 +165,20 @@ impl Porter {
             .map(|f| f.as_ref().clone())
             .unwrap_or_else(|| panic!("no file {key} in the memory store"))
     }
+
+    /// The one request the app was told, checking that the file it names holds
+    /// `content`.
+    pub fn told_the_file(&self, content: &[u8]) -> Told {
+        let told = self.app.told();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(self.file_of(&told[0]) == content, "the stored bytes");
+        told[0].clone()
+    }
+}
+
+/// An `[[upload]]` route forwarding its metadata as a form (what `Told` reads).
+pub fn route(path: &str, kind: &str, extra: &str) -> String {
+    format!("[[upload]]\npath = \"{path}\"\nkind = \"{kind}\"\nforward = \"urlencoded\"\n{extra}\n")
 }
 
 impl Drop for Porter {

@@ -1,9 +1,15 @@
 //! Each protocol, end to end, over the memory store.
 
-use super::harness::{Porter, data, md5, sha256};
+use super::harness::{Porter, data, md5, route, sha256};
 use http::StatusCode;
 
-const TUS: &str = "[[upload]]\npath = \"/files/\"\nkind = \"tus\"\nnotify = \"/done\"\nforward = \"urlencoded\"\nhashes = [\"sha256\"]\n";
+fn tus_route() -> String {
+    route(
+        "/files/",
+        "tus",
+        "notify = \"/done\"\nhashes = [\"sha256\"]",
+    )
+}
 
 /// The path of a `Location`.
 fn path_of(location: &str) -> String {
@@ -31,7 +37,7 @@ async fn tus_patch(porter: &Porter, url: &str, offset: usize, bytes: &[u8]) -> S
 
 #[tokio::test]
 async fn tus_upload_lands_in_the_store_and_the_app_is_told() {
-    let porter = Porter::start(TUS).await;
+    let porter = Porter::start(&tus_route()).await;
     let content = data(300_000);
     let url = tus_create(&porter, &[("upload-length", "300000")]).await;
     assert_eq!(
@@ -47,22 +53,16 @@ async fn tus_upload_lands_in_the_store_and_the_app_is_told() {
         tus_patch(&porter, &url, 100_000, &content[100_000..]).await,
         StatusCode::NO_CONTENT
     );
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(told[0].target, "/done");
-    assert_eq!(told[0].field("file.size"), "300000");
-    assert_eq!(told[0].field("file.sha256"), sha256(&content));
-    assert_eq!(
-        told[0].field("file.path"),
-        "",
-        "a memory store has no paths"
-    );
-    assert_eq!(porter.file_of(&told[0]), content);
+    let told = porter.told_the_file(&content);
+    assert_eq!(told.target, "/done");
+    assert_eq!(told.field("file.size"), "300000");
+    assert_eq!(told.field("file.sha256"), sha256(&content));
+    assert_eq!(told.field("file.path"), "", "a memory store has no paths");
 }
 
 #[tokio::test]
 async fn tus_offers_and_does_concatenation_where_the_store_reads_back() {
-    let porter = Porter::start(TUS).await;
+    let porter = Porter::start(&tus_route()).await;
     let (_, h, _) = porter
         .send("OPTIONS", "/files/", &[("tus-resumable", "1.0.0")], "")
         .await;
@@ -92,15 +92,13 @@ async fn tus_offers_and_does_concatenation_where_the_store_reads_back() {
     );
     let concat = format!("final;{} {}", parts[0], parts[1]);
     tus_create(&porter, &[("upload-concat", concat.as_str())]).await;
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(told[0].field("file.sha256"), sha256(&content));
-    assert_eq!(porter.file_of(&told[0]), content);
+    let told = porter.told_the_file(&content);
+    assert_eq!(told.field("file.sha256"), sha256(&content));
 }
 
 #[tokio::test]
 async fn draft_upload_in_one_request() {
-    let porter = Porter::start(TUS).await;
+    let porter = Porter::start(&tus_route()).await;
     let content = data(70_000);
     let headers = [
         ("upload-draft-interop-version", "6"),
@@ -110,15 +108,13 @@ async fn draft_upload_in_one_request() {
         .send("POST", "/files/", &headers, content.clone())
         .await;
     assert_eq!(status, StatusCode::OK);
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(porter.file_of(&told[0]), content);
+    porter.told_the_file(&content);
 }
 
 #[tokio::test]
 async fn nginx_resumable_segments_out_of_order() {
-    let route = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/done\"\nforward = \"urlencoded\"\nhashes = [\"md5\", \"sha256\"]\n";
-    let porter = Porter::start(route).await;
+    let hashes = "notify = \"/done\"\nhashes = [\"md5\", \"sha256\"]";
+    let porter = Porter::start(&route("/resumable", "nginx-resumable", hashes)).await;
     let content = data(30_000);
     let mut last = StatusCode::OK;
     for (a, b) in [(20_000, 29_999), (0, 9_999), (10_000, 19_999)] {
@@ -134,11 +130,9 @@ async fn nginx_resumable_segments_out_of_order() {
             .0;
     }
     assert_eq!(last, StatusCode::OK);
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(told[0].field("file.md5"), md5(&content));
-    assert_eq!(told[0].field("file.sha256"), sha256(&content));
-    assert_eq!(porter.file_of(&told[0]), content);
+    let told = porter.told_the_file(&content);
+    assert_eq!(told.field("file.md5"), md5(&content));
+    assert_eq!(told.field("file.sha256"), sha256(&content));
 }
 
 /// A multipart form with one file field.
@@ -164,8 +158,8 @@ fn form(name: &str, bytes: &[u8], extra: &[(&str, &str)]) -> (String, Vec<u8>) {
 
 #[tokio::test]
 async fn chunked_upload_then_completion() {
-    let route = "[[upload]]\npath = \"/chunks\"\nkind = \"chunked\"\ncomplete = \"/chunks/done\"\nforward = \"urlencoded\"\n";
-    let porter = Porter::start(route).await;
+    let completion = "complete = \"/chunks/done\"";
+    let porter = Porter::start(&route("/chunks", "chunked", completion)).await;
     let content = data(50_000);
     let mut id = String::new();
     for (a, b) in [(0, 24_999), (25_000, 49_999)] {
@@ -189,25 +183,21 @@ async fn chunked_upload_then_completion() {
     let headers = [("content-type", "application/x-www-form-urlencoded")];
     let (status, _, _) = porter.send("POST", "/chunks/done", &headers, fields).await;
     assert_eq!(status, StatusCode::OK);
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(told[0].field("upload_id"), id);
-    assert_eq!(porter.file_of(&told[0]), content);
+    let told = porter.told_the_file(&content);
+    assert_eq!(told.field("upload_id"), id);
 }
 
 #[tokio::test]
 async fn multipart_file_lands_in_the_store() {
-    let route = "[[upload]]\npath = \"/form\"\nkind = \"multipart\"\nforward = \"urlencoded\"\nhashes = [\"sha256\"]\n";
-    let porter = Porter::start(route).await;
+    let hashes = "hashes = [\"sha256\"]";
+    let porter = Porter::start(&route("/form", "multipart", hashes)).await;
     let content = data(10_000);
     let (ct, body) = form("file", &content, &[("title", "memory")]);
     let (status, _, _) = porter
         .send("POST", "/form", &[("content-type", ct.as_str())], body)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let told = porter.app.told();
-    assert_eq!(told.len(), 1, "{told:?}");
-    assert_eq!(told[0].field("title"), "memory");
-    assert_eq!(told[0].field("file.sha256"), sha256(&content));
-    assert_eq!(porter.file_of(&told[0]), content);
+    let told = porter.told_the_file(&content);
+    assert_eq!(told.field("title"), "memory");
+    assert_eq!(told.field("file.sha256"), sha256(&content));
 }

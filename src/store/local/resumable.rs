@@ -10,7 +10,7 @@ use super::LocalStore;
 use crate::resumable::state::Upload;
 use crate::sink::Writer;
 use crate::store::resumable::{
-    DataFile, Finished, RandomWrites, ReadBack, ResumableStore, bad_id, valid_id,
+    DataFile, Finished, RandomWrites, ReadBack, ResumableStore, Visit, bad_id, valid_id,
 };
 use crate::store::{Location, StoreError};
 use std::fs::{self, File, OpenOptions};
@@ -261,13 +261,7 @@ impl RandomWrites for LocalResumable {
         Ok(Box::new(LocalData(f)))
     }
 
-    fn gather(
-        &self,
-        id: &str,
-        len: u64,
-        block: usize,
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError> {
+    fn gather(&self, id: &str, len: u64, block: usize, visit: Visit) -> Result<(), StoreError> {
         let mut at = 0;
         while at < len {
             let chunk = self.read_at(id, at, block.min((len - at) as usize))?;

@@ -4,7 +4,7 @@ use super::MemoryStore;
 use crate::resumable::state::Upload;
 use crate::sink::Writer;
 use crate::store::resumable::{
-    DataFile, Finished, RandomWrites, ReadBack, ResumableStore, bad_id, valid_id,
+    DataFile, Finished, RandomWrites, ReadBack, ResumableStore, Visit, bad_id, valid_id,
 };
 use crate::store::{Location, StoreError};
 use std::io;
@@ -177,13 +177,7 @@ impl RandomWrites for MemoryStore {
         Ok(self.data_file(id, offset))
     }
 
-    fn gather(
-        &self,
-        id: &str,
-        len: u64,
-        block: usize,
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError> {
+    fn gather(&self, id: &str, len: u64, block: usize, visit: Visit) -> Result<(), StoreError> {
         let data = self.read_at(id, 0, usize::try_from(len).map_err(io::Error::other)?)?;
         if (data.len() as u64) < len {
             return Err(StoreError::Io(io::ErrorKind::UnexpectedEof.into()));

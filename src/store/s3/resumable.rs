@@ -27,7 +27,9 @@ use super::{S3Store, Spool};
 use crate::resumable::state::Upload;
 use crate::sink::Writer;
 use crate::store::redis::Redis;
-use crate::store::resumable::{DataFile, Finished, RandomWrites, ResumableStore, bad_id, valid_id};
+use crate::store::resumable::{
+    DataFile, Finished, RandomWrites, ResumableStore, Visit, bad_id, valid_id,
+};
 use crate::store::{Location, StoreError};
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -345,14 +347,8 @@ impl RandomWrites for S3Resumable {
         }))
     }
 
-    fn gather(
-        &self,
-        id: &str,
-        len: u64,
-        // Blocks come as the GET delivers them.
-        _block: usize,
-        visit: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), StoreError> {
+    /// Blocks come as the GET delivers them, whatever `block` asks.
+    fn gather(&self, id: &str, len: u64, _block: usize, visit: Visit) -> Result<(), StoreError> {
         let mut out = self.open_at(id, 0)?;
         let mut at = 0;
         for (start, seg_len, key) in self.segments(id)? {
