@@ -71,6 +71,14 @@ async fn behind_django(port: u16, secret: &Path, routes: Config) -> Porter {
     Porter::start(django, routes.set("backend.secret_file", secret)).await
 }
 
+/// curl with `args`, which must be answered `status`; the JSON answer.
+async fn curl_json(args: &[&str], status: u16) -> serde_json::Value {
+    let (code, out) = curl(args).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(code, status, "{text}");
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
 /// Django behind porter with every route these tests use.
 struct Stack {
     dir: tempfile::TempDir,
@@ -121,16 +129,17 @@ async fn django_form_saves_the_offloaded_file_by_moving_it() {
     let body = data(2 << 20, 5);
     let file = dir.path().join("report.bin");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-F",
-        "title=quarterly",
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload"),
-    ])
+    let got = curl_json(
+        &[
+            "-F",
+            "title=quarterly",
+            "-F",
+            &format!("file=@{}", file.display()),
+            &porter.url("/upload"),
+        ],
+        200,
+    )
     .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let got: serde_json::Value = serde_json::from_slice(&out).expect("json from Django");
     assert_eq!(got["title"], "quarterly");
     assert_eq!(got["fields"], serde_json::json!(["title"]));
     assert_eq!(got["sha256"], sha256_hex(&body));
@@ -203,22 +212,14 @@ async fn a_chunked_upload_completes_into_the_completion_view() {
     };
     let run = |args: Vec<String>| async move {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&refs).await
+        curl_json(&refs, 200).await
     };
-    let (code, out) = run(chunk(0, 200_000, None)).await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let first: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let first = run(chunk(0, 200_000, None)).await;
     let id = first["upload_id"].as_str().expect("upload_id").to_string();
-    let (code, _) = run(chunk(200_000, body.len(), Some(&id))).await;
-    assert_eq!(code, 200);
-    let (code, out) = curl(&[
-        "-d",
-        &format!("upload_id={id}&md5={}", md5_hex(&body)),
-        &s.porter.url("/api/chunked_upload_complete/"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let done: serde_json::Value = serde_json::from_slice(&out).expect("Django's answer");
+    run(chunk(200_000, body.len(), Some(&id))).await;
+    let fields = format!("upload_id={id}&md5={}", md5_hex(&body));
+    let complete = s.porter.url("/api/chunked_upload_complete/");
+    let done = curl_json(&["-d", &fields, &complete], 200).await;
     assert_eq!(done["sha256"], sha256_hex(&body));
     let saved = done["saved"].as_str().expect("saved");
     assert_eq!(
@@ -283,9 +284,7 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
 async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     let (var, _django, porter) = example().await;
     let new_handle = || async {
-        let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
-        assert_eq!(code, 201);
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        let v = curl_json(&["-X", "POST", &porter.url("/handles")], 201).await;
         v["handle"].as_str().expect("handle").to_string()
     };
     let (mine, theirs) = (new_handle().await, new_handle().await);
@@ -293,16 +292,13 @@ async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     let body = data(1 << 20, 3);
     let file = var.path().join("notes.txt");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-H",
-        &hdr(&mine),
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let up: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    // An upload of `file` under my handle, which must be answered `status`.
+    let upload = |file: &Path, status: u16| {
+        let file = format!("file=@{}", file.display());
+        let args = [hdr(&mine), file, porter.url("/upload")];
+        async move { curl_json(&["-H", &args[0], "-F", &args[1], &args[2]], status).await }
+    };
+    let up = upload(&file, 200).await;
     assert_eq!(up["accepted"], true);
     assert_eq!(up["file"], "notes.txt");
     let url = up["url"].as_str().expect("url").to_string();
@@ -311,25 +307,14 @@ async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     // A format the app does not accept: its 415 answer, and porter deletes the file.
     let exe = var.path().join("tool.exe");
     std::fs::write(&exe, b"MZ").expect("write");
-    let (code, out) = curl(&[
-        "-H",
-        &hdr(&mine),
-        "-F",
-        &format!("file=@{}", exe.display()),
-        &porter.url("/upload"),
-    ])
-    .await;
-    assert_eq!(code, 415);
-    let refused: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let refused = upload(&exe, 415).await;
     assert_eq!(
         (refused["accepted"].clone(), refused["error"].clone()),
         (false.into(), "unsupported_type".into())
     );
     assert!(porter.wait_empty().await.is_empty());
 
-    let (code, out) = curl(&["-H", &hdr(&mine), &porter.url("/upload")]).await;
-    assert_eq!(code, 200);
-    let list: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let list = curl_json(&["-H", &hdr(&mine), &porter.url("/upload")], 200).await;
     assert_eq!(list["files"][0]["name"], "notes.txt");
     assert_eq!(list["files"][0]["sha256"], sha256_hex(&body));
 
@@ -445,16 +430,17 @@ async fn s3_storage_adopts_the_offloaded_object_without_uploading_it_again() {
     let body = data(7 << 20, 9);
     let file = dir.path().join("scan.pdf");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-F",
-        "title=scan",
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload-s3"),
-    ])
+    let got = curl_json(
+        &[
+            "-F",
+            "title=scan",
+            "-F",
+            &format!("file=@{}", file.display()),
+            &porter.url("/upload-s3"),
+        ],
+        200,
+    )
     .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let got: serde_json::Value = serde_json::from_slice(&out).expect("json from Django");
     assert_eq!(got["sha256"], sha256_hex(&body));
     assert_eq!(got["size"], body.len());
     let name = got["name"].as_str().expect("name");
@@ -484,9 +470,7 @@ async fn example_app_never_adopts_a_file_porter_did_not_write() {
     let victim = var.path().join("victim.txt");
     std::fs::write(&victim, b"not the client's").expect("victim");
     let victim_path = victim.to_str().expect("path").to_string();
-    let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
-    assert_eq!(code, 201);
-    let handle: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let handle = curl_json(&["-X", "POST", &porter.url("/handles")], 201).await;
     let handle = handle["handle"].as_str().expect("handle").to_string();
     let upload = |filename: &'static str, forged: &'static str| {
         let form = Form::new()
@@ -570,14 +554,8 @@ async fn forged_names_never_reach_django_in_any_forward_format() {
         md5_hex(&body),
         v = victim_path.replace('/', "%2F")
     );
-    let (code, out) = curl(&[
-        "-d",
-        &fields,
-        &s.porter.url("/api/chunked_upload_complete/"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let done: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let complete = s.porter.url("/api/chunked_upload_complete/");
+    let done = curl_json(&["-d", &fields, &complete], 200).await;
     assert_eq!(done["fields"], serde_json::json!(["md5", "upload_id"]));
     assert_eq!(
         std::fs::read(s.media.join(done["saved"].as_str().expect("saved"))).expect("saved"),

@@ -197,9 +197,8 @@ async fn backend_down_deletes_files_and_answers_502() {
 async fn chunked_transfer_encoding_upload_with_curl() {
     let backend = Backend::ok().await;
     let porter = Porter::start(backend.addr, route()).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
     let content = data(2_000_000, 9);
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let (status, _) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",
@@ -220,9 +219,8 @@ async fn chunked_transfer_encoding_upload_with_curl() {
 async fn h2c_upload_with_curl() {
     let backend = Backend::ok().await;
     let porter = Porter::start(backend.addr, route()).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
     let content = data(3_000_000, 4);
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let (status, _) = curl(&[
         "--http2-prior-knowledge",
         "-F",
@@ -293,8 +291,7 @@ async fn chunked_upload_over_the_limit_is_413() {
     let backend = Backend::ok().await;
     let route = route().max_file_size("64KiB").set("max_files", 1);
     let porter = Porter::start(backend.addr, route).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), vec![1u8; 4 << 20]).unwrap();
+    let file = temp_file(&vec![1u8; 4 << 20]);
     let (status, _) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",

@@ -66,9 +66,8 @@ async fn request_target_passes_exactly_as_sent() {
 async fn h2c_prior_knowledge_passthrough() {
     let backend = backend().echo().run().await;
     let porter = Porter::start(backend.addr, Config::new()).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
     let payload = data(300_000, 3);
-    std::fs::write(file.path(), &payload).unwrap();
+    let file = temp_file(&payload);
     let (status, body) = curl(&[
         "--http2-prior-knowledge",
         "--data-binary",
@@ -189,8 +188,7 @@ async fn chunked_passthrough_over_max_body_size_is_413() {
         .set("limits.max_body_size", "1KiB")
         .set("limits.request_buffer", 0);
     let porter = Porter::start(backend.addr, limits).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), vec![b'x'; 64 << 10]).unwrap();
+    let file = temp_file(&vec![b'x'; 64 << 10]);
     let (status, body) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",

@@ -272,8 +272,7 @@ async fn x_accel_redirect_serves_objects_with_ranges_and_conditionals() {
     .await;
     let content = data(6 << 20, 6);
     let key = format!("{prefix}ab/cd/report.pdf");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let s3 = garage.client();
     s3.put_file(&key, file.path(), content.len() as u64, 1 << 20)
         .await
@@ -393,8 +392,7 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
     let porter = porter_on(garage, backend.addr, &prefix, routes()).await;
     let s3 = garage.client();
     let key = format!("{prefix}ab/cd/abcd0123456789abcdef0123456789ab");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), b"orphan").unwrap();
+    let file = temp_file(b"orphan");
     s3.put_file(&key, file.path(), 6, 1 << 16).await.unwrap();
     let temp = porter.temp();
     std::fs::write(temp.join("abcd0123456789abcdef0123456789ab.s3unsent"), &key).unwrap();

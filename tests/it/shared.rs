@@ -63,87 +63,82 @@ impl Drop for RedisServer {
     }
 }
 
-/// The tables two instances share: S3 under `prefix`, Redis, short leases.
-fn shared(garage: &Garage, redis: &RedisServer, prefix: &str) -> Config {
-    garage
-        .storage(prefix)
-        .set("state.url", redis.url.as_str())
-        .set("state.lock_lease", "2s")
-}
-
-/// Two instances sharing the Garage cluster (under a fresh prefix) and a Redis of
-/// their own, in front of one backend.
-struct Pair {
+/// What instances share: the Garage cluster (under a fresh prefix), a Redis of their
+/// own, and one backend.
+struct Cluster {
     garage: &'static Garage,
     redis: RedisServer,
     backend: Backend,
     prefix: String,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        Cluster {
+            garage: tokio::task::spawn_blocking(Garage::shared).await.unwrap(),
+            redis: RedisServer::start(),
+            backend: Backend::ok().await,
+            prefix: prefix(),
+        }
+    }
+
+    /// The tables instances share: S3 under the prefix, Redis, short leases.
+    fn config(&self) -> Config {
+        self.garage
+            .storage(&self.prefix)
+            .set("state.url", self.redis.url.as_str())
+            .set("state.lock_lease", "2s")
+    }
+
+    /// Checks the one metadata request and the object it names; then that nothing
+    /// partial is left in the bucket or in Redis.
+    async fn check_object(&self, content: &[u8]) {
+        let form = self.backend.only_form();
+        assert_eq!(one(&form, "file.size"), content.len().to_string());
+        assert_eq!(one(&form, "file.sha256"), sha256_hex(content));
+        assert_eq!(one(&form, "file.path"), "", "no local path");
+        assert_eq!(one(&form, "file.bucket"), self.garage.bucket);
+        let key = one(&form, "file.key");
+        assert!(key.starts_with(&self.prefix), "{key}");
+        let s3 = self.garage.client();
+        assert!(object(&s3, key).await == content, "the object's bytes");
+        let partial = format!("{}partial/", self.prefix);
+        assert!(
+            s3.list(&partial).await.unwrap().is_empty(),
+            "pending objects left"
+        );
+        assert!(
+            s3.multipart_uploads(&self.prefix).await.unwrap().is_empty(),
+            "multipart uploads left"
+        );
+        assert!(self.redis.keys("porter:data:*").is_empty());
+        wait_unlocked(&self.redis, "*").await;
+    }
+}
+
+/// Two instances of porter in one `Cluster`.
+struct Pair {
+    cluster: Cluster,
     a: Porter,
     b: Porter,
 }
 
 impl Pair {
     async fn start(routes: impl Into<Config>) -> Pair {
-        let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-        let redis = RedisServer::start();
-        let backend = Backend::ok().await;
-        let prefix = prefix();
-        let config = shared(garage, &redis, &prefix).merge(routes.into());
-        let a = Porter::start(backend.addr, config.clone()).await;
-        let b = Porter::start(backend.addr, config).await;
-        Pair {
-            garage,
-            redis,
-            backend,
-            prefix,
-            a,
-            b,
-        }
-    }
-
-    /// Checks the one metadata request and the object it names; then that nothing
-    /// partial is left in the bucket or in Redis.
-    async fn check_object(&self, content: &[u8]) {
-        check_object(
-            self.garage,
-            &self.redis,
-            &self.backend,
-            &self.prefix,
-            content,
-        )
-        .await;
+        let cluster = Cluster::start().await;
+        let config = cluster.config().merge(routes.into());
+        let a = Porter::start(cluster.backend.addr, config.clone()).await;
+        let b = Porter::start(cluster.backend.addr, config).await;
+        Pair { cluster, a, b }
     }
 }
 
-/// Checks the one metadata request and the object it names; then that nothing
-/// partial is left in the bucket or in Redis.
-async fn check_object(
-    garage: &Garage,
-    redis: &RedisServer,
-    backend: &Backend,
-    prefix: &str,
-    content: &[u8],
-) {
-    let form = backend.only_form();
-    assert_eq!(one(&form, "file.size"), content.len().to_string());
-    assert_eq!(one(&form, "file.sha256"), sha256_hex(content));
-    assert_eq!(one(&form, "file.path"), "", "no local path");
-    assert_eq!(one(&form, "file.bucket"), garage.bucket);
-    let key = one(&form, "file.key");
-    assert!(key.starts_with(prefix), "{key}");
-    let s3 = garage.client();
-    assert!(object(&s3, key).await == content, "the object's bytes");
-    let partial = format!("{prefix}partial/");
-    assert!(
-        s3.list(&partial).await.unwrap().is_empty(),
-        "pending objects left"
-    );
-    assert!(
-        s3.multipart_uploads(prefix).await.unwrap().is_empty(),
-        "multipart uploads left"
-    );
-    assert!(redis.keys("porter:data:*").is_empty());
-    wait_unlocked(redis, "*").await;
+impl std::ops::Deref for Pair {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 /// Waits (bounded by more than the 2 s lease) until no lock matches `id`.
@@ -175,14 +170,11 @@ async fn tuspy_chunks_alternating_between_two_instances_make_one_object() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_other() {
     use tokio::io::AsyncWriteExt;
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
+    let cluster = Cluster::start().await;
     // porter as processes on S3 and Redis, so one can be killed with SIGKILL.
-    let config = shared(garage, &redis, &prefix).upload(tus::route());
-    let mut a = Served::start(backend.addr, config.clone());
-    let b = Served::start(backend.addr, config);
+    let config = cluster.config().upload(tus::route());
+    let mut a = Served::start(cluster.backend.addr, config.clone());
+    let b = Served::start(cluster.backend.addr, config);
     let (file, content) = sample(a.dir.path(), 12 << 20);
     let url = tuspy(&a.url("/files"), &file, 2 << 20, "partial:2").await;
     let id = tus::id(&url);
@@ -190,19 +182,19 @@ async fn an_instance_killed_mid_patch_leaves_the_upload_to_the_other() {
     let head = tus::patch_head(&format!("/files/{id}"), 4 << 20, 4 << 20);
     let mut c = wire::open(a.addr(), head.as_bytes()).await;
     c.write_all(&content[4 << 20..7 << 20]).await.unwrap();
-    wait_locked(&redis, id).await;
+    wait_locked(&cluster.redis, id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.proc.kill9();
     drop(c);
     // A's lock is not released by anyone: it runs out with its lease.
-    wait_unlocked(&redis, id).await;
+    wait_unlocked(&cluster.redis, id).await;
     // B knows the upload, at the last acknowledged offset, and takes the rest.
     let on_b = b.url(&format!("/files/{id}"));
     assert_eq!(tus::offset(&on_b).await, 4 << 20);
     tuspy(&b.url("/files"), &file, 2 << 20, &format!("resume:{on_b}")).await;
-    let form = backend.first_form();
+    let form = cluster.backend.first_form();
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
-    check_object(garage, &redis, &backend, &prefix, &content).await;
+    cluster.check_object(&content).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,21 +311,16 @@ async fn a_draft_request_on_one_instance_takes_over_an_append_stalled_on_the_oth
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_and_porter_check_online_reach_redis() {
-    let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
-    let redis = RedisServer::start();
-    let backend = Backend::ok().await;
-    let prefix = prefix();
+    let cluster = Cluster::start().await;
     let mport = free_port();
-    let config = shared(garage, &redis, &prefix)
-        .metrics(mport)
-        .upload(tus::route());
-    let a = Porter::start(backend.addr, config).await;
+    let config = cluster.config().metrics(mport).upload(tus::route());
+    let a = Porter::start(cluster.backend.addr, config).await;
     wait_listening(mport).await;
     let check = || porter_check(&a.config(), true);
     assert_eq!(check().code, Some(0));
     let ready = || request("GET", &format!("http://127.0.0.1:{mport}/readyz")).send();
     assert_eq!(ready().await.status, 200);
-    drop(redis);
+    drop(cluster.redis);
     let checked = check();
     assert_eq!(checked.code, Some(1));
     assert!(checked.stderr.contains("state.url"), "{}", checked.stderr);

@@ -189,6 +189,13 @@ pub fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A temporary file holding `content` (for curl's `@file`), removed when dropped.
+pub fn temp_file(content: &[u8]) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), content).expect("write the temporary file");
+    file
+}
+
 pub fn md5_hex(d: &[u8]) -> String {
     use md5::Digest;
     porter::sink::hashes::hex(&md5::Md5::digest(d))
