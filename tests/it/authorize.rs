@@ -1,47 +1,38 @@
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ROUTE: &str = "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nauthorize = \"/auth/check\"\n[[upload]]\npath = \"/raw\"\nkind = \"raw\"\nauthorize = \"/auth/check\"\n";
+/// A multipart and a raw route, both asking `/auth/check` first.
+fn routes() -> Config {
+    Upload::multipart("/upload")
+        .authorize("/auth/check")
+        .and(Upload::raw("/raw").authorize("/auth/check"))
+}
 
+/// The app allows the user whose cookie is `user=ok`, and says why it refuses others.
 async fn auth_backend() -> Backend {
-    Backend::start(|r| {
-        if r.target.starts_with("/auth") && r.header("cookie") != Some("user=ok") {
-            let mut resp = answer(403, r#"{"detail":"not yours"}"#);
-            resp.headers_mut()
-                .insert("x-why", "cookie".parse().unwrap());
-            return resp;
-        }
-        answer(
-            if r.target.starts_with("/auth") {
-                204
-            } else {
-                200
-            },
-            "{}",
-        )
-    })
-    .await
+    backend()
+        .route_fn("/auth", |r| match r.header("cookie") {
+            Some("user=ok") => answer(204, "{}"),
+            _ => answer_with(403, r#"{"detail":"not yours"}"#, "x-why", "cookie"),
+        })
+        .reply(200, "{}")
+        .run()
+        .await
 }
 
 #[tokio::test]
 async fn allowed_uploads_proceed_after_a_signed_preflight() {
     let backend = auth_backend().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, routes()).await;
     let (ct, body) = Form::new()
         .file("f", "a.txt", "text/plain", b"hello")
         .finish();
     let len = body.len().to_string();
-    let reply = send(
-        request("POST", &porter.url("/upload?x=1"))
-            .header("content-type", ct)
-            .header("cookie", "user=ok")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
-    )
-    .await;
+    let reply = request("POST", &porter.url("/upload?x=1"))
+        .header("content-type", ct)
+        .header("cookie", "user=ok")
+        .body(body)
+        .send()
+        .await;
     assert_eq!(reply.status, 200);
     let seen = backend.requests();
     assert_eq!(seen.len(), 2);
@@ -61,13 +52,11 @@ async fn allowed_uploads_proceed_after_a_signed_preflight() {
 #[tokio::test]
 async fn refusals_are_relayed_and_nothing_is_stored() {
     let backend = auth_backend().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let reply = send(
-        request("PUT", &porter.url("/raw/x.bin"))
-            .body(Full::new(Bytes::from(vec![7u8; 100_000])))
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(backend.addr, routes()).await;
+    let reply = request("PUT", &porter.url("/raw/x.bin"))
+        .body(vec![7u8; 100_000])
+        .send()
+        .await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.body, r#"{"detail":"not yours"}"#);
     assert_eq!(reply.headers["x-why"], "cookie");
@@ -78,17 +67,10 @@ async fn refusals_are_relayed_and_nothing_is_stored() {
 #[tokio::test]
 async fn expect_continue_is_refused_before_the_body() {
     let backend = auth_backend().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(b"PUT /raw/x.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let porter = Porter::start(backend.addr, routes()).await;
+    let head = wire::head("PUT", "/raw/x.bin", &["Expect: 100-continue"], 1_000_000);
+    let mut s = wire::open(porter.addr, head.as_bytes()).await;
+    let text = wire::answer(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(!text.contains("100 Continue"));
 }

@@ -10,8 +10,6 @@
 //! `CHAOS_SEED` the seed; the run prints its counts.
 
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,12 +18,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-const ROUTES: &str = "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n\
-    [[upload]]\npath = \"/raw\"\nkind = \"raw\"\nhashes = [\"sha256\"]\n\
-    [[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/done\"\nhashes = [\"sha256\"]\n\
-    expire = \"2s\"\nretry_window = \"1s\"\n\
-    [[upload]]\npath = \"/chunked\"\nkind = \"chunked\"\ncomplete = \"/chunked-complete\"\n\
-    hashes = [\"sha256\"]\nexpire = \"2s\"\nretry_window = \"1s\"\n";
+fn routes() -> Config {
+    let sha256 = ["sha256"];
+    let resumable = |u: Upload| u.hashes(&sha256).expire("2s").set("retry_window", "1s");
+    Upload::multipart("/upload")
+        .hashes(&sha256)
+        .and(Upload::raw("/raw").hashes(&sha256))
+        .upload(resumable(Upload::tus("/files", "/done")))
+        .upload(resumable(Upload::chunked("/chunked", "/chunked-complete")))
+}
 
 /// xorshift64*: a small, seeded, reproducible source of choices.
 struct Rng(u64);
@@ -95,24 +96,21 @@ async fn chaos_run_keeps_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed);
-    let backend = Backend::start(|r| {
-        if r.header("x-chaos-fail").is_some() {
-            answer(503, r#"{"error":"chaos"}"#)
-        } else {
-            answer(200, r#"{"ok":true}"#)
-        }
-    })
-    .await;
+    let backend = backend()
+        .respond(|r| match r.header("x-chaos-fail") {
+            Some(_) => answer(503, r#"{"error":"chaos"}"#),
+            None => answer(200, r#"{"ok":true}"#),
+        })
+        .run()
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nidle_timeout = \"3s\"\nshutdown_grace = \"1s\"\n\
-         [backend]\nurl = \"http://{}\"\n[storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n\
-         {ROUTES}",
-        backend.addr
-    );
-    let cfg = dir.path().join("porter.toml");
-    std::fs::write(&cfg, text).expect("config");
+    let config = routes()
+        .backend(backend.addr)
+        .listen(port)
+        .set("server.idle_timeout", "3s")
+        .set("server.shutdown_grace", "1s");
+    let cfg = config.write(dir.path());
     let porter = Arc::new(Mutex::new(Proc::serve(&cfg)));
     porter.lock().await.port();
     let base: Base = Arc::new(Mutex::new(format!("http://127.0.0.1:{port}")));
@@ -166,9 +164,9 @@ async fn chaos_run_keeps_every_invariant() {
 
     // File descriptors: back to a fresh instance's baseline once the work is over.
     let p = porter.lock().await;
-    let fds = open_fds(p.child.id());
+    let fds = p.open_fds();
     assert!(
-        fds <= baseline_fds(&cfg).await + 8,
+        fds <= baseline_fds(config).await + 8,
         "porter holds {fds} descriptors after the run"
     );
 }
@@ -244,22 +242,18 @@ async fn one(base: &str, kind: Kind, name: &str, data: &[u8], abort: bool, fail:
     }
     let reply = match kind {
         Kind::Multipart => {
-            let (ct, body) = Form::new()
-                .file("file", name, "application/octet-stream", data)
-                .finish();
-            send_body(
-                with_fail(request("POST", &format!("{base}/upload")), fail)
-                    .header("content-type", ct),
-                body,
-            )
-            .await
+            let req = request("POST", &format!("{base}/upload")).form(Form::one_file(name, data));
+            with_fail(req, fail).try_send().await.ok()
         }
         Kind::Raw => {
             let req = request("POST", &format!("{base}/raw")).header("x-file-name", name);
-            send_body(with_fail(req, fail), data.to_vec()).await
+            with_fail(req.body(data.to_vec()), fail)
+                .try_send()
+                .await
+                .ok()
         }
-        Kind::Tus => tus(base, name, data, fail).await,
-        Kind::Chunked => chunked(base, name, data, fail).await,
+        Kind::Tus => tus_upload(base, name, data, fail).await,
+        Kind::Chunked => chunked_upload(base, name, data, fail).await,
     };
     match reply {
         Some(r) => classify(r.status, fail),
@@ -267,19 +261,13 @@ async fn one(base: &str, kind: Kind, name: &str, data: &[u8], abort: bool, fail:
     }
 }
 
-fn with_fail(req: http::request::Builder, fail: bool) -> http::request::Builder {
+/// Asks the backend to refuse this upload's metadata request, when `fail`.
+fn with_fail(req: Call, fail: bool) -> Call {
     if fail {
         req.header("x-chaos-fail", "1")
     } else {
         req
     }
-}
-
-/// Sends; a connection error (porter being killed) is `None`.
-async fn send_body(req: http::request::Builder, body: Vec<u8>) -> Option<Reply> {
-    try_send(req.body(Full::new(Bytes::from(body))).ok()?)
-        .await
-        .ok()
 }
 
 /// Starts an upload and cuts the connection halfway through its body.
@@ -290,29 +278,22 @@ async fn cut(base: &str, kind: Kind, name: &str, data: &[u8]) -> Outcome {
     };
     let (head, body) = match kind {
         Kind::Multipart | Kind::Chunked => {
-            let (ct, body) = Form::new()
-                .file("file", name, "application/octet-stream", data)
-                .finish();
+            let (ct, body) = Form::one_file(name, data).finish();
             let path = if kind == Kind::Multipart {
                 "/upload"
             } else {
                 "/chunked"
             };
+            let ct = format!("Content-Type: {ct}");
+            (wire::head("POST", path, &[&ct], body.len()), body)
+        }
+        Kind::Raw | Kind::Tus => {
+            let file = format!("X-File-Name: {name}");
             (
-                format!(
-                    "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                ),
-                body,
+                wire::head("POST", "/raw", &[&file], data.len()),
+                data.to_vec(),
             )
         }
-        Kind::Raw | Kind::Tus => (
-            format!(
-                "POST /raw HTTP/1.1\r\nHost: x\r\nX-File-Name: {name}\r\nContent-Length: {}\r\n\r\n",
-                data.len()
-            ),
-            data.to_vec(),
-        ),
     };
     let _ = s.write_all(head.as_bytes()).await;
     let _ = s.write_all(&body[..body.len() / 2]).await;
@@ -320,16 +301,13 @@ async fn cut(base: &str, kind: Kind, name: &str, data: &[u8]) -> Outcome {
     Outcome::Aborted
 }
 
-async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
-    let meta = format!("filename {}", base64(name.as_bytes()));
-    let created = send_body(
-        request("POST", &format!("{base}/files"))
-            .header("tus-resumable", "1.0.0")
-            .header("upload-length", data.len())
-            .header("upload-metadata", meta),
-        Vec::new(),
-    )
-    .await?;
+/// A tus upload in two PATCHes; the last answer (a connection error is `None`).
+async fn tus_upload(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
+    let created = tus::creation(&format!("{base}/files"), data.len())
+        .header("upload-metadata", format!("filename {}", b64(name)))
+        .try_send()
+        .await
+        .ok()?;
     if created.status != 201 {
         return Some(created);
     }
@@ -337,11 +315,8 @@ async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
     let half = data.len() / 2;
     let mut last = None;
     for (offset, part) in [(0, &data[..half]), (half, &data[half..])] {
-        let req = request("PATCH", &location)
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", offset)
-            .header("content-type", "application/offset+octet-stream");
-        let r = send_body(with_fail(req, fail), part.to_vec()).await?;
+        let req = tus::append(&location, offset).body(part.to_vec());
+        let r = with_fail(req, fail).try_send().await.ok()?;
         if r.status != 204 {
             return Some(r);
         }
@@ -350,7 +325,8 @@ async fn tus(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
     last
 }
 
-async fn chunked(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
+/// A chunked upload in two chunks, then its completion; the last answer.
+async fn chunked_upload(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Reply> {
     let half = data.len() / 2;
     let mut upload_id: Option<String> = None;
     for (start, part) in [
@@ -360,45 +336,18 @@ async fn chunked(base: &str, name: &str, data: &[u8], fail: bool) -> Option<Repl
         if part.is_empty() {
             continue;
         }
-        let mut form = Form::new();
-        if let Some(id) = &upload_id {
-            form = form.field("upload_id", id);
-        }
-        let (ct, body) = form
-            .file("file", name, "application/octet-stream", part)
-            .finish();
-        let range = format!("bytes {}-{}/{}", start, start + part.len() - 1, data.len());
-        let req = request("POST", &format!("{base}/chunked"))
-            .header("content-type", ct)
-            .header("content-range", range);
-        let r = send_body(req, body).await?;
+        let range = (start, start + part.len() - 1, data.len());
+        let file = (name, "application/octet-stream");
+        let url = format!("{base}/chunked");
+        let req = chunked::chunk(&url, file, part, Some(range), upload_id.as_deref());
+        let r = req.try_send().await.ok()?;
         if r.status != 200 {
             return Some(r);
         }
         upload_id = Some(r.json()["upload_id"].as_str()?.to_string());
     }
-    let fields = format!("upload_id={}&md5={}", upload_id?, md5_hex(data));
-    let req = request("POST", &format!("{base}/chunked-complete"))
-        .header("content-type", "application/x-www-form-urlencoded");
-    send_body(with_fail(req, fail), fields.into_bytes()).await
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                char::from(A[(n >> (18 - 6 * i)) as usize & 63])
-            } else {
-                '='
-            });
-        }
-    }
-    out
+    let req = chunked::completion(&format!("{base}/chunked-complete"), &upload_id?, data);
+    with_fail(req, fail).try_send().await.ok()
 }
 
 fn check_invariants(
@@ -518,29 +467,15 @@ fn check_invariants(
     counts
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// The descriptors of a fresh porter on the same config after one request.
-async fn baseline_fds(cfg: &Path) -> usize {
-    let text = std::fs::read_to_string(cfg).expect("config");
-    let other = cfg.with_file_name("baseline.toml");
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    if let Some(l) = lines.iter_mut().find(|l| l.starts_with("listen")) {
-        *l = "listen = [\"127.0.0.1:0\"]".into();
-    }
-    std::fs::write(&other, lines.join("\n")).expect("baseline config");
-    let mut p = Proc::serve(&other);
+async fn baseline_fds(config: Config) -> usize {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = Proc::serve(&config.listen(0).write(dir.path()));
     let port = p.port();
-    let _ = send_body(
-        request("GET", &format!("http://127.0.0.1:{port}/x")),
-        Vec::new(),
-    )
-    .await;
-    let n = open_fds(p.child.id());
+    let _ = request("GET", &format!("http://127.0.0.1:{port}/x"))
+        .try_send()
+        .await;
+    let n = p.open_fds();
     p.signal(libc::SIGTERM);
     p.wait_exit(10);
     n

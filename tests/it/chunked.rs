@@ -1,53 +1,20 @@
 //! The django-chunked-upload protocol, driven as jQuery-File-Upload drives it.
 
+use crate::support::chunked::{route, send_chunk, send_complete};
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
-
-pub const ROUTE: &str = "[[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\ncomplete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\nmax_file_size = \"8MiB\"\n";
-
-pub async fn send_chunk(
-    porter: &Porter,
-    data: &[u8],
-    range: Option<(usize, usize, usize)>,
-    upload_id: Option<&str>,
-) -> Reply {
-    let mut form = Form::new();
-    if let Some(id) = upload_id {
-        form = form.field("upload_id", id);
-    }
-    let (ct, body) = form.file("file", "photo.jpg", "image/jpeg", data).finish();
-    let mut req = request("POST", &porter.url("/api/chunked_upload/"))
-        .header("content-type", ct)
-        .header("cookie", "sessionid=abc");
-    if let Some((a, b, t)) = range {
-        req = req.header("content-range", format!("bytes {a}-{b}/{t}"));
-    }
-    send(req.body(Full::new(Bytes::from(body))).unwrap()).await
-}
-
-pub async fn send_complete(porter: &Porter, fields: &str) -> Reply {
-    send(
-        request("POST", &porter.url("/api/chunked_upload_complete/?next=1"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", "sessionid=abc")
-            .body(Full::new(Bytes::from(fields.to_string())))
-            .unwrap(),
-    )
-    .await
-}
 
 #[tokio::test]
 async fn chunks_then_complete_with_md5() {
-    let backend = Backend::start(|r| {
-        if r.target.starts_with("/api/chunked_upload_complete/") {
-            answer(200, r#"{"message":"stored"}"#)
-        } else {
-            answer(500, "never")
-        }
-    })
-    .await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let backend = backend()
+        .route(
+            "/api/chunked_upload_complete/",
+            200,
+            r#"{"message":"stored"}"#,
+        )
+        .reply(500, "never")
+        .run()
+        .await;
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(2_500_000, 9);
     let chunk = 1_000_000;
     let mut upload_id: Option<String> = None;
@@ -106,9 +73,7 @@ async fn chunks_then_complete_with_md5() {
     assert_eq!(one(&form, "title"), "holiday");
     assert_eq!(one(&form, "file.name"), "photo.jpg");
     assert_eq!(one(&form, "file.content_type"), "image/jpeg");
-    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
-    assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
-    assert!(std::fs::read(one(&form, "file.path")).unwrap() == content);
+    assert_file(&form, "file", &content);
     // A repeated complete gets the first answer again, without a second request.
     let r = send_complete(
         &porter,
@@ -135,16 +100,11 @@ async fn chunks_then_complete_with_md5() {
 #[tokio::test]
 async fn chunk_errors() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let r = send(
-        request("POST", &porter.url("/api/chunked_upload/"))
-            .header("content-type", Form::new().content_type())
-            .body(Full::new(Bytes::from(
-                Form::new().field("a", "b").finish().1,
-            )))
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(backend.addr, route()).await;
+    let r = request("POST", &porter.url("/api/chunked_upload/"))
+        .form(Form::new().field("a", "b"))
+        .send()
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json(),

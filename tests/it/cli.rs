@@ -1,9 +1,10 @@
 //! The `porter` binary itself: `check` and `serve` with the shipped config.
 
+use crate::support::Proc;
 use std::process::Command;
 
 fn porter() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_porter"))
+    Proc::command()
 }
 
 fn repo(path: &str) -> String {
@@ -122,7 +123,7 @@ fn serve_runs_and_drains_on_sigterm() {
     let conf = dir.path().join("conf/porter.toml");
     let shipped = std::fs::read_to_string(repo("conf/porter.toml")).unwrap();
     std::fs::write(&conf, shipped.replace("127.0.0.1:8080", "127.0.0.1:0")).unwrap();
-    let mut porter = crate::support::Proc::serve(&conf);
+    let mut porter = Proc::serve(&conf);
     let port = porter.port();
     // The shipped config's app is absent: porter answers 502 for it.
     let out = Command::new("curl")

@@ -3,6 +3,7 @@
 //! metadata sent straight to Django is refused, and `porter_django.sendfile` downloads
 //! go out through porter with ranges.
 
+use crate::support::peers::{node_path, python, script, tuspy};
 use crate::support::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,12 +16,6 @@ impl Drop for Gunicorn {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn python() -> String {
-    std::env::var("PORTER_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("PORTER_TEST_PYTHON is not set: run the suite with scripts/test, which installs Django and gunicorn")
-    })
 }
 
 /// gunicorn serving `integrations/django/tests` on a free port, once it accepts.
@@ -62,16 +57,26 @@ async fn gunicorn(dir: &str, app: &str, env: &[(&str, &std::ffi::OsStr)]) -> (Gu
         .spawn()
         .expect("gunicorn starts");
     let guard = Gunicorn(child);
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (guard, port);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("gunicorn did not start listening on {port}");
+    let up = eventually(20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up.await, "gunicorn did not start listening on {port}");
+    (guard, port)
+}
+
+/// porter in front of Django on `port`, signing with the key in `secret`.
+async fn behind_django(port: u16, secret: &Path, routes: Config) -> Porter {
+    let django = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let secret = secret.display().to_string();
+    Porter::start(django, routes.set("backend.secret_file", secret)).await
+}
+
+/// curl with `args`, which must be answered `status`; the JSON answer.
+async fn curl_json(args: &[&str], status: u16) -> serde_json::Value {
+    let (code, out) = curl(args).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(code, status, "{text}");
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Django behind porter with every route these tests use.
@@ -91,19 +96,17 @@ async fn stack() -> Stack {
     std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).expect("secret");
     let roots = dir.path().join("porter-root");
     let (django, port) = django(&media, &secret, &roots).await;
-    let porter = Porter::start_with(
-        &format!("[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {secret:?}\n"),
-        &format!(
-            "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n\
-             [[upload]]\npath = \"/upload-urlencoded\"\nkind = \"multipart\"\nforward = \"urlencoded\"\nhashes = [\"sha256\"]\n\
-             [[upload]]\npath = \"/upload-json\"\nkind = \"multipart\"\nforward = \"json\"\nhashes = [\"sha256\"]\n\
-             [[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/notify\"\nhashes = [\"md5\"]\n\
-             [[upload]]\npath = \"/api/chunked_upload\"\nkind = \"chunked\"\n\
-             complete = \"/api/chunked_upload_complete/\"\nhashes = [\"sha256\"]\n\
-             [[internal]]\nprefix = \"/protected/\"\nroot = {media:?}\n"
-        ),
-    )
-    .await;
+    let multipart = |path: &str| Upload::multipart(path).hashes(&["sha256"]);
+    let routes = multipart("/upload")
+        .and(multipart("/upload-urlencoded").forward("urlencoded"))
+        .upload(multipart("/upload-json").forward("json"))
+        .upload(Upload::tus("/files", "/notify").hashes(&["md5"]))
+        .upload(
+            Upload::chunked("/api/chunked_upload", "/api/chunked_upload_complete/")
+                .hashes(&["sha256"]),
+        )
+        .internal("/protected/", media.display().to_string());
+    let porter = behind_django(port, &secret, routes).await;
     link_roots(&roots, &porter);
     Stack {
         dir,
@@ -126,16 +129,17 @@ async fn django_form_saves_the_offloaded_file_by_moving_it() {
     let body = data(2 << 20, 5);
     let file = dir.path().join("report.bin");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-F",
-        "title=quarterly",
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload"),
-    ])
+    let got = curl_json(
+        &[
+            "-F",
+            "title=quarterly",
+            "-F",
+            &format!("file=@{}", file.display()),
+            &porter.url("/upload"),
+        ],
+        200,
+    )
     .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let got: serde_json::Value = serde_json::from_slice(&out).expect("json from Django");
     assert_eq!(got["title"], "quarterly");
     assert_eq!(got["fields"], serde_json::json!(["title"]));
     assert_eq!(got["sha256"], sha256_hex(&body));
@@ -178,21 +182,7 @@ async fn a_tuspy_upload_completes_into_the_tus_notify_view() {
     let body = data(3 << 20, 9);
     let file = s.dir.path().join("big.bin");
     std::fs::write(&file, &body).expect("write");
-    let out = Command::new(python())
-        .arg(format!(
-            "{}/tests/peers/tus_upload.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .arg(s.porter.url("/files"))
-        .arg(&file)
-        .args(["1048576", "full"])
-        .output()
-        .expect("tuspy runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tuspy(&s.porter.url("/files"), &file, 1 << 20, "full").await;
     let saved = s.media.join("tus/big.bin");
     assert_eq!(
         std::fs::read(&saved).expect("the view saved the file"),
@@ -222,22 +212,14 @@ async fn a_chunked_upload_completes_into_the_completion_view() {
     };
     let run = |args: Vec<String>| async move {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&refs).await
+        curl_json(&refs, 200).await
     };
-    let (code, out) = run(chunk(0, 200_000, None)).await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let first: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let first = run(chunk(0, 200_000, None)).await;
     let id = first["upload_id"].as_str().expect("upload_id").to_string();
-    let (code, _) = run(chunk(200_000, body.len(), Some(&id))).await;
-    assert_eq!(code, 200);
-    let (code, out) = curl(&[
-        "-d",
-        &format!("upload_id={id}&md5={}", md5_hex(&body)),
-        &s.porter.url("/api/chunked_upload_complete/"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let done: serde_json::Value = serde_json::from_slice(&out).expect("Django's answer");
+    run(chunk(200_000, body.len(), Some(&id))).await;
+    let fields = format!("upload_id={id}&md5={}", md5_hex(&body));
+    let complete = s.porter.url("/api/chunked_upload_complete/");
+    let done = curl_json(&["-d", &fields, &complete], 200).await;
     assert_eq!(done["sha256"], sha256_hex(&body));
     let saved = done["saved"].as_str().expect("saved");
     assert_eq!(
@@ -278,11 +260,9 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
     )
     .await;
     // The page's tus-js-client bundle, as scripts/demo copies it.
-    let node_path =
-        std::env::var("PORTER_TEST_NODE_PATH").expect("PORTER_TEST_NODE_PATH (scripts/test)");
     std::fs::create_dir_all(v.join("static")).expect("static dir");
     std::fs::copy(
-        format!("{node_path}/tus-js-client/dist/tus.min.js"),
+        format!("{}/tus-js-client/dist/tus.min.js", node_path()),
         v.join("static/tus.min.js"),
     )
     .expect("copy tus.min.js");
@@ -294,14 +274,8 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
     let routes = routes
         .replace("\"var/media\"", &format!("{:?}", v.join("media")))
         .replace("\"static\"", &format!("{:?}", v.join("static")));
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {:?}\n",
-            v.join("secret")
-        ),
-        &format!("# {routes}"),
-    )
-    .await;
+    let routes = Config::from_toml(&format!("# {routes}"));
+    let porter = behind_django(port, &v.join("secret"), routes).await;
     link_roots(&roots, &porter);
     (var, django, porter)
 }
@@ -310,9 +284,7 @@ async fn example() -> (tempfile::TempDir, Gunicorn, Porter) {
 async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     let (var, _django, porter) = example().await;
     let new_handle = || async {
-        let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
-        assert_eq!(code, 201);
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        let v = curl_json(&["-X", "POST", &porter.url("/handles")], 201).await;
         v["handle"].as_str().expect("handle").to_string()
     };
     let (mine, theirs) = (new_handle().await, new_handle().await);
@@ -320,16 +292,13 @@ async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     let body = data(1 << 20, 3);
     let file = var.path().join("notes.txt");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-H",
-        &hdr(&mine),
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let up: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    // An upload of `file` under my handle, which must be answered `status`.
+    let upload = |file: &Path, status: u16| {
+        let file = format!("file=@{}", file.display());
+        let args = [hdr(&mine), file, porter.url("/upload")];
+        async move { curl_json(&["-H", &args[0], "-F", &args[1], &args[2]], status).await }
+    };
+    let up = upload(&file, 200).await;
     assert_eq!(up["accepted"], true);
     assert_eq!(up["file"], "notes.txt");
     let url = up["url"].as_str().expect("url").to_string();
@@ -338,25 +307,14 @@ async fn example_app_uploads_lists_downloads_and_deletes_by_handle() {
     // A format the app does not accept: its 415 answer, and porter deletes the file.
     let exe = var.path().join("tool.exe");
     std::fs::write(&exe, b"MZ").expect("write");
-    let (code, out) = curl(&[
-        "-H",
-        &hdr(&mine),
-        "-F",
-        &format!("file=@{}", exe.display()),
-        &porter.url("/upload"),
-    ])
-    .await;
-    assert_eq!(code, 415);
-    let refused: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let refused = upload(&exe, 415).await;
     assert_eq!(
         (refused["accepted"].clone(), refused["error"].clone()),
         (false.into(), "unsupported_type".into())
     );
     assert!(porter.wait_empty().await.is_empty());
 
-    let (code, out) = curl(&["-H", &hdr(&mine), &porter.url("/upload")]).await;
-    assert_eq!(code, 200);
-    let list: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let list = curl_json(&["-H", &hdr(&mine), &porter.url("/upload")], 200).await;
     assert_eq!(list["files"][0]["name"], "notes.txt");
     assert_eq!(list["files"][0]["sha256"], sha256_hex(&body));
 
@@ -397,14 +355,8 @@ async fn a_browser_uploads_20_mib_on_the_page_and_downloads_it_back() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("output dir");
     let run = tokio::process::Command::new("node")
-        .env(
-            "NODE_PATH",
-            std::env::var("PORTER_TEST_NODE_PATH").expect("PORTER_TEST_NODE_PATH"),
-        )
-        .arg(format!(
-            "{}/tests/peers/browser_upload.js",
-            env!("CARGO_MANIFEST_DIR")
-        ))
+        .env("NODE_PATH", node_path())
+        .arg(script("browser_upload.js"))
         .arg(porter.url("/"))
         .arg(&file)
         .arg(&out)
@@ -468,27 +420,27 @@ async fn s3_storage_adopts_the_offloaded_object_without_uploading_it_again() {
     )
     .await;
     let incoming = format!("incoming{run}/");
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://127.0.0.1:{port}\"\nsecret_file = {secret:?}\n[storage]\nbackend = \"s3\"\nmin_free = 0\n{}",
-            garage.table(&incoming)
-        ),
-        "[[upload]]\npath = \"/upload-s3\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n",
+    let routes = Upload::multipart("/upload-s3").hashes(&["sha256"]);
+    let porter = behind_django(
+        port,
+        &secret,
+        garage.storage(&incoming).merge(routes.into()),
     )
     .await;
     let body = data(7 << 20, 9);
     let file = dir.path().join("scan.pdf");
     std::fs::write(&file, &body).expect("write");
-    let (code, out) = curl(&[
-        "-F",
-        "title=scan",
-        "-F",
-        &format!("file=@{}", file.display()),
-        &porter.url("/upload-s3"),
-    ])
+    let got = curl_json(
+        &[
+            "-F",
+            "title=scan",
+            "-F",
+            &format!("file=@{}", file.display()),
+            &porter.url("/upload-s3"),
+        ],
+        200,
+    )
     .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let got: serde_json::Value = serde_json::from_slice(&out).expect("json from Django");
     assert_eq!(got["sha256"], sha256_hex(&body));
     assert_eq!(got["size"], body.len());
     let name = got["name"].as_str().expect("name");
@@ -518,23 +470,17 @@ async fn example_app_never_adopts_a_file_porter_did_not_write() {
     let victim = var.path().join("victim.txt");
     std::fs::write(&victim, b"not the client's").expect("victim");
     let victim_path = victim.to_str().expect("path").to_string();
-    let (code, out) = curl(&["-X", "POST", &porter.url("/handles")]).await;
-    assert_eq!(code, 201);
-    let handle: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let handle = curl_json(&["-X", "POST", &porter.url("/handles")], 201).await;
     let handle = handle["handle"].as_str().expect("handle").to_string();
     let upload = |filename: &'static str, forged: &'static str| {
         let form = Form::new()
             .field(forged, &victim_path)
             .file("file", filename, "text/plain", b"the client's bytes")
             .field(forged, &victim_path);
-        let (ct, body) = form.finish();
-        send(
-            request("POST", &porter.url("/upload"))
-                .header("content-type", ct)
-                .header("x-upload-handle", handle.clone())
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap(),
-        )
+        request("POST", &porter.url("/upload"))
+            .header("x-upload-handle", handle.as_str())
+            .form(form)
+            .send()
     };
     for forged in crate::trust::FORGED {
         let r = upload("notes.txt", forged).await;
@@ -585,16 +531,8 @@ async fn forged_names_never_reach_django_in_any_forward_format() {
             form = form.field(forged, &victim_path);
         }
         let body = data(100_000, 2);
-        let (ct, raw) = form
-            .file("file", "r.bin", "application/octet-stream", &body)
-            .finish();
-        let r = send(
-            request("POST", &s.porter.url(path))
-                .header("content-type", ct)
-                .body(http_body_util::Full::new(bytes::Bytes::from(raw)))
-                .unwrap(),
-        )
-        .await;
+        let form = form.file("file", "r.bin", "application/octet-stream", &body);
+        let r = request("POST", &s.porter.url(path)).form(form).send().await;
         assert_eq!(r.status, 200, "{path}: {:?}", r.body);
         let got = r.json();
         assert_eq!(got["fields"], serde_json::json!(["title"]), "{path}");
@@ -606,32 +544,18 @@ async fn forged_names_never_reach_django_in_any_forward_format() {
     }
     // The chunked completion, through django's completion view.
     let body = data(50_000, 6);
-    let first = {
-        let form = Form::new().file("file", "c.bin", "application/octet-stream", &body);
-        let (ct, raw) = form.finish();
-        send(
-            request("POST", &s.porter.url("/api/chunked_upload/"))
-                .header("content-type", ct)
-                .body(http_body_util::Full::new(bytes::Bytes::from(raw)))
-                .unwrap(),
-        )
-        .await
-    };
+    let url = s.porter.url("/api/chunked_upload/");
+    let file = ("c.bin", "application/octet-stream");
+    let first = chunked::chunk(&url, file, &body, None, None).send().await;
     assert_eq!(first.status, 200, "{:?}", first.body);
-    let id = first.json()["upload_id"].as_str().expect("id").to_string();
+    let id = chunked::upload_id(&first);
     let fields = format!(
         "file.path+={v}&FILE_PATH={v}&Upload_ID=x&upload_id={id}&md5={}",
         md5_hex(&body),
         v = victim_path.replace('/', "%2F")
     );
-    let (code, out) = curl(&[
-        "-d",
-        &fields,
-        &s.porter.url("/api/chunked_upload_complete/"),
-    ])
-    .await;
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let done: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let complete = s.porter.url("/api/chunked_upload_complete/");
+    let done = curl_json(&["-d", &fields, &complete], 200).await;
     assert_eq!(done["fields"], serde_json::json!(["md5", "upload_id"]));
     assert_eq!(
         std::fs::read(s.media.join(done["saved"].as_str().expect("saved"))).expect("saved"),

@@ -1,45 +1,47 @@
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::time::{Duration, Instant};
 
 /// A backend that answers `/dl/<rest>` with `X-Accel-Redirect: /protected/<rest>` and
 /// `/sf/<abs path>` with `X-Sendfile`, plus whatever `?h=` asks for.
 async fn accel_backend() -> Backend {
-    Backend::start(|r| {
-        let mut resp = answer(200, "the app's body, never sent");
-        let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
-        let h = resp.headers_mut();
-        h.remove("content-type");
-        if let Some(rest) = path.strip_prefix("/dl") {
-            h.insert(
-                "x-accel-redirect",
-                format!("/protected{rest}").parse().unwrap(),
-            );
-        } else if let Some(abs) = path.strip_prefix("/sf") {
-            h.insert("x-sendfile", abs.parse().unwrap());
-        }
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap();
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.replace("%20", " ").parse().unwrap(),
-            );
-        }
-        h.insert("x-app-internal", "dropped".parse().unwrap());
-        h.insert("cache-control", "private".parse().unwrap());
-        resp
-    })
-    .await
+    backend()
+        .respond(|r| {
+            let mut resp = answer(200, "the app's body, never sent");
+            let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
+            let h = resp.headers_mut();
+            h.remove("content-type");
+            if let Some(rest) = path.strip_prefix("/dl") {
+                h.insert(
+                    "x-accel-redirect",
+                    format!("/protected{rest}").parse().unwrap(),
+                );
+            } else if let Some(abs) = path.strip_prefix("/sf") {
+                h.insert("x-sendfile", abs.parse().unwrap());
+            }
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap();
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.replace("%20", " ").parse().unwrap(),
+                );
+            }
+            h.insert("x-app-internal", "dropped".parse().unwrap());
+            h.insert("cache-control", "private".parse().unwrap());
+            resp
+        })
+        .run()
+        .await
 }
 
 async fn setup() -> (Backend, Porter, Vec<u8>) {
     let backend = accel_backend().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[[internal]]\nprefix = \"/protected/\"\nroot = \"files\"\nheaders = { \"Content-Security-Policy\" = \"sandbox\" }\n",
-    )
-    .await;
+    let csp = toml::Table::from_iter([("Content-Security-Policy".into(), "sandbox".into())]);
+    let files = [
+        ("prefix", "/protected/".into()),
+        ("root", "files".into()),
+        ("headers", csp.into()),
+    ];
+    let porter = Porter::start(backend.addr, Config::new().table("internal", files)).await;
     let files = porter.dir.path().join("files");
     std::fs::create_dir_all(files.join("sub")).unwrap();
     let content = data(10_000, 3);
@@ -54,11 +56,10 @@ async fn get(porter: &Porter, path: &str, headers: &[(&str, &str)]) -> Reply {
 }
 
 async fn get_m(porter: &Porter, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = request(method, &porter.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req.body(Full::default()).unwrap()).await
+    request(method, &porter.url(path))
+        .headers(headers)
+        .send()
+        .await
 }
 
 #[tokio::test]
@@ -91,12 +92,10 @@ async fn accel_redirect_serves_the_file_with_validators() {
     assert_eq!(r.headers["content-length"], "10000");
     assert!(r.body.is_empty());
     // A POST answered by X-Accel-Redirect is served as GET.
-    let r = send(
-        request("POST", &porter.url("/dl/sub/a.txt"))
-            .body(Full::new(Bytes::from_static(b"x")))
-            .unwrap(),
-    )
-    .await;
+    let r = request("POST", &porter.url("/dl/sub/a.txt"))
+        .body("x")
+        .send()
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 10_000);
 }
@@ -236,11 +235,12 @@ async fn rate_limit_is_a_lower_bound_on_time() {
 #[tokio::test]
 async fn static_locations() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[[static]]\nprefix = \"/static/\"\nroot = \"pub\"\nmax_age = \"1h\"\n",
-    )
-    .await;
+    let public = [
+        ("prefix", "/static/".into()),
+        ("root", "pub".into()),
+        ("max_age", "1h".into()),
+    ];
+    let porter = Porter::start(backend.addr, Config::new().table("static", public)).await;
     std::fs::create_dir_all(porter.dir.path().join("pub/css")).unwrap();
     std::fs::write(porter.dir.path().join("pub/css/site.css"), b"body{}").unwrap();
     let r = get(&porter, "/static/css/site.css", &[]).await;

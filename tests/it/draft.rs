@@ -2,64 +2,25 @@
 //! and header SPEC §4.5 names, the 104 over HTTP/1.1 (plain and TLS) read off the wire,
 //! a takeover of an upload still busy in a stalled request, and tus beside it.
 
+use crate::support::draft::{append, head, request as draft};
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const MAX: u64 = 1 << 20;
 
-fn route(expire: &str) -> String {
-    format!(
-        "[[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\nmax_file_size = {MAX}\nexpire = \"{expire}\"\n"
-    )
+fn route(expire: &str) -> Upload {
+    tus::route().max_file_size(MAX as i64).expire(expire)
 }
 
-pub fn draft(method: &str, url: &str) -> http::request::Builder {
-    request(method, url).header("upload-draft-interop-version", "6")
-}
-
-pub async fn create(porter: &Porter, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut req = draft("POST", &porter.url("/files"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req.body(Full::new(Bytes::from(body.to_vec()))).unwrap()).await
-}
-
-pub async fn append(
-    url: &str,
-    offset: u64,
-    complete: bool,
-    data: &[u8],
-    extra: &[(&str, &str)],
-) -> Reply {
-    let mut req = draft("PATCH", url)
-        .header("content-type", "application/partial-upload")
-        .header("upload-offset", offset)
-        .header("upload-complete", if complete { "?1" } else { "?0" });
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    send(req.body(Full::new(Bytes::from(data.to_vec()))).unwrap()).await
-}
-
-pub async fn head(url: &str) -> Reply {
-    send(draft("HEAD", url).body(Full::default()).unwrap()).await
-}
-
-pub fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
-    r.headers
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers))
-        .to_str()
-        .unwrap()
+/// A creation at `porter`'s tus route.
+async fn create(porter: &Porter, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    draft::create(&porter.url("/files"), headers, body).await
 }
 
 fn problem(r: &Reply, status: u16, kind: &str) -> serde_json::Value {
     assert_eq!(r.status, status, "{:?}", r.body);
-    assert_eq!(header(r, "content-type"), "application/problem+json");
+    assert_eq!(r.header("content-type"), "application/problem+json");
     let p = r.json();
     assert_eq!(p["type"], kind, "{p}");
     assert_eq!(p["status"], status);
@@ -75,16 +36,13 @@ fn check_notify(backend: &Backend, content: &[u8], name: &str, ctype: &str) {
     let form = parse_form(&seen[0]);
     assert_eq!(one(&form, "file.name"), name);
     assert_eq!(one(&form, "file.content_type"), ctype);
-    assert_eq!(one(&form, "file.size"), content.len().to_string());
-    assert_eq!(one(&form, "file.md5"), md5_hex(content));
-    assert_eq!(one(&form, "file.sha256"), sha256_hex(content));
-    assert!(std::fs::read(one(&form, "file.path")).unwrap() == content);
+    assert_file(&form, "file", content);
 }
 
 #[tokio::test]
 async fn create_then_append_in_parts_and_notify() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let content = data(300_000, 3);
     // tus-js-client's creation: Upload-Length, Upload-Metadata, Upload-Complete: ?0.
     let r = create(
@@ -101,15 +59,15 @@ async fn create_then_append_in_parts_and_notify() {
     )
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     assert!(
         url.starts_with(&format!("http://{}/files/", porter.addr)),
         "{url}"
     );
-    assert_eq!(header(&r, "upload-offset"), "0");
-    assert_eq!(header(&r, "upload-complete"), "?0");
+    assert_eq!(r.header("upload-offset"), "0");
+    assert_eq!(r.header("upload-complete"), "?0");
     assert_eq!(
-        header(&r, "upload-limit"),
+        r.header("upload-limit"),
         format!("max-size={MAX}, expires=3600")
     );
     assert!(
@@ -118,27 +76,30 @@ async fn create_then_append_in_parts_and_notify() {
     );
     let h = head(&url).await;
     assert_eq!(h.status, 204);
-    assert_eq!(header(&h, "upload-offset"), "0");
-    assert_eq!(header(&h, "upload-complete"), "?0");
-    assert_eq!(header(&h, "upload-length"), "300000");
-    assert_eq!(header(&h, "cache-control"), "no-store");
-    assert!(header(&h, "upload-limit").starts_with(&format!("max-size={MAX}, expires=")));
+    assert_eq!(h.header("upload-offset"), "0");
+    assert_eq!(h.header("upload-complete"), "?0");
+    assert_eq!(h.header("upload-length"), "300000");
+    assert_eq!(h.header("cache-control"), "no-store");
+    assert!(
+        h.header("upload-limit")
+            .starts_with(&format!("max-size={MAX}, expires="))
+    );
     let r = append(&url, 0, false, &content[..100_000], &[]).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
-    assert_eq!(header(&r, "upload-offset"), "100000");
-    assert_eq!(header(&r, "upload-complete"), "?0");
+    assert_eq!(r.header("upload-offset"), "100000");
+    assert_eq!(r.header("upload-complete"), "?0");
     assert_eq!(backend.count(), 0);
     // The completing append's answer is the app's, with the draft's headers.
     let r = append(&url, 100_000, true, &content[100_000..], &[]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body, r#"{"ok":true}"#);
-    assert_eq!(header(&r, "upload-offset"), "300000");
-    assert_eq!(header(&r, "upload-complete"), "?1");
+    assert_eq!(r.header("upload-offset"), "300000");
+    assert_eq!(r.header("upload-complete"), "?1");
     check_notify(&backend, &content, "report.pdf", "application/pdf");
     let h = head(&url).await;
     assert_eq!(h.status, 204);
-    assert_eq!(header(&h, "upload-complete"), "?1");
-    assert_eq!(header(&h, "upload-offset"), "300000");
+    assert_eq!(h.header("upload-complete"), "?1");
+    assert_eq!(h.header("upload-offset"), "300000");
     // An append to it now is the draft's completed-upload problem.
     let r = append(&url, 300_000, true, b"more", &[]).await;
     problem(&r, 400, &format!("{IANA}completed-upload"));
@@ -148,7 +109,7 @@ async fn create_then_append_in_parts_and_notify() {
 #[tokio::test]
 async fn a_creation_with_the_whole_file_answers_with_the_apps_response() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let content = data(200_000, 4);
     let r = create(
         &porter,
@@ -162,21 +123,21 @@ async fn a_creation_with_the_whole_file_answers_with_the_apps_response() {
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body, r#"{"ok":true}"#);
-    assert_eq!(header(&r, "upload-complete"), "?1");
-    assert_eq!(header(&r, "upload-offset"), "200000");
-    assert!(header(&r, "location").contains("/files/"));
+    assert_eq!(r.header("upload-complete"), "?1");
+    assert_eq!(r.header("upload-offset"), "200000");
+    assert!(r.header("location").contains("/files/"));
     check_notify(&backend, &content, "sales.csv", "text/csv");
     // A creation with no body and ?1 is an empty file, complete at once.
     let r = create(&porter, &[("upload-complete", "?1")], b"").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(header(&r, "upload-offset"), "0");
+    assert_eq!(r.header("upload-offset"), "0");
     assert_eq!(backend.count(), 2);
 }
 
 #[tokio::test]
 async fn a_creation_with_part_of_the_file_and_no_length_resumes_by_patch() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let content = data(150_000, 5);
     let r = create(
         &porter,
@@ -188,8 +149,8 @@ async fn a_creation_with_part_of_the_file_and_no_length_resumes_by_patch() {
     )
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    assert_eq!(header(&r, "upload-offset"), "50000");
-    let url = header(&r, "location").to_string();
+    assert_eq!(r.header("upload-offset"), "50000");
+    let url = r.location();
     let h = head(&url).await;
     assert!(
         h.headers.get("upload-length").is_none(),
@@ -204,14 +165,14 @@ async fn a_creation_with_part_of_the_file_and_no_length_resumes_by_patch() {
 #[tokio::test]
 async fn offset_length_and_request_errors_are_problems() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let r = create(
         &porter,
         &[("upload-complete", "?0"), ("upload-length", "1000")],
         b"",
     )
     .await;
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     append(&url, 0, false, &[1; 100], &[]).await;
     // A wrong offset: 409, the server's offset, Upload-Complete: ?0, and the draft's body.
     let r = append(&url, 40, false, &[1; 10], &[]).await;
@@ -219,8 +180,8 @@ async fn offset_length_and_request_errors_are_problems() {
     assert_eq!(p["expected-offset"], 100);
     assert_eq!(p["provided-offset"], 40);
     assert!(p["title"].is_string());
-    assert_eq!(header(&r, "upload-offset"), "100");
-    assert_eq!(header(&r, "upload-complete"), "?0");
+    assert_eq!(r.header("upload-offset"), "100");
+    assert_eq!(r.header("upload-complete"), "?0");
     // A length contradicting the one given at creation.
     let r = append(&url, 100, false, &[1; 10], &[("upload-length", "999")]).await;
     problem(&r, 400, &format!("{IANA}inconsistent-upload-length"));
@@ -228,55 +189,44 @@ async fn offset_length_and_request_errors_are_problems() {
     let r = append(&url, 100, true, &[1; 10], &[]).await;
     problem(&r, 400, &format!("{IANA}inconsistent-upload-length"));
     assert_eq!(
-        header(&head(&url).await, "upload-offset"),
+        head(&url).await.header("upload-offset"),
         "100",
         "nothing was taken"
     );
     // An append without the draft's media type.
-    let r = send(
-        draft("PATCH", &url)
-            .header("content-type", "application/offset+octet-stream")
-            .header("upload-offset", "100")
-            .header("upload-complete", "?0")
-            .body(Full::new(Bytes::from_static(b"x")))
-            .unwrap(),
-    )
-    .await;
+    let r = draft("PATCH", &url)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "100")
+        .header("upload-complete", "?0")
+        .body("x")
+        .send()
+        .await;
     assert_eq!(r.status, 415);
     // Missing or malformed Upload-Complete.
-    let r = send(
-        draft("PATCH", &url)
-            .header("content-type", "application/partial-upload")
-            .header("upload-offset", "100")
-            .header("upload-complete", "yes")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = draft("PATCH", &url)
+        .header("content-type", "application/partial-upload")
+        .header("upload-offset", "100")
+        .header("upload-complete", "yes")
+        .send()
+        .await;
     problem(&r, 400, "about:blank");
     let r = create(&porter, &[], b"").await;
     problem(&r, 400, "about:blank");
     // An offset retrieval may not carry Upload-Offset or Upload-Complete.
-    let r = send(
-        draft("HEAD", &url)
-            .header("upload-offset", "0")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = draft("HEAD", &url)
+        .header("upload-offset", "0")
+        .send()
+        .await;
     assert_eq!(r.status, 400);
     // Unknown upload.
     let r = head(&porter.url("/files/0123456789abcdef0123456789abcdef")).await;
     assert_eq!(r.status, 404);
     // Another interop version: 400 listing the supported ones.
-    let r = send(
-        request("POST", &porter.url("/files"))
-            .header("upload-draft-interop-version", "3")
-            .header("upload-complete", "?0")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = request("POST", &porter.url("/files"))
+        .header("upload-draft-interop-version", "3")
+        .header("upload-complete", "?0")
+        .send()
+        .await;
     let p = problem(&r, 400, "about:blank");
     assert_eq!(p["supported-versions"], serde_json::json!([6]));
     // Both protocols in one request.
@@ -293,7 +243,7 @@ async fn offset_length_and_request_errors_are_problems() {
 #[tokio::test]
 async fn limits_answer_413_with_upload_limit_and_keep_nothing_past_them() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let big = (MAX + 1).to_string();
     let r = create(
         &porter,
@@ -302,26 +252,32 @@ async fn limits_answer_413_with_upload_limit_and_keep_nothing_past_them() {
     )
     .await;
     problem(&r, 413, "about:blank");
-    assert!(header(&r, "upload-limit").starts_with(&format!("max-size={MAX},")));
+    assert!(
+        r.header("upload-limit")
+            .starts_with(&format!("max-size={MAX},"))
+    );
     // No length: the append that would pass max-size is refused whole.
     let r = create(&porter, &[("upload-complete", "?0")], b"").await;
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     append(&url, 0, false, &vec![1; 1000], &[]).await;
     let r = append(&url, 1000, false, &vec![2; MAX as usize], &[]).await;
     problem(&r, 413, "about:blank");
-    assert!(header(&r, "upload-limit").starts_with(&format!("max-size={MAX},")));
-    assert_eq!(header(&head(&url).await, "upload-offset"), "1000");
+    assert!(
+        r.header("upload-limit")
+            .starts_with(&format!("max-size={MAX},"))
+    );
+    assert_eq!(head(&url).await.header("upload-offset"), "1000");
     assert_eq!(backend.count(), 0);
 }
 
 #[tokio::test]
 async fn cancellation_and_expiry() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1s")).await;
+    let porter = Porter::start(backend.addr, route("1s")).await;
     let r = create(&porter, &[("upload-complete", "?0")], &[7; 500]).await;
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     let id = url.rsplit('/').next().unwrap().to_string();
-    let r = send(draft("DELETE", &url).body(Full::default()).unwrap()).await;
+    let r = draft("DELETE", &url).send().await;
     assert_eq!(r.status, 204);
     assert_eq!(head(&url).await.status, 404);
     let leftovers: Vec<_> = files_under(porter.dir.path())
@@ -331,13 +287,13 @@ async fn cancellation_and_expiry() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Expiry: 410 once `expire` has passed.
     let r = create(&porter, &[("upload-complete", "?0")], &[7; 500]).await;
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = head(&url).await;
     assert_eq!(r.status, 410);
-    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    assert_eq!(r.header("content-type"), "application/problem+json");
     // `porter gc` collects it, as it does tus uploads.
-    let stdout = porter_gc(&porter.dir.path().join("porter.toml"));
+    let stdout = porter_gc(&porter.config());
     assert!(stdout.contains("1 expired resumable upload"), "{stdout}");
     assert_eq!(head(&url).await.status, 404, "collected");
     assert!(files_under(&porter.temp()).is_empty());
@@ -347,79 +303,34 @@ async fn cancellation_and_expiry() {
 /// metadata again); a 4xx is final and relayed, and the upload is gone (410).
 #[tokio::test]
 async fn the_apps_refusals_follow_the_completion_rules() {
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c = calls.clone();
-    let backend =
-        Backend::start(
-            move |_| match c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
-                0 => answer(503, r#"{"later":1}"#),
-                1 => answer(201, r#"{"id":7}"#),
-                _ => answer(422, r#"{"bad":1}"#),
-            },
-        )
+    let backend = backend()
+        .once(503, r#"{"later":1}"#)
+        .once(201, r#"{"id":7}"#)
+        .reply(422, r#"{"bad":1}"#)
+        .run()
         .await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let r = create(&porter, &[("upload-complete", "?1")], &[1; 1000]).await;
     assert_eq!(r.status, 503, "the app's answer is relayed");
     assert_eq!(r.body, r#"{"later":1}"#);
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     // The retry (a HEAD) sends the metadata again; now the app accepts.
     let h = head(&url).await;
     assert_eq!(h.status, 204, "{:?}", h.body);
-    assert_eq!(header(&h, "upload-complete"), "?1");
+    assert_eq!(h.header("upload-complete"), "?1");
     assert_eq!(backend.count(), 2);
     // A 4xx is final.
     let r = create(&porter, &[("upload-complete", "?1")], &[2; 1000]).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.body, r#"{"bad":1}"#);
-    let url = header(&r, "location").to_string();
+    let url = r.location();
     assert_eq!(head(&url).await.status, 410);
     let stored = files_under(&porter.root());
     assert_eq!(stored.len(), 1, "only the accepted file stays: {stored:?}");
 }
 
-/// Reads from `s` until `needle` has been seen (bounded), returning what was read.
-pub async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&got).contains(needle) {
-        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&got)))
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed before {needle:?}: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
-/// Waits (by the upload's progress, SPEC §6) until porter has read `n` bytes of it.
-pub async fn wait_received(porter: &Porter, url: &str, n: u64) {
-    let id = url.rsplit('/').next().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let p = send(
-            request("GET", &porter.url(&format!("/progress?X-Progress-ID={id}")))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .json();
-        if p["received"] == n {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{p}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn with_progress() -> String {
-    format!("[progress]\npath = \"/progress\"\n{}", route("1h"))
+fn with_progress() -> Config {
+    Config::from(route("1h")).progress("/progress")
 }
 
 /// URLSession's flow: the whole file in the creation request; the 104 tells the
@@ -427,17 +338,16 @@ fn with_progress() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &with_progress()).await;
+    let porter = Porter::start(backend.addr, with_progress()).await;
     let content = data(400_000, 9);
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
     let head_text = format!(
         "POST /files HTTP/1.1\r\nHost: {}\r\nUpload-Draft-Interop-Version: 6\r\nUpload-Complete: ?1\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"photo.heic\"\r\nContent-Length: {}\r\n\r\n",
         porter.addr,
         content.len()
     );
-    s.write_all(head_text.as_bytes()).await.unwrap();
+    let mut s = wire::open(porter.addr, head_text.as_bytes()).await;
     // Not one body byte sent yet: the 104 must arrive on its own.
-    let interim = read_until(&mut s, "\r\n\r\n").await;
+    let interim = wire::read_until(&mut s, "\r\n\r\n").await;
     assert!(
         interim.starts_with("HTTP/1.1 104 Upload Resumption Supported\r\n"),
         "{interim}"
@@ -453,9 +363,9 @@ async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
         .to_string();
     s.write_all(&content[..150_000]).await.unwrap();
     // Once porter has the bytes, the connection is cut; the client asks where it stands.
-    wait_received(&porter, &url, 150_000).await;
+    wait_received(&porter, tus::id(&url), 150_000).await;
     drop(s);
-    let offset: u64 = header(&head(&url).await, "upload-offset").parse().unwrap();
+    let offset: u64 = head(&url).await.header("upload-offset").parse().unwrap();
     assert_eq!(offset, 150_000);
     let r = append(&url, offset, true, &content[150_000..], &[]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -467,7 +377,7 @@ async fn the_104_comes_before_the_body_and_lets_a_cut_creation_resume() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_request_takes_over_an_upload_busy_in_a_stalled_one() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &with_progress()).await;
+    let porter = Porter::start(backend.addr, with_progress()).await;
     let content = data(100_000, 11);
     let r = create(
         &porter,
@@ -475,31 +385,23 @@ async fn a_newer_request_takes_over_an_upload_busy_in_a_stalled_one() {
         b"",
     )
     .await;
-    let url = header(&r, "location").to_string();
-    let path = url
-        .split(&porter.addr.to_string())
-        .nth(1)
-        .unwrap()
-        .to_string();
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    let req = format!(
-        "PATCH {path} HTTP/1.1\r\nHost: x\r\nUpload-Draft-Interop-Version: 6\r\nContent-Type: application/partial-upload\r\nUpload-Offset: 0\r\nUpload-Complete: ?1\r\nContent-Length: 100000\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let url = r.location();
+    let req = draft::append_head(tus::path(&url), 100_000);
+    let mut s = wire::open(porter.addr, req.as_bytes()).await;
     s.write_all(&content[..30_000]).await.unwrap();
-    wait_received(&porter, &url, 30_000).await;
+    wait_received(&porter, tus::id(&url), 30_000).await;
     // The stalled request holds the upload; the HEAD stops it rather than wait for it.
     let r = head(&url).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
-    let offset: u64 = header(&r, "upload-offset").parse().unwrap();
+    let offset: u64 = r.header("upload-offset").parse().unwrap();
     assert_eq!(offset, 30_000, "the older request kept what it wrote");
     // The older request was told it lost the upload (not timed out: that would be 408).
-    let answer = read_until(&mut s, "\r\n").await;
+    let answer = wire::read_until(&mut s, "\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     let r = append(&url, offset, true, &content[30_000..], &[]).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(backend.count(), 1);
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
 }
 
@@ -507,21 +409,14 @@ async fn a_newer_request_takes_over_an_upload_busy_in_a_stalled_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tus_and_draft_uploads_share_a_route() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("1h")).await;
+    let porter = Porter::start(backend.addr, route("1h")).await;
     let (a, b) = (data(256_000, 1), data(256_000, 2));
-    let tus_url = {
-        let r = send(
-            request("POST", &porter.url("/files"))
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", a.len())
-                .header("upload-metadata", "filename dHVzLmJpbg==")
-                .body(Full::default())
-                .unwrap(),
-        )
+    let r = tus::creation(&porter.url("/files"), a.len())
+        .header("upload-metadata", "filename dHVzLmJpbg==")
+        .send()
         .await;
-        assert_eq!(r.status, 201);
-        header(&r, "location").to_string()
-    };
+    assert_eq!(r.status, 201);
+    let tus_url = r.location();
     let r = create(
         &porter,
         &[
@@ -531,18 +426,10 @@ async fn tus_and_draft_uploads_share_a_route() {
         b"",
     )
     .await;
-    let draft_url = header(&r, "location").to_string();
+    let draft_url = r.location();
     let tus_side = async {
         for (i, chunk) in a.chunks(32_000).enumerate() {
-            let r = send(
-                request("PATCH", &tus_url)
-                    .header("tus-resumable", "1.0.0")
-                    .header("content-type", "application/offset+octet-stream")
-                    .header("upload-offset", i * 32_000)
-                    .body(Full::new(Bytes::from(chunk.to_vec())))
-                    .unwrap(),
-            )
-            .await;
+            let r = tus::patch(&tus_url, i * 32_000, chunk).await;
             assert_eq!(r.status, 204, "{:?}", r.body);
         }
     };
@@ -575,14 +462,10 @@ async fn tus_and_draft_uploads_share_a_route() {
         ]
     );
     // Each protocol can read the other's upload state.
-    let r = send(
-        request("HEAD", &draft_url)
-            .header("tus-resumable", "1.0.0")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(header(&r, "upload-offset"), b.len().to_string());
+    assert_eq!(
+        tus::head(&draft_url).await.header("upload-offset"),
+        b.len().to_string()
+    );
 }
 
 /// curl prints the interim responses it gets: over HTTP/1.1 (TLS too) there is a 104;
@@ -590,7 +473,7 @@ async fn tus_and_draft_uploads_share_a_route() {
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_sees_the_104_on_http1_and_tls_and_none_on_h2() {
     let backend = Backend::ok().await;
-    let (porter, pki) = crate::tls::https_porter(backend.addr, &route("1h")).await;
+    let (porter, pki) = crate::tls::https_porter(backend.addr, route("1h")).await;
     let ca = pki.path().join("ca.pem");
     let file = pki.path().join("body.bin");
     std::fs::write(&file, data(100_000, 6)).unwrap();

@@ -7,37 +7,19 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const UPLOAD: &str = "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\n";
+use crate::support::wire::{exchange, status};
 
-/// Writes `bytes` on a new connection and reads until porter closes it (at most 10 s);
-/// what came back.
-async fn exchange(porter: &Porter, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(porter.addr).await.expect("connect");
-    let _ = s.write_all(bytes).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-fn status(text: &str) -> &str {
-    text.get(9..12).unwrap_or("")
-}
-
-fn small_upload(porter: &Porter) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let (ct, body) = Form::new()
-        .file("f", "ok.bin", "application/octet-stream", b"fine")
-        .finish();
-    request("POST", &porter.url("/upload"))
-        .header("content-type", ct)
-        .body(body.into())
-        .expect("request")
+fn upload() -> Upload {
+    Upload::multipart("/upload")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_stop_uploads_and_header_timeout_closes_it() {
     let backend = Backend::ok().await;
-    let extra = format!("[server]\nheader_timeout = \"2s\"\nidle_timeout = \"5s\"\n{UPLOAD}");
-    let porter = Porter::start(backend.addr, &extra).await;
+    let config = Config::from(upload())
+        .set("server.header_timeout", "2s")
+        .set("server.idle_timeout", "5s");
+    let porter = Porter::start(backend.addr, config).await;
     let started = Instant::now();
     let mut trickling = Vec::new();
     for _ in 0..1000 {
@@ -72,7 +54,11 @@ async fn slowloris_does_not_stop_uploads_and_header_timeout_closes_it() {
         }
         ended
     });
-    let reply = send(small_upload(&porter)).await;
+    let form = Form::new().file("f", "ok.bin", "application/octet-stream", b"fine");
+    let reply = request("POST", &porter.url("/upload"))
+        .form(form)
+        .send()
+        .await;
     assert_eq!(reply.status, 200, "an upload during the slowloris");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -90,7 +76,7 @@ async fn slowloris_does_not_stop_uploads_and_header_timeout_closes_it() {
 #[tokio::test]
 async fn smuggling_shapes_are_400_and_never_forwarded() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, UPLOAD).await;
+    let porter = Porter::start(backend.addr, upload()).await;
     let shapes: [(&str, &str); 6] = [
         (
             "two different Content-Lengths",
@@ -118,10 +104,10 @@ async fn smuggling_shapes_are_400_and_never_forwarded() {
         ),
     ];
     for (what, raw) in shapes {
-        let text = exchange(&porter, raw.as_bytes()).await;
+        let text = exchange(porter.addr, raw.as_bytes()).await;
         assert_eq!(status(&text), "400", "{what}: {text}");
         // The same shapes on an upload route.
-        let text = exchange(&porter, raw.replace("/app", "/upload").as_bytes()).await;
+        let text = exchange(porter.addr, raw.replace("/app", "/upload").as_bytes()).await;
         assert_eq!(status(&text), "400", "{what} on /upload: {text}");
     }
     assert_eq!(backend.count(), 0, "a smuggling shape reached the backend");
@@ -136,22 +122,16 @@ async fn smuggling_shapes_are_400_and_never_forwarded() {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_smuggles_nothing() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, UPLOAD).await;
+    let porter = Porter::start(backend.addr, upload()).await;
     let hidden = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     for headers in [
         "Content-Length: 60\r\nTransfer-Encoding: chunked",
         "Transfer-Encoding: chunked\r\nContent-Length: 60",
     ] {
         let raw = format!("POST /app HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n0\r\n\r\n{hidden}");
-        let mut s = TcpStream::connect(porter.addr).await.expect("connect");
-        s.write_all(raw.as_bytes()).await.expect("request");
-        let mut got = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
-        let text = String::from_utf8_lossy(&got);
-        assert!(
-            closed.is_ok(),
-            "{headers}: the connection stayed open after {text}"
-        );
+        let mut s = wire::open(porter.addr, raw.as_bytes()).await;
+        let text = wire::read_to_close(&mut s).await;
+        let text = text.unwrap_or_else(|| panic!("{headers}: the connection stayed open"));
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{headers}: {text}");
     }
     let targets: Vec<String> = backend
@@ -174,11 +154,8 @@ async fn content_length_with_transfer_encoding_smuggles_nothing() {
 
 /// A multipart body `head` + `parts` + closing boundary, sent with Content-Length.
 fn multipart_request(content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let ct = format!("Content-Type: {content_type}");
+    let mut out = wire::head("POST", "/upload", &[&ct], body.len()).into_bytes();
     out.extend_from_slice(body);
     out
 }
@@ -186,7 +163,7 @@ fn multipart_request(content_type: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn multipart_bombs_get_clean_4xx() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, UPLOAD).await;
+    let porter = Porter::start(backend.addr, upload()).await;
     let tiny = "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n".repeat(10_000);
     let huge_head = format!(
         "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\nX-Pad: {}\r\n\r\nx\r\n--B--\r\n",
@@ -225,7 +202,7 @@ async fn multipart_bombs_get_clean_4xx() {
         ),
     ];
     for (what, ct, body, want) in cases {
-        let text = exchange(&porter, &multipart_request(ct, body.as_bytes())).await;
+        let text = exchange(porter.addr, &multipart_request(ct, body.as_bytes())).await;
         assert_eq!(
             status(&text),
             want,
@@ -249,19 +226,8 @@ async fn multipart_bombs_get_clean_4xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_preamble_is_refused_in_bounded_memory() {
     let backend = Backend::ok().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("porter.toml");
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[backend]\nurl = \"http://{}\"\n\
-         [storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n{UPLOAD}",
-        backend.addr
-    );
-    std::fs::write(&config, text).expect("config");
-    let mut proc = Proc::serve(&config);
-    let port = proc.port();
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
+    let served = Served::start(backend.addr, upload());
+    let s = TcpStream::connect(served.addr()).await.expect("connect");
     let (mut rd, mut wr) = s.into_split();
     let total: u64 = 256 << 20;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -299,7 +265,7 @@ async fn endless_preamble_is_refused_in_bounded_memory() {
         at < total / 4,
         "the 400 came only after {at} of {total} bytes"
     );
-    let hwm = proc_peak_rss_kib(proc.child.id());
+    let hwm = served.proc.memory_kib("VmHWM");
     assert!(
         hwm < 64 << 10,
         "porter peaked at {hwm} KiB for a bounded parse"
@@ -307,23 +273,11 @@ async fn endless_preamble_is_refused_in_bounded_memory() {
     assert_eq!(backend.count(), 0);
 }
 
-fn proc_peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .expect("VmHWM");
-    line.trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
 #[tokio::test]
 async fn max_connections_holds() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "[server]\nmax_connections = 8\n").await;
+    let config = Config::new().set("server.max_connections", 8);
+    let porter = Porter::start(backend.addr, config).await;
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut s = TcpStream::connect(porter.addr).await.expect("connect");

@@ -1,19 +1,16 @@
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-fn route(extra: &str) -> String {
-    format!("[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\n{extra}")
+fn route() -> Upload {
+    Upload::multipart("/upload")
 }
 
-fn post(porter: &Porter, form: Form) -> http::Request<Full<Bytes>> {
-    let (ct, body) = form.finish();
+async fn post(porter: &Porter, form: Form) -> Reply {
     request("POST", &porter.url("/upload"))
-        .header("content-type", ct)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+        .form(form)
+        .send()
+        .await
 }
 
 const PNG: &[u8] =
@@ -22,14 +19,11 @@ const PNG: &[u8] =
 #[tokio::test]
 async fn over_limits_are_413_and_never_reach_the_backend() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!(
-            "[limits]\nmax_fields = 2\nmax_field_bytes = 100\n{}",
-            route("max_file_size = \"100KiB\"\nmax_files = 2\n")
-        ),
-    )
-    .await;
+    let route = route().max_file_size("100KiB").set("max_files", 2);
+    let config = Config::from(route)
+        .set("limits.max_fields", 2)
+        .set("limits.max_field_bytes", 100);
+    let porter = Porter::start(backend.addr, config).await;
     let cases = [
         (
             "declared length",
@@ -53,7 +47,7 @@ async fn over_limits_are_413_and_never_reach_the_backend() {
         ("field bytes", Form::new().field("a", &"x".repeat(101))),
     ];
     for (what, form) in cases {
-        let reply = send(post(&porter, form)).await;
+        let reply = post(&porter, form).await;
         assert_eq!(reply.status, 413, "{what}");
         assert_eq!(reply.json()["error"], "too_large", "{what}");
         assert_eq!(reply.json()["accepted"], false);
@@ -65,29 +59,21 @@ async fn over_limits_are_413_and_never_reach_the_backend() {
 #[tokio::test]
 async fn accept_checks_extension_and_sniffed_type() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("accept = [\"image/*\", \".csv\"]\n")).await;
-    let reply = send(post(
-        &porter,
-        Form::new().file("f", "x.csv", "text/csv", PNG),
-    ))
-    .await;
+    let porter = Porter::start(backend.addr, route().accept(&["image/*", ".csv"])).await;
+    let reply = post(&porter, Form::new().file("f", "x.csv", "text/csv", PNG)).await;
     assert_eq!(reply.status, 415);
     assert_eq!(reply.json()["error"], "unsupported_type");
     assert_eq!(reply.json()["file"], "x.csv");
-    let reply = send(post(
-        &porter,
-        Form::new().file("f", "x.exe", "image/png", b"MZ"),
-    ))
-    .await;
+    let reply = post(&porter, Form::new().file("f", "x.exe", "image/png", b"MZ")).await;
     assert_eq!(reply.status, 415);
     assert_eq!(backend.count(), 0);
     assert!(porter.wait_empty().await.is_empty());
-    let reply = send(post(
+    let reply = post(
         &porter,
         Form::new()
             .file("f", "ok.png", "image/png", PNG)
             .file("g", "t.csv", "text/csv", b"a,b\n"),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 200);
     let form = parse_form(&backend.requests()[0]);
@@ -98,7 +84,7 @@ async fn accept_checks_extension_and_sniffed_type() {
 #[tokio::test]
 async fn malformed_bodies_are_400() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("")).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let bad = [
         (
             "multipart/form-data; boundary=abc",
@@ -112,13 +98,11 @@ async fn malformed_bodies_are_400() {
         ),
     ];
     for (ct, body) in bad {
-        let reply = send(
-            request("POST", &porter.url("/upload"))
-                .header("content-type", ct)
-                .body(Full::new(Bytes::from(body)))
-                .unwrap(),
-        )
-        .await;
+        let reply = request("POST", &porter.url("/upload"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await;
         assert_eq!(reply.status, 400, "{ct} {body}");
         assert_eq!(reply.json()["error"], "bad_request");
     }
@@ -126,15 +110,22 @@ async fn malformed_bodies_are_400() {
     assert!(porter.wait_empty().await.is_empty());
 }
 
+/// The head of a multipart request whose file part starts at once (named `name`),
+/// announcing `len` bytes of file and closing boundary; then the part's head.
+fn multipart_head(name: &str, len: usize) -> String {
+    let part =
+        format!("--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"{name}\"\r\n\r\n");
+    let ct = "Content-Type: multipart/form-data; boundary=B";
+    wire::head("POST", "/upload", &[ct], part.len() + len) + &part
+}
+
 /// Starts a multipart upload on a raw socket and sends `n` bytes of file data.
 async fn start_upload(porter: &Porter, n: usize) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    let head = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n\r\n";
-    let req = format!(
-        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n{head}",
-        head.len() + 10_000_000
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut s = wire::open(
+        porter.addr,
+        multipart_head("big.bin", 10_000_000).as_bytes(),
+    )
+    .await;
     s.write_all(&data(n, 5)).await.unwrap();
     s
 }
@@ -142,16 +133,10 @@ async fn start_upload(porter: &Porter, n: usize) -> tokio::net::TcpStream {
 #[tokio::test]
 async fn client_disconnect_mid_upload_leaves_nothing() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("")).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let s = start_upload(&porter, 3_000_000).await;
     // Wait until porter has written part of the file, then vanish.
-    for _ in 0..100 {
-        if !porter.stored_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!porter.stored_files().is_empty(), "the upload had started");
+    assert!(porter.wait_stored().await, "the upload had started");
     drop(s);
     assert_eq!(porter.wait_empty().await, Vec::<std::path::PathBuf>::new());
     assert_eq!(backend.count(), 0);
@@ -160,16 +145,11 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
 #[tokio::test]
 async fn stalled_body_gets_408_and_cleanup() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!("[server]\nidle_timeout = \"1s\"\n{}", route("")),
-    )
-    .await;
+    let config = Config::from(route()).set("server.idle_timeout", "1s");
+    let porter = Porter::start(backend.addr, config).await;
     let mut s = start_upload(&porter, 100_000).await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "porter ended the stalled request");
-    let text = String::from_utf8_lossy(&buf);
+    let text = wire::read_to_close(&mut s).await;
+    let text = text.expect("porter ended the stalled request");
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"timeout\""), "{text}");
     assert!(porter.wait_empty().await.is_empty());
@@ -179,15 +159,9 @@ async fn stalled_body_gets_408_and_cleanup() {
 #[tokio::test]
 async fn low_disk_space_is_507() {
     let backend = Backend::ok().await;
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{}\"\n[storage]\nmin_free = \"1000TiB\"\n",
-            backend.addr
-        ),
-        &route(""),
-    )
-    .await;
-    let reply = send(post(&porter, Form::new().file("f", "a", "x/y", b"1"))).await;
+    let config = Config::from(route()).set("storage.min_free", "1000TiB");
+    let porter = Porter::start(backend.addr, config).await;
+    let reply = post(&porter, Form::new().file("f", "a", "x/y", b"1")).await;
     assert_eq!(reply.status, 507);
     assert_eq!(reply.json()["error"], "insufficient_storage");
     assert_eq!(backend.count(), 0);
@@ -196,19 +170,11 @@ async fn low_disk_space_is_507() {
 #[tokio::test]
 async fn max_concurrent_uploads_is_503_with_retry_after() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!("[limits]\nmax_concurrent_uploads = 1\n{}", route("")),
-    )
-    .await;
+    let config = Config::from(route()).set("limits.max_concurrent_uploads", 1);
+    let porter = Porter::start(backend.addr, config).await;
     let first = start_upload(&porter, 1000).await;
-    for _ in 0..100 {
-        if !porter.stored_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let reply = send(post(&porter, Form::new().file("f", "a", "x/y", b"1"))).await;
+    porter.wait_stored().await;
+    let reply = post(&porter, Form::new().file("f", "a", "x/y", b"1")).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["error"], "busy");
     assert!(reply.headers.contains_key("retry-after"));
@@ -218,13 +184,11 @@ async fn max_concurrent_uploads_is_503_with_retry_after() {
 #[tokio::test]
 async fn slow_request_head_is_cut_at_header_timeout() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "[server]\nheader_timeout = \"1s\"\n").await;
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    let mut buf = Vec::new();
-    let done = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    assert!(done.is_ok(), "the connection was closed");
-    let text = String::from_utf8_lossy(&buf);
+    let config = Config::new().set("server.header_timeout", "1s");
+    let porter = Porter::start(backend.addr, config).await;
+    let mut s = wire::open(porter.addr, b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    let text = wire::read_to_close(&mut s).await;
+    let text = text.expect("the connection was closed");
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
@@ -235,16 +199,13 @@ async fn slow_request_head_is_cut_at_header_timeout() {
 #[tokio::test]
 async fn oversized_request_head_is_431() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "[limits]\nmax_header_bytes = \"16KiB\"\n").await;
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
+    let config = Config::new().set("limits.max_header_bytes", "16KiB");
+    let porter = Porter::start(backend.addr, config).await;
     let head = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 << 10)
     );
-    let _ = s.write_all(head.as_bytes()).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf);
+    let text = wire::exchange(porter.addr, head.as_bytes()).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     assert_eq!(backend.count(), 0);
 }
@@ -252,16 +213,11 @@ async fn oversized_request_head_is_431() {
 #[tokio::test]
 async fn shutdown_lets_an_upload_in_flight_finish() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("")).await;
-    let head = "--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n";
+    let porter = Porter::start(backend.addr, route()).await;
     let tail = "\r\n--B--\r\n";
     let payload = data(500_000, 1);
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    let req = format!(
-        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}\r\n\r\n{head}",
-        head.len() + payload.len() + tail.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let head = multipart_head("a.bin", payload.len() + tail.len());
+    let mut s = wire::open(porter.addr, head.as_bytes()).await;
     s.write_all(&payload[..1000]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = porter.addr;
@@ -273,12 +229,10 @@ async fn shutdown_lets_an_upload_in_flight_finish() {
     );
     s.write_all(&payload[1000..]).await.unwrap();
     s.write_all(tail.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+    let text = wire::read_to_close(&mut s)
         .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+        .expect("an answer in time");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(backend.count(), 1);
     stopping.await.unwrap();
 }

@@ -6,16 +6,12 @@ use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
 
-const TUS: &str = "[[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/done\"\nmax_file_size = \"100GiB\"\n";
+fn tus_route() -> Upload {
+    Upload::tus("/files", "/done").max_file_size("100GiB")
+}
 
-async fn tus_create(porter: &Porter, len: u64, headers: &[(&str, &str)]) -> Reply {
-    let mut req = request("POST", &porter.url("/files"))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", len);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req.body(Full::default()).unwrap()).await
+async fn tus_create(porter: &Porter, len: u64) -> Reply {
+    tus::creation(&porter.url("/files"), len).send().await
 }
 
 /// Free bytes on the filesystem holding `dir`.
@@ -39,52 +35,42 @@ async fn creations_that_would_cross_min_free_are_507() {
     let backend = Backend::ok().await;
     let probe = tempfile::tempdir().unwrap();
     let min_free = free_bytes(probe.path()).saturating_sub(2 << 30);
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{}\"\n[storage]\nmin_free = {min_free}\n",
-            backend.addr
-        ),
-        &format!(
-            "{TUS}[[upload]]\npath = \"/c\"\nkind = \"chunked\"\ncomplete = \"/cd/\"\nmax_file_size = \"100GiB\"\n\
-             [[upload]]\npath = \"/r\"\nkind = \"nginx-resumable\"\nmax_file_size = \"100GiB\"\n"
-        ),
-    )
-    .await;
+    let routes = tus_route()
+        .and(Upload::chunked("/c", "/cd/").max_file_size("100GiB"))
+        .upload(Upload::nginx_resumable("/r").max_file_size("100GiB"))
+        .set("storage.min_free", min_free as i64);
+    let porter = Porter::start(backend.addr, routes).await;
     let big = 50u64 << 30;
-    assert_eq!(tus_create(&porter, big, &[]).await.status, 507);
-    let draft = send(
-        request("POST", &porter.url("/files"))
-            .header("upload-draft-interop-version", "6")
-            .header("upload-complete", "?0")
-            .header("upload-length", big)
-            .body(Full::default())
-            .unwrap(),
+    assert_eq!(tus_create(&porter, big).await.status, 507);
+    let creation = [
+        ("upload-complete", "?0"),
+        ("upload-length", &big.to_string()),
+    ];
+    let r = draft::create(&porter.url("/files"), &creation, b"").await;
+    assert_eq!(r.status, 507);
+    let file = ("a.bin", "application/octet-stream");
+    let r = chunked::chunk(
+        &porter.url("/c"),
+        file,
+        b"abc",
+        Some((0, 2, big as usize)),
+        None,
     )
+    .send()
     .await;
-    assert_eq!(draft.status, 507);
-    let (ct, body) = Form::new()
-        .file("file", "a.bin", "application/octet-stream", b"abc")
-        .finish();
-    let chunked = send(
-        request("POST", &porter.url("/c"))
-            .header("content-type", ct)
-            .header("content-range", format!("bytes 0-2/{big}"))
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
+    assert_eq!(r.status, 507);
+    let r = nginx::segment(
+        &porter.url("/r"),
+        "a-session-of-16-chars",
+        b"abc",
+        0,
+        big as usize,
     )
+    .send()
     .await;
-    assert_eq!(chunked.status, 507);
-    let nginx = send(
-        request("POST", &porter.url("/r"))
-            .header("x-content-range", format!("bytes 0-2/{big}"))
-            .header("x-session-id", "a-session-of-16-chars")
-            .body(Full::new(Bytes::from_static(b"abc")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(nginx.status, 507);
+    assert_eq!(r.status, 507);
     assert!(files_under(&porter.temp()).is_empty(), "nothing stored");
-    assert_eq!(tus_create(&porter, 1 << 20, &[]).await.status, 201);
+    assert_eq!(tus_create(&porter, 1 << 20).await.status, 201);
 }
 
 /// One client may hold `max_incomplete_per_client` unfinished uploads (429 beyond,
@@ -92,72 +78,49 @@ async fn creations_that_would_cross_min_free_are_507() {
 /// and the clients `authorize` names are counted apart.
 #[tokio::test]
 async fn unfinished_uploads_are_capped_per_client() {
-    let backend = Backend::start(|r| {
-        let mut resp = answer(200, "{}");
-        if r.target.starts_with("/auth")
-            && let Some(who) = r.header("authorization")
-        {
-            resp.headers_mut()
-                .insert("x-porter-client-id", who.parse().unwrap());
-        }
-        resp
-    })
-    .await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!(
-            "[limits]\nmax_incomplete_per_client = 3\n{TUS}\
-             [[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\n\
-             [[upload]]\npath = \"/a\"\nkind = \"tus\"\nnotify = \"/done\"\nauthorize = \"/auth\"\n"
-        ),
-    )
-    .await;
+    // The app names the client of each upload by its Authorization.
+    let backend = backend()
+        .route_fn("/auth", |r| match r.header("authorization") {
+            Some(who) => answer_with(200, "{}", "x-porter-client-id", who),
+            None => answer(200, "{}"),
+        })
+        .reply(200, "{}")
+        .run()
+        .await;
+    let routes = tus_route()
+        .and(Upload::nginx_resumable("/resumable"))
+        .upload(Upload::tus("/a", "/done").authorize("/auth"))
+        .set("limits.max_incomplete_per_client", 3);
+    let porter = Porter::start(backend.addr, routes).await;
     let mut urls = Vec::new();
     for _ in 0..2 {
-        let r = tus_create(&porter, 10, &[]).await;
-        assert_eq!(r.status, 201);
-        urls.push(r.headers["location"].to_str().unwrap().to_string());
+        urls.push(tus::create(&porter.url("/files"), 10).await);
     }
-    let seg = crate::nginx_resumable::segment(&porter, "capped-session-0001", b"abc", 0, 10);
-    assert_eq!(seg.await.status, 201, "the third, another protocol");
-    let r = tus_create(&porter, 10, &[]).await;
+    let seg = nginx::segment(
+        &porter.url("/resumable"),
+        "capped-session-0001",
+        b"abc",
+        0,
+        10,
+    );
+    assert_eq!(seg.send().await.status, 201, "the third, another protocol");
+    let r = tus_create(&porter, 10).await;
     assert_eq!(r.status, 429);
     assert!(r.headers.contains_key("retry-after"));
     // Finish one: a place is free.
-    let r = send(
-        request("PATCH", &urls[0])
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", "0")
-            .header("content-type", "application/offset+octet-stream")
-            .body(Full::new(Bytes::from_static(b"0123456789")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 204);
-    assert_eq!(tus_create(&porter, 10, &[]).await.status, 201);
-    assert_eq!(tus_create(&porter, 10, &[]).await.status, 429);
+    assert_eq!(tus::patch(&urls[0], 0, b"0123456789").await.status, 204);
+    assert_eq!(tus_create(&porter, 10).await.status, 201);
+    assert_eq!(tus_create(&porter, 10).await.status, 429);
     // Cancel one: a place is free.
-    let r = send(
-        request("DELETE", &urls[1])
-            .header("tus-resumable", "1.0.0")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 204);
-    assert_eq!(tus_create(&porter, 10, &[]).await.status, 201);
+    assert_eq!(tus::delete(&urls[1]).await.status, 204);
+    assert_eq!(tus_create(&porter, 10).await.status, 201);
     // Clients the app names through authorize are counted apart from the address.
     for user in ["alice", "bob"] {
         for i in 0..4 {
-            let r = send(
-                request("POST", &porter.url("/a"))
-                    .header("tus-resumable", "1.0.0")
-                    .header("upload-length", 10)
-                    .header("authorization", user)
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await;
+            let r = tus::creation(&porter.url("/a"), 10)
+                .header("authorization", user)
+                .send()
+                .await;
             assert_eq!(r.status, if i < 3 { 201 } else { 429 }, "{user} #{i}");
         }
     }
@@ -165,75 +128,7 @@ async fn unfinished_uploads_are_capped_per_client() {
 
 /// Sends `n` bytes one at a time, `every` apart, then ends the body; returns the
 /// status porter answered (0: none).
-async fn trickle(porter: &Porter, path: &str, n: usize, every: std::time::Duration) -> u16 {
-    trickle_url(&porter.url(path), n, every).await
-}
-
-/// Bodies trickled a byte at a time no longer hold upload slots for `idle_timeout` per
-/// byte: they are cut once the grace is spent (408), on upload routes and passthrough,
-/// and the slots they held take real uploads again; a fast body may still pause.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trickled_bodies_are_cut_at_the_minimum_rate() {
-    let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[server]\nidle_timeout = \"30s\"\n\
-         [limits]\nmin_body_rate = \"100B\"\nmin_body_rate_grace = \"2s\"\nmax_concurrent_uploads = 2\nrequest_buffer = \"4KiB\"\n\
-         [[upload]]\npath = \"/raw\"\nkind = \"raw\"\n",
-    )
-    .await;
-    let started = std::time::Instant::now();
-    let every = std::time::Duration::from_millis(400);
-    let slow = [
-        tokio::spawn({
-            let url = porter.url("/raw/a.bin");
-            async move { trickle_url(&url, 100, every).await }
-        }),
-        tokio::spawn({
-            let url = porter.url("/raw/b.bin");
-            async move { trickle_url(&url, 100, every).await }
-        }),
-    ];
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let r = send(
-        request("PUT", &porter.url("/raw/c.bin"))
-            .body(Full::new(Bytes::from_static(b"now")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 503, "both slots held by the trickles");
-    for t in slow {
-        assert_eq!(t.await.unwrap(), 408);
-    }
-    let cut = started.elapsed();
-    assert!(
-        cut < std::time::Duration::from_secs(10),
-        "cut after {cut:?}"
-    );
-    let r = send(
-        request("PUT", &porter.url("/raw/c.bin"))
-            .body(Full::new(Bytes::from_static(b"now")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "the slots are free again");
-    // Passthrough bodies too (beyond request_buffer they stream).
-    assert_eq!(trickle(&porter, "/app/form", 100, every).await, 408);
-    // A body that sends fast and then pauses a little has credit for it.
-    let (tx, body) = fed();
-    let feed = tokio::spawn(async move {
-        tx.send(Bytes::from(vec![7u8; 10_000])).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        tx.send(Bytes::from_static(b"end")).await.unwrap();
-    });
-    assert_eq!(
-        send_fed(request("PUT", &porter.url("/raw/d.bin")), body).await,
-        200
-    );
-    feed.await.unwrap();
-}
-
-async fn trickle_url(url: &str, n: usize, every: std::time::Duration) -> u16 {
+async fn trickle(url: String, n: usize, every: std::time::Duration) -> u16 {
     let (tx, body) = fed();
     let feed = tokio::spawn(async move {
         for _ in 0..n {
@@ -243,66 +138,67 @@ async fn trickle_url(url: &str, n: usize, every: std::time::Duration) -> u16 {
             tokio::time::sleep(every).await;
         }
     });
-    let status = send_fed(request("PUT", url), body).await;
+    let status = request("PUT", &url).send_fed(body).await;
     feed.abort();
     status
 }
 
-/// porter as its own process, so its memory and descriptors can be read.
-struct Served {
-    proc: Proc,
-    port: u16,
-    dir: tempfile::TempDir,
+/// Bodies trickled a byte at a time no longer hold upload slots for `idle_timeout` per
+/// byte: they are cut once the grace is spent (408), on upload routes and passthrough,
+/// and the slots they held take real uploads again; a fast body may still pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_bodies_are_cut_at_the_minimum_rate() {
+    let backend = Backend::ok().await;
+    let config = Config::from(Upload::raw("/raw"))
+        .set("server.idle_timeout", "30s")
+        .set("limits.min_body_rate", "100B")
+        .set("limits.min_body_rate_grace", "2s")
+        .set("limits.max_concurrent_uploads", 2)
+        .set("limits.request_buffer", "4KiB");
+    let porter = Porter::start(backend.addr, config).await;
+    let started = std::time::Instant::now();
+    let every = std::time::Duration::from_millis(400);
+    let slow = [
+        tokio::spawn(trickle(porter.url("/raw/a.bin"), 100, every)),
+        tokio::spawn(trickle(porter.url("/raw/b.bin"), 100, every)),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let put = || request("PUT", &porter.url("/raw/c.bin")).body("now").send();
+    assert_eq!(put().await.status, 503, "both slots held by the trickles");
+    for t in slow {
+        assert_eq!(t.await.unwrap(), 408);
+    }
+    let cut = started.elapsed();
+    assert!(
+        cut < std::time::Duration::from_secs(10),
+        "cut after {cut:?}"
+    );
+    assert_eq!(put().await.status, 200, "the slots are free again");
+    // Passthrough bodies too (beyond request_buffer they stream).
+    assert_eq!(trickle(porter.url("/app/form"), 100, every).await, 408);
+    // A body that sends fast and then pauses a little has credit for it.
+    let (tx, body) = fed();
+    let feed = tokio::spawn(async move {
+        tx.send(Bytes::from(vec![7u8; 10_000])).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tx.send(Bytes::from_static(b"end")).await.unwrap();
+    });
+    let put = request("PUT", &porter.url("/raw/d.bin")).send_fed(body);
+    assert_eq!(put.await, 200);
+    feed.await.unwrap();
 }
 
-impl Served {
-    fn start(backend: std::net::SocketAddr, extra: &str) -> Served {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("porter.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n[backend]\nurl = \"http://{backend}\"\n\
-                 [storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n\
-                 [[internal]]\nprefix = \"/protected/\"\nroot = \"files\"\n"
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("files")).unwrap();
-        let mut proc = Proc::serve(&config);
-        let port = proc.port();
-        Served { proc, port, dir }
-    }
+/// porter as its own process, so its memory and descriptors can be read, serving
+/// X-Accel-Redirect files from its `files` folder.
+fn served(backend: std::net::SocketAddr, config: Config) -> Served {
+    let served = Served::start(backend, config.internal("/protected/", "files"));
+    std::fs::create_dir_all(served.dir.path().join("files")).unwrap();
+    served
+}
 
-    /// Resident memory, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    }
-
-    /// Open descriptors that are not sockets (files, pipes).
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.proc.child.id()))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| {
-                        std::fs::read_link(e.path())
-                            .is_ok_and(|t| !t.to_string_lossy().starts_with("socket:"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
+/// porter's resident memory, in bytes.
+fn rss(served: &Served) -> u64 {
+    served.proc.memory_kib("VmRSS") * 1024
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
@@ -344,17 +240,6 @@ async fn open_streams(
         .collect()
 }
 
-/// Waits (at most `secs`) until `f` holds; returns whether it did.
-async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..secs * 10 {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    f()
-}
-
 /// A stream body's next frame: `Some(true)` data, `Some(false)` reset, `None` pending.
 async fn next_frame(resp: &mut http::Response<hyper::body::Incoming>) -> Option<bool> {
     use http_body_util::BodyExt;
@@ -371,35 +256,24 @@ async fn next_frame(resp: &mut http::Response<hyper::body::Incoming>) -> Option<
 /// closes the connection once nothing is left on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_downloads_that_never_read_hold_little_and_are_reset() {
-    let backend = Backend::start(|_| {
-        let mut r = answer(200, "");
-        r.headers_mut()
-            .insert("x-accel-redirect", "/protected/big.bin".parse().unwrap());
-        r
-    })
-    .await;
-    let served = Served::start(
-        backend.addr,
-        "idle_timeout = \"3s\"\nkeepalive_timeout = \"3s\"\n",
-    );
+    let backend = backend()
+        .respond(|_| accel("/protected/big.bin"))
+        .run()
+        .await;
+    let timeouts = Config::new()
+        .set("server.idle_timeout", "3s")
+        .set("server.keepalive_timeout", "3s");
+    let served = served(backend.addr, timeouts);
     std::fs::write(served.dir.path().join("files/big.bin"), data(32 << 20, 1)).unwrap();
     // Warm up: one download read whole.
-    let r = send(
-        request("GET", &served.url("/dl"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = request("GET", &served.url("/dl")).send().await;
     assert_eq!(r.body.len(), 32 << 20);
-    let (base_rss, base_fds) = (served.rss(), served.fds());
+    let (base_rss, base_fds) = (rss(&served), served.proc.file_fds());
     let (send, conn) = h2(served.port, 0).await;
     let url = served.url("/dl");
-    let streams = open_streams(&send, 200, || {
-        request("GET", &url).body(Full::default()).unwrap()
-    })
-    .await;
+    let streams = open_streams(&send, 200, || request("GET", &url).build()).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let grown = served.rss().saturating_sub(base_rss);
+    let grown = rss(&served).saturating_sub(base_rss);
     eprintln!(
         "RSS grew by {} KiB with 200 stalled download streams",
         grown / 1024
@@ -431,9 +305,9 @@ async fn h2_downloads_that_never_read_hold_little_and_are_reset() {
     }
     assert_eq!(reset, heads.len(), "every stalled stream was reset");
     assert!(
-        eventually(10, || served.fds() <= base_fds + 4).await,
+        eventually(10, || served.proc.file_fds() <= base_fds + 4).await,
         "descriptors back to baseline: {} vs {base_fds}",
-        served.fds()
+        served.proc.file_fds()
     );
     drop(send);
     let closed = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
@@ -443,18 +317,14 @@ async fn h2_downloads_that_never_read_hold_little_and_are_reset() {
 /// A passthrough app whose every answer is 4 MiB, behind porter (its own process).
 async fn passthrough_pair() -> (Backend, Served) {
     let big = Bytes::from(data(4 << 20, 2));
-    let backend = Backend::start(move |_| http::Response::new(Full::new(big.clone()))).await;
-    let served = Served::start(
-        backend.addr,
-        "idle_timeout = \"4s\"\nkeepalive_timeout = \"4s\"\n\
-         [limits]\nmin_body_rate = \"100KiB\"\nmin_body_rate_grace = \"3s\"\n",
-    );
-    let r = send(
-        request("GET", &served.url("/warm"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let backend = backend().reply(200, big).run().await;
+    let config = Config::new()
+        .set("server.idle_timeout", "4s")
+        .set("server.keepalive_timeout", "4s")
+        .set("limits.min_body_rate", "100KiB")
+        .set("limits.min_body_rate_grace", "3s");
+    let served = served(backend.addr, config);
+    let r = request("GET", &served.url("/warm")).send().await;
     assert_eq!(r.body.len(), 4 << 20);
     (backend, served)
 }
@@ -467,10 +337,10 @@ async fn passthrough_pair() -> (Backend, Served) {
 async fn h2_request_buffers_are_bounded_per_connection() {
     let (backend, served) = passthrough_pair().await;
     let before = backend.count();
-    let base_rss = served.rss();
+    let base_rss = rss(&served);
     let (senders, replies) = stalled_posts(&served, 100, (1 << 20) - 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    let grown = served.rss().saturating_sub(base_rss);
+    let grown = rss(&served).saturating_sub(base_rss);
     eprintln!(
         "RSS grew by {} KiB with 100 stalled POST streams",
         grown / 1024
@@ -496,15 +366,12 @@ async fn h2_request_buffers_are_bounded_per_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_response_buffers_are_bounded_per_connection() {
     let (backend, served) = passthrough_pair().await;
-    let base_rss = served.rss();
+    let base_rss = rss(&served);
     let (send_down, conn) = h2(served.port, 0).await;
     let down = served.url("/big");
-    let unread = open_streams(&send_down, 100, || {
-        request("GET", &down).body(Full::default()).unwrap()
-    })
-    .await;
+    let unread = open_streams(&send_down, 100, || request("GET", &down).build()).await;
     tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    let grown = served.rss().saturating_sub(base_rss);
+    let grown = rss(&served).saturating_sub(base_rss);
     eprintln!(
         "RSS grew by {} KiB with 100 unread response streams",
         grown / 1024
@@ -517,7 +384,7 @@ async fn h2_response_buffers_are_bounded_per_connection() {
         }
     }
     assert_eq!(heads.len(), 100);
-    let closed = || backend.closed.load(std::sync::atomic::Ordering::SeqCst);
+    let closed = || backend.connections_closed();
     assert!(
         eventually(20, || closed() >= 100).await,
         "the app's connections were let go: {} closed",
@@ -555,7 +422,7 @@ async fn stalled_posts(
     for _ in 0..n {
         let (tx, body) = fed();
         let mut s = send.clone();
-        let req = request("POST", &served.url("/form")).body(body).unwrap();
+        let req = http::Request::post(served.url("/form")).body(body).unwrap();
         replies.push(tokio::spawn(async move {
             s.ready().await.ok()?;
             let resp = s.send_request(req).await.ok()?;

@@ -22,48 +22,23 @@ async fn scrape(port: u16, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn metrics_count_requests_uploads_downloads_and_backend_answers() {
-    let backend = Backend::start(|r| {
-        if r.target.starts_with("/dl") {
-            let mut a = answer(200, "");
-            a.headers_mut().insert(
-                "x-accel-redirect",
-                "/protected/file.bin".parse().expect("header"),
-            );
-            a
-        } else {
-            answer(200, r#"{"ok":true}"#)
-        }
-    })
-    .await;
+    let backend = backend()
+        .route_fn("/dl", |_| accel("/protected/file.bin"))
+        .run()
+        .await;
     let mport = free_port();
     let files = tempfile::tempdir().expect("tempdir");
     let blob = data(50_000, 1);
     std::fs::write(files.path().join("file.bin"), &blob).expect("write");
-    let porter = Porter::start(
-        backend.addr,
-        &format!(
-            "[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
-             [[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"md5\"]\n\
-             [[internal]]\nprefix = \"/protected/\"\nroot = {:?}\n",
-            files.path()
-        ),
-    )
-    .await;
-    let (ct, body) = Form::new()
-        .file(
-            "file",
-            "a.bin",
-            "application/octet-stream",
-            &data(123_456, 2),
-        )
-        .finish();
-    let reply = send(
-        request("POST", &porter.url("/upload"))
-            .header("content-type", ct)
-            .body(body.into())
-            .expect("request"),
-    )
-    .await;
+    let config = Config::from(Upload::multipart("/upload").hashes(&["md5"]))
+        .metrics(mport)
+        .internal("/protected/", files.path().display().to_string());
+    let porter = Porter::start(backend.addr, config).await;
+    let form = Form::one_file("a.bin", &data(123_456, 2));
+    let reply = request("POST", &porter.url("/upload"))
+        .form(form)
+        .send()
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(curl(&[&porter.url("/page")]).await.0, 200);
     let (code, got) = curl(&[&porter.url("/dl")]).await;
@@ -122,13 +97,8 @@ async fn metrics_count_requests_uploads_downloads_and_backend_answers() {
 
 #[tokio::test]
 async fn readyz_fails_for_a_dead_backend_and_for_low_disk() {
-    let dead = free_port();
     let mport = free_port();
-    let porter = Porter::start(
-        format!("127.0.0.1:{dead}").parse().expect("addr"),
-        &format!("[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
-    )
-    .await;
+    let porter = Porter::start(dead_addr(), Config::new().metrics(mport)).await;
     let (code, why) = scrape(mport, "/readyz").await;
     assert_eq!(code, 503);
     assert!(why.contains("backend unreachable"), "{why}");
@@ -137,14 +107,10 @@ async fn readyz_fails_for_a_dead_backend_and_for_low_disk() {
 
     let backend = Backend::ok().await;
     let mport = free_port();
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{}\"\n[storage]\nmin_free = \"1000TiB\"\n",
-            backend.addr
-        ),
-        &format!("[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"),
-    )
-    .await;
+    let config = Config::new()
+        .metrics(mport)
+        .set("storage.min_free", "1000TiB");
+    let porter = Porter::start(backend.addr, config).await;
     let (code, why) = scrape(mport, "/readyz").await;
     assert_eq!(code, 503);
     assert!(why.contains("below min_free"), "{why}");

@@ -1,44 +1,22 @@
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
-use porter::backend::sign;
 
-const ROUTE: &str =
-    "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"md5\", \"sha256\"]\n";
-
-fn post(porter: &Porter, path: &str, form: Form) -> http::Request<Full<Bytes>> {
-    let (ct, body) = form.finish();
-    request("POST", &porter.url(path))
-        .header("content-type", ct)
-        .header("cookie", "sessionid=s1")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+fn route() -> Upload {
+    Upload::multipart("/upload").hashes(&["md5", "sha256"])
 }
 
-/// Recomputes SPEC §4.2's signature over what the backend received.
-fn assert_signed(porter: &Porter, r: &Recorded) {
-    let sig = sign::sign_with(
-        &porter.secret(),
-        r.header("x-porter-timestamp")
-            .expect("timestamp")
-            .to_string(),
-        r.header("x-porter-nonce").expect("nonce").to_string(),
-        &sign::Signed {
-            method: r.method.as_str(),
-            host: r.header("host").unwrap_or(""),
-            target: &r.target,
-            content_type: r.header("content-type").unwrap_or(""),
-            body: &r.body,
-        },
-    );
-    assert_eq!(r.header("x-porter-signature"), Some(sig.signature.as_str()));
-    assert_eq!(sig.nonce.len(), 32);
+/// Posts `form` to `path` from a browser session.
+async fn post(porter: &Porter, path: &str, form: Form) -> Reply {
+    request("POST", &porter.url(path))
+        .header("cookie", "sessionid=s1")
+        .form(form)
+        .send()
+        .await
 }
 
 #[tokio::test]
 async fn two_files_in_one_field_plus_text_fields() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let (a, b) = (data(700_000, 1), data(1234, 2));
     let form = Form::new()
         .field("title", "holiday")
@@ -46,7 +24,7 @@ async fn two_files_in_one_field_plus_text_fields() {
         .file("docs", "b.txt", "text/plain; charset=utf-8", &b)
         .field("tag", "x")
         .field("tag", "y");
-    let reply = send(post(&porter, "/upload/photos?album=7", form)).await;
+    let reply = post(&porter, "/upload/photos?album=7", form).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let seen = backend.requests();
     assert_eq!(seen.len(), 1);
@@ -110,7 +88,7 @@ async fn two_files_in_one_field_plus_text_fields() {
 #[tokio::test]
 async fn forged_metadata_and_hostile_names() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let form = Form::new()
         .field("file.path", "/etc/shadow")
         .field("other.size", "1")
@@ -118,7 +96,7 @@ async fn forged_metadata_and_hostile_names() {
         .file("file", "../../etc/passwd", "text/plain", b"root:x:0:0")
         .file("empty", "", "application/octet-stream", b"")
         .file("zero", "zero.txt", "text/plain", b"");
-    let reply = send(post(&porter, "/upload", form)).await;
+    let reply = post(&porter, "/upload", form).await;
     assert_eq!(reply.status, 200);
     let form = parse_form(&backend.requests()[0]);
     assert_eq!(one(&form, "file.name"), "passwd");
@@ -137,17 +115,19 @@ async fn forged_metadata_and_hostile_names() {
 #[tokio::test]
 async fn urlencoded_and_json_forwarding() {
     let backend = Backend::ok().await;
-    let extra = format!(
-        "{ROUTE}forward = \"urlencoded\"\n[[upload]]\npath = \"/json\"\nkind = \"multipart\"\nforward = \"json\"\nhashes = [\"crc32\"]\n"
+    let routes = route().forward("urlencoded").and(
+        Upload::multipart("/json")
+            .forward("json")
+            .hashes(&["crc32"]),
     );
-    let porter = Porter::start(backend.addr, &extra).await;
+    let porter = Porter::start(backend.addr, routes).await;
     let form = || {
         Form::new()
             .field("t", "a b")
             .file("f", "x.txt", "text/plain", b"abc")
     };
-    assert_eq!(send(post(&porter, "/upload", form())).await.status, 200);
-    assert_eq!(send(post(&porter, "/json", form())).await.status, 200);
+    assert_eq!(post(&porter, "/upload", form()).await.status, 200);
+    assert_eq!(post(&porter, "/json", form()).await.status, 200);
     let seen = backend.requests();
     let url = String::from_utf8(seen[0].body.to_vec()).unwrap();
     assert_eq!(
@@ -170,13 +150,13 @@ async fn urlencoded_and_json_forwarding() {
 
 #[tokio::test]
 async fn backend_refusal_deletes_files() {
-    let backend = Backend::start(|_| answer(500, r#"{"error":"boom"}"#)).await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let reply = send(post(
+    let backend = backend().reply(500, r#"{"error":"boom"}"#).run().await;
+    let porter = Porter::start(backend.addr, route()).await;
+    let reply = post(
         &porter,
         "/upload",
         Form::new().file("file", "a.txt", "text/plain", &data(50_000, 1)),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.body, r#"{"error":"boom"}"#);
@@ -186,17 +166,14 @@ async fn backend_refusal_deletes_files() {
 
 #[tokio::test]
 async fn backend_status_outside_cleanup_on_keeps_files() {
-    let backend = Backend::start(|_| answer(409, "{}")).await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!("{ROUTE}cleanup_on = [\"5xx\", \"400\"]\n"),
-    )
-    .await;
-    let reply = send(post(
+    let backend = backend().reply(409, "{}").run().await;
+    let cleanup_on = vec!["5xx", "400"];
+    let porter = Porter::start(backend.addr, route().set("cleanup_on", cleanup_on)).await;
+    let reply = post(
         &porter,
         "/upload",
         Form::new().file("file", "a.txt", "text/plain", b"x"),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 409);
     assert_eq!(porter.stored_files().len(), 1);
@@ -204,16 +181,12 @@ async fn backend_status_outside_cleanup_on_keeps_files() {
 
 #[tokio::test]
 async fn backend_down_deletes_files_and_answers_502() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let porter = Porter::start(dead, ROUTE).await;
-    let reply = send(post(
+    let porter = Porter::start(dead_addr(), route()).await;
+    let reply = post(
         &porter,
         "/upload",
         Form::new().file("file", "a.txt", "text/plain", b"x"),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["error"], "backend_unavailable");
@@ -223,10 +196,9 @@ async fn backend_down_deletes_files_and_answers_502() {
 #[tokio::test]
 async fn chunked_transfer_encoding_upload_with_curl() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(2_000_000, 9);
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let (status, _) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",
@@ -238,20 +210,17 @@ async fn chunked_transfer_encoding_upload_with_curl() {
     ])
     .await;
     assert_eq!(status, 200);
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "note"), "hi");
-    assert_eq!(one(&form, "file.size"), "2000000");
-    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
-    assert_eq!(std::fs::read(one(&form, "file.path")).unwrap(), content);
+    assert_file(&form, "file", &content);
 }
 
 #[tokio::test]
 async fn h2c_upload_with_curl() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(3_000_000, 4);
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let (status, _) = curl(&[
         "--http2-prior-knowledge",
         "-F",
@@ -271,30 +240,20 @@ async fn h2c_upload_with_curl() {
 #[tokio::test]
 async fn get_on_an_upload_route_passes_through() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let reply = send(
-        request("GET", &porter.url("/upload"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(backend.addr, route()).await;
+    let reply = request("GET", &porter.url("/upload")).send().await;
     assert_eq!(reply.status, 200);
     assert_eq!(backend.requests()[0].target, "/upload");
-    let reply = send(
-        request("POST", &porter.url("/uploads"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let reply = request("POST", &porter.url("/uploads")).send().await;
     assert_eq!(reply.status, 200, "/uploads is not under /upload");
 }
 
 #[tokio::test]
 async fn canonical_target_for_generated_requests() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let form = Form::new().file("f", "a.txt", "text/plain", b"x");
-    let reply = send(post(&porter, "/upload/./a%20b/../f%C3%BCr/%7e?x=%2F", form)).await;
+    let reply = post(&porter, "/upload/./a%20b/../f%C3%BCr/%7e?x=%2F", form).await;
     assert_eq!(reply.status, 200);
     assert_eq!(backend.requests()[0].target, "/upload/f%C3%BCr/~?x=%2F");
 }
@@ -302,25 +261,25 @@ async fn canonical_target_for_generated_requests() {
 #[tokio::test]
 async fn empty_field_names_cannot_forge_metadata() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let reply = send(post(
+    let porter = Porter::start(backend.addr, route()).await;
+    let reply = post(
         &porter,
         "/upload",
         Form::new()
             .field(".path", "/etc/shadow")
             .file("", "a.txt", "text/plain", b"x"),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 400);
     assert_eq!(backend.count(), 0);
     assert!(porter.wait_empty().await.is_empty());
-    let reply = send(post(
+    let reply = post(
         &porter,
         "/upload",
         Form::new()
             .field(".path", "/etc/shadow")
             .file("f", "a.txt", "text/plain", b"x"),
-    ))
+    )
     .await;
     assert_eq!(reply.status, 200);
     let form = parse_form(&backend.requests()[0]);
@@ -330,13 +289,9 @@ async fn empty_field_names_cannot_forge_metadata() {
 #[tokio::test]
 async fn chunked_upload_over_the_limit_is_413() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        &format!("{ROUTE}max_file_size = \"64KiB\"\nmax_files = 1\n"),
-    )
-    .await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), vec![1u8; 4 << 20]).unwrap();
+    let route = route().max_file_size("64KiB").set("max_files", 1);
+    let porter = Porter::start(backend.addr, route).await;
+    let file = temp_file(&vec![1u8; 4 << 20]);
     let (status, _) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",

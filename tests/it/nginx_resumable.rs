@@ -2,39 +2,28 @@
 //! overlaps, and a retry after the app was down.
 
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-const ROUTE: &str = "[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\n";
+fn route() -> Upload {
+    Upload::nginx_resumable("/resumable")
+        .set("notify", "/uploads/done")
+        .hashes(&["md5", "sha256"])
+}
 
-pub async fn segment(
-    porter: &Porter,
-    session: &str,
-    data: &[u8],
-    start: usize,
-    total: usize,
-) -> Reply {
-    send(
-        request("POST", &porter.url("/resumable"))
-            .header("content-disposition", "attachment; filename=\"movie.mp4\"")
-            .header("content-type", "video/mp4")
-            .header(
-                "x-content-range",
-                format!("bytes {start}-{}/{total}", start + data.len() - 1),
-            )
-            .header("x-session-id", session)
-            .body(Full::new(Bytes::from(data.to_vec())))
-            .unwrap(),
-    )
-    .await
+/// A segment of `movie.mp4`.
+async fn segment(porter: &Porter, session: &str, data: &[u8], start: usize, total: usize) -> Reply {
+    nginx::segment(&porter.url("/resumable"), session, data, start, total)
+        .header("content-disposition", "attachment; filename=\"movie.mp4\"")
+        .header("content-type", "video/mp4")
+        .send()
+        .await
 }
 
 #[tokio::test]
 async fn segments_out_of_order_and_in_parallel() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(512_000, 3);
     let seg = 102_400;
     // The last segment first, then two in parallel, then the rest.
@@ -98,40 +87,39 @@ async fn segments_out_of_order_and_in_parallel() {
     )
     .await;
     assert_eq!(r.status, 200, "the app's answer to the completing segment");
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "file.name"), "movie.mp4");
     assert_eq!(one(&form, "file.content_type"), "video/mp4");
-    assert_eq!(one(&form, "file.md5"), md5_hex(&content));
-    assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
-    assert!(std::fs::read(one(&form, "file.path")).unwrap() == content);
+    assert_file(&form, "file", &content);
 }
 
 #[tokio::test]
 async fn overlap_in_flight_is_409_and_bad_lengths_416() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     // A segment that stays in flight: headers and half its body, then a pause.
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(b"POST /resumable HTTP/1.1\r\nHost: x\r\nX-Content-Range: bytes 0-999/2000\r\nX-Session-ID: session-two-0002\r\nContent-Length: 1000\r\n\r\n").await.unwrap();
+    let head = wire::head(
+        "POST",
+        "/resumable",
+        &[
+            "X-Content-Range: bytes 0-999/2000",
+            "X-Session-ID: session-two-0002",
+        ],
+        1000,
+    );
+    let mut s = wire::open(porter.addr, head.as_bytes()).await;
     s.write_all(&[1u8; 500]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = segment(&porter, "session-two-0002", &[2u8; 100], 900, 2000).await;
     assert_eq!(r.status, 409);
     s.write_all(&[1u8; 500]).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 201"));
-    let r = send(
-        request("POST", &porter.url("/resumable"))
-            .header("x-content-range", "bytes 0-9/2000")
-            .header("x-session-id", "session-two-0002")
-            .body(Full::new(Bytes::from_static(b"short")))
-            .unwrap(),
-    )
-    .await;
+    assert!(wire::answer(&mut s).await.starts_with("HTTP/1.1 201"));
+    let r = request("POST", &porter.url("/resumable"))
+        .header("x-content-range", "bytes 0-9/2000")
+        .header("x-session-id", "session-two-0002")
+        .body("short")
+        .send()
+        .await;
     assert_eq!(r.status, 416);
     let r = segment(&porter, "session-three-03", b"x", 0, 6 << 30).await;
     assert_eq!(r.status, 413);
@@ -141,18 +129,12 @@ async fn overlap_in_flight_is_409_and_bad_lengths_416() {
 
 #[tokio::test]
 async fn a_retry_after_the_app_failed_sends_the_metadata_again() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    let backend = Backend::start(move |_| {
-        if c.fetch_add(1, Ordering::SeqCst) == 0 {
-            answer(502, "down")
-        } else {
-            answer(200, "{\"ok\":1}")
-        }
-    })
-    .await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let backend = backend()
+        .once(502, "down")
+        .reply(200, "{\"ok\":1}")
+        .run()
+        .await;
+    let porter = Porter::start(backend.addr, route()).await;
     let r = segment(&porter, "session-four-004", b"hello", 0, 5).await;
     assert_eq!(r.status, 502);
     assert_eq!(
@@ -173,7 +155,7 @@ async fn a_retry_after_the_app_failed_sends_the_metadata_again() {
 #[tokio::test]
 async fn parallel_first_segments_of_a_new_session() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(70_000, 8);
     let seg = 10_000;
     let sends = (0..7).map(|i| {
@@ -196,7 +178,7 @@ async fn parallel_first_segments_of_a_new_session() {
         statuses.iter().all(|s| *s == 200 || *s == 201),
         "{statuses:?}"
     );
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
 }
 
@@ -206,25 +188,20 @@ async fn parallel_first_segments_of_a_new_session() {
 #[tokio::test]
 async fn a_session_belongs_to_its_first_client() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(20_000, 5);
     let send_as =
         |cookie: Option<&'static str>, auth: Option<&'static str>, at: usize, sid: &'static str| {
             let part = &content[at..at + 10_000];
-            let mut req = request("POST", &porter.url("/resumable"))
-                .header("content-disposition", "attachment; filename=\"a.bin\"")
-                .header(
-                    "x-content-range",
-                    format!("bytes {at}-{}/20000", at + 9_999),
-                )
-                .header("x-session-id", sid);
+            let mut req = nginx::segment(&porter.url("/resumable"), sid, part, at, 20_000)
+                .header("content-disposition", "attachment; filename=\"a.bin\"");
             if let Some(c) = cookie {
                 req = req.header("cookie", c);
             }
             if let Some(a) = auth {
                 req = req.header("authorization", a);
             }
-            send(req.body(Full::new(Bytes::from(part.to_vec()))).unwrap())
+            req.send()
         };
     let sid = "owned-session-00001";
     let r = send_as(Some("sessionid=alice"), None, 0, sid).await;
@@ -241,12 +218,12 @@ async fn a_session_belongs_to_its_first_client() {
     assert_eq!(backend.count(), 0, "nobody else completed it");
     let r = send_as(Some("sessionid=alice"), None, 10_000, sid).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "file.md5"), md5_hex(&content));
     // A session without credentials binds nothing; a short id is refused.
     assert_eq!(send_as(None, None, 0, "1").await.status, 400);
     assert_eq!(send_as(None, None, 0, "fifteen-chars-x").await.status, 400);
-    let short = Porter::start(backend.addr, &format!("{ROUTE}session_id_min = 1\n")).await;
+    let short = Porter::start(backend.addr, route().set("session_id_min", 1)).await;
     let r = segment(&short, "1", b"hi", 0, 2).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }

@@ -1,33 +1,31 @@
 use crate::support::*;
 use bytes::Bytes;
-use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn bodies_stream_both_ways_byte_identical() {
-    let backend = Backend::start(|r| {
-        let mut resp = answer(200, "");
-        *resp.body_mut() = Full::new(r.body.clone());
-        resp.headers_mut()
-            .insert("x-accel-limit-rate", "10".parse().unwrap());
-        resp.headers_mut()
-            .insert("x-accel-buffering", "no".parse().unwrap());
-        resp.headers_mut().insert("x-app", "yes".parse().unwrap());
-        resp
-    })
-    .await;
-    let porter = Porter::start(backend.addr, "").await;
+    let backend = backend()
+        .respond(|r| {
+            let mut resp = answer(200, r.body.clone());
+            let h = resp.headers_mut();
+            h.insert("x-accel-limit-rate", "10".parse().unwrap());
+            h.insert("x-accel-buffering", "no".parse().unwrap());
+            h.insert("x-app", "yes".parse().unwrap());
+            resp
+        })
+        .run()
+        .await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
     let payload = data(3 << 20, 7);
-    let reply = send(
-        request("POST", &porter.url("/api/echo?x=1"))
-            .header("x-porter-signature", "sha256=forged")
-            .header("x-forwarded-for", "6.6.6.6")
-            .header("connection", "keep-alive, x-hop")
-            .header("x-hop", "secret")
-            .header("cookie", "session=abc")
-            .body(Full::new(Bytes::from(payload.clone())))
-            .unwrap(),
-    )
-    .await;
+    let reply = request("POST", &porter.url("/api/echo?x=1"))
+        .header("x-porter-signature", "sha256=forged")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("cookie", "session=abc")
+        .body(payload.clone())
+        .send()
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), payload.len());
     assert!(reply.body == payload, "response body differs");
@@ -56,29 +54,20 @@ async fn bodies_stream_both_ways_byte_identical() {
 #[tokio::test]
 async fn request_target_passes_exactly_as_sent() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "").await;
-    let reply = send(
-        request("GET", &porter.url("/a/%7Euser/b%2Fc?q=%20x&y"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
+    let reply = request("GET", &porter.url("/a/%7Euser/b%2Fc?q=%20x&y"))
+        .send()
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(backend.requests()[0].target, "/a/%7Euser/b%2Fc?q=%20x&y");
 }
 
 #[tokio::test]
 async fn h2c_prior_knowledge_passthrough() {
-    let backend = Backend::start(|r| {
-        let mut resp = answer(200, "");
-        *resp.body_mut() = Full::new(r.body.clone());
-        resp
-    })
-    .await;
-    let porter = Porter::start(backend.addr, "").await;
-    let file = tempfile::NamedTempFile::new().unwrap();
+    let backend = backend().echo().run().await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
     let payload = data(300_000, 3);
-    std::fs::write(file.path(), &payload).unwrap();
+    let file = temp_file(&payload);
     let (status, body) = curl(&[
         "--http2-prior-knowledge",
         "--data-binary",
@@ -95,17 +84,8 @@ async fn h2c_prior_knowledge_passthrough() {
 
 #[tokio::test]
 async fn backend_down_is_502_json() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let porter = Porter::start(dead, "").await;
-    let reply = send(
-        request("GET", &porter.url("/anything"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(dead_addr(), Config::new()).await;
+    let reply = request("GET", &porter.url("/anything")).send().await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["error"], "backend_unavailable");
     assert_eq!(reply.json()["accepted"], false);
@@ -114,45 +94,30 @@ async fn backend_down_is_502_json() {
 #[tokio::test]
 async fn internal_prefix_is_404_and_never_forwarded() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[[internal]]\nprefix = \"/protected/\"\nroot = \"root\"\n",
-    )
-    .await;
+    let porter = Porter::start(backend.addr, Config::new().internal("/protected/", "root")).await;
     for path in [
         "/protected/x",
         "/protected",
         "/a/../protected/x",
         "/%70rotected/x",
     ] {
-        let reply = send(
-            request("GET", &porter.url(path))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+        let reply = request("GET", &porter.url(path)).send().await;
         assert_eq!(reply.status, 404, "{path}");
     }
     assert_eq!(backend.count(), 0);
-    let reply = send(
-        request("GET", &porter.url("/protectedness"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let reply = request("GET", &porter.url("/protectedness")).send().await;
     assert_eq!(reply.status, 200);
 }
 
 #[tokio::test]
 async fn oversized_passthrough_body_is_413_before_forwarding() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "[limits]\nmax_body_size = \"1KiB\"\n").await;
-    let reply = send(
-        request("POST", &porter.url("/form"))
-            .body(Full::new(Bytes::from(vec![1u8; 4096])))
-            .unwrap(),
-    )
-    .await;
+    let limited = Config::new().set("limits.max_body_size", "1KiB");
+    let porter = Porter::start(backend.addr, limited).await;
+    let reply = request("POST", &porter.url("/form"))
+        .body(vec![1u8; 4096])
+        .send()
+        .await;
     assert_eq!(reply.status, 413);
     assert_eq!(reply.json()["error"], "too_large");
     assert_eq!(backend.count(), 0);
@@ -160,7 +125,6 @@ async fn oversized_passthrough_body_is_413_before_forwarding() {
 
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A raw backend that insists on `Connection: upgrade`, answers 101, then echoes.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -186,20 +150,10 @@ async fn websocket_upgrade_is_tunnelled() {
             }
         }
     });
-    let porter = Porter::start(addr, "").await;
-    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let porter = Porter::start(addr, Config::new()).await;
+    let mut c = wire::open(porter.addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await;
+    let head = wire::read_until(&mut c, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     c.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     tokio::time::timeout(std::time::Duration::from_secs(5), c.read_exact(&mut echo))
@@ -211,24 +165,17 @@ async fn websocket_upgrade_is_tunnelled() {
 
 #[tokio::test]
 async fn keepalive_outlives_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[server]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"10s\"\n",
-    )
-    .await;
+    let server = Config::new()
+        .set("server.header_timeout", "1s")
+        .set("server.keepalive_timeout", "10s");
+    let porter = Porter::start(backend.addr, server).await;
     let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
     for _ in 0..2 {
         c.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        assert!(wire::answer(&mut c).await.starts_with("HTTP/1.1 200"));
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     }
     assert_eq!(backend.count(), 2);
@@ -237,13 +184,11 @@ async fn keepalive_outlives_header_timeout() {
 #[tokio::test]
 async fn chunked_passthrough_over_max_body_size_is_413() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(
-        backend.addr,
-        "[limits]\nmax_body_size = \"1KiB\"\nrequest_buffer = 0\n",
-    )
-    .await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), vec![b'x'; 64 << 10]).unwrap();
+    let limits = Config::new()
+        .set("limits.max_body_size", "1KiB")
+        .set("limits.request_buffer", 0);
+    let porter = Porter::start(backend.addr, limits).await;
+    let file = temp_file(&vec![b'x'; 64 << 10]);
     let (status, body) = curl(&[
         "-H",
         "Transfer-Encoding: chunked",
@@ -257,62 +202,34 @@ async fn chunked_passthrough_over_max_body_size_is_413() {
 
 #[tokio::test]
 async fn slow_passthrough_upload_is_not_a_backend_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = Backend::ok().await;
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{}\"\nresponse_timeout = \"1s\"\n",
-            backend.addr
-        ),
-        "[limits]\nrequest_buffer = 0\n",
+    let config = Config::new()
+        .set("backend.response_timeout", "1s")
+        .set("limits.request_buffer", 0);
+    let porter = Porter::start(backend.addr, config).await;
+    let mut c = wire::open(
+        porter.addr,
+        &wire::head("POST", "/slow", &[], 5).into_bytes(),
     )
     .await;
-    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    c.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
-        .await
-        .unwrap();
     for b in b"hello" {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         c.write_all(&[*b]).await.unwrap();
     }
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let answer = wire::answer(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(backend.requests()[0].body, "hello");
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_response_frees_the_backend() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let big = Bytes::from(vec![b'z'; 64 << 20]);
-    let backend = Backend::start(move |_| {
-        let mut r = answer(200, "");
-        *r.body_mut() = Full::new(big.clone());
-        r
-    })
-    .await;
-    let porter = Porter::start(backend.addr, "").await;
-    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let backend = backend().reply(200, big).run().await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
+    let mut c = wire::open(porter.addr, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = vec![0u8; 100_000];
     c.read_exact(&mut buf).await.unwrap();
     drop(c);
-    let mut freed = false;
-    for _ in 0..100 {
-        if backend.closed.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let freed = eventually(5, || backend.connections_closed() > 0).await;
     assert!(freed, "porter let go of the backend connection");
 }

@@ -2,28 +2,19 @@
 //! balancer sends first (curl's `--haproxy-protocol` for v1, raw bytes for v2).
 
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn porter(backend: &Backend) -> Porter {
-    Porter::start(
-        backend.addr,
-        "[server]\nproxy_protocol = true\nheader_timeout = \"2s\"\n",
-    )
-    .await
+    let config = Config::new()
+        .set("server.proxy_protocol", true)
+        .set("server.header_timeout", "2s");
+    Porter::start(backend.addr, config).await
 }
 
 /// Sends `prefix` then a GET on a raw connection; returns what came back.
 async fn raw(p: &Porter, prefix: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(p.addr)
-        .await
-        .expect("connect");
-    s.write_all(prefix).await.expect("write");
-    s.write_all(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    wire::exchange(p.addr, &bytes).await
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 
-const ROUTE: &str = "[[upload]]\npath = \"/raw\"\nkind = \"raw\"\nfield = \"doc\"\nhashes = [\"md5\", \"sha1\"]\nmax_file_size = \"1MiB\"\n";
+fn route() -> Upload {
+    Upload::raw("/raw")
+        .set("field", "doc")
+        .hashes(&["md5", "sha1"])
+        .max_file_size("1MiB")
+}
 
 #[tokio::test]
 async fn raw_body_is_the_file_named_by_header_or_path() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
+    let porter = Porter::start(backend.addr, route()).await;
     let content = data(300_000, 8);
     let cases = [
         (
@@ -26,7 +29,7 @@ async fn raw_body_is_the_file_named_by_header_or_path() {
         if let Some((k, v)) = header {
             req = req.header(k, v);
         }
-        let reply = send(req.body(Full::new(Bytes::from(content.clone()))).unwrap()).await;
+        let reply = req.body(content.clone()).send().await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         let r = &backend.requests()[i];
         assert_eq!(r.method, "PUT");
@@ -44,13 +47,11 @@ async fn raw_body_is_the_file_named_by_header_or_path() {
 #[tokio::test]
 async fn raw_over_max_file_size_is_413_before_reading() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTE).await;
-    let reply = send(
-        request("POST", &porter.url("/raw"))
-            .body(Full::new(Bytes::from(vec![0u8; 2 << 20])))
-            .unwrap(),
-    )
-    .await;
+    let porter = Porter::start(backend.addr, route()).await;
+    let reply = request("POST", &porter.url("/raw"))
+        .body(vec![0u8; 2 << 20])
+        .send()
+        .await;
     assert_eq!(reply.status, 413);
     assert_eq!(reply.json()["error"], "too_large");
     assert_eq!(backend.count(), 0);

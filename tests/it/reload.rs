@@ -6,13 +6,12 @@ use crate::support::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn write_config(dir: &Path, backend: std::net::SocketAddr, server: &str, rest: &str) {
-    let text = format!(
-        "[server]\nidle_timeout = \"10s\"\n{server}\n\
-         [backend]\nurl = \"http://{backend}\"\n\
-         [storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n{rest}\n"
-    );
-    std::fs::write(dir.join("porter.toml"), text).expect("write config");
+/// Writes `config` for porter in front of `backend` as `dir/porter.toml`.
+fn write_config(dir: &Path, backend: &Backend, config: Config) -> std::path::PathBuf {
+    let config = config
+        .backend(backend.addr)
+        .set("server.idle_timeout", "10s");
+    config.write(dir)
 }
 
 async fn curl_tls(ca: &Path, port: u16, args: &[&str]) -> (u16, Vec<u8>) {
@@ -33,20 +32,14 @@ async fn sighup_swaps_routes_and_certificates_while_an_upload_in_flight_finishes
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (ca1, ca2) = (Pki::new(d, "ca1"), Pki::new(d, "ca2"));
-    let (crt1, key1) = ca1.leaf("one", &["localhost"]);
-    let (crt2, key2) = ca2.leaf("two", &["localhost"]);
-    let port = free_port();
-    let listen = format!("listen = [\"127.0.0.1:{port}\"]\n");
-    let upload = |path: &str| {
-        format!("[[upload]]\npath = \"{path}\"\nkind = \"multipart\"\nhashes = [\"md5\"]\n")
-    };
-    write_config(
-        d,
-        backend.addr,
-        &format!("{listen}tls = {{ cert = {crt1:?}, key = {key1:?} }}"),
-        &upload("/upload"),
+    let (cert1, cert2) = (
+        ca1.leaf("one", &["localhost"]),
+        ca2.leaf("two", &["localhost"]),
     );
-    let mut porter = Proc::serve(&d.join("porter.toml"));
+    let port = free_port();
+    let upload = |path: &str| Config::from(Upload::multipart(path).hashes(&["md5"])).listen(port);
+    let config = write_config(d, &backend, upload("/upload").tls(&cert1));
+    let mut porter = Proc::serve(&config);
     porter.port();
     let big = data(1 << 20, 3);
     std::fs::write(d.join("big.bin"), &big).expect("write");
@@ -63,12 +56,7 @@ async fn sighup_swaps_routes_and_certificates_while_an_upload_in_flight_finishes
         })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
-    write_config(
-        d,
-        backend.addr,
-        &format!("{listen}tls = {{ cert = {crt2:?}, key = {key2:?} }}"),
-        &upload("/files"),
-    );
+    write_config(d, &backend, upload("/files").tls(&cert2));
     porter.signal(libc::SIGHUP);
     assert!(
         porter.wait_for("config reloaded", 10).is_some(),
@@ -91,11 +79,9 @@ async fn sighup_swaps_routes_and_certificates_while_an_upload_in_flight_finishes
     assert_eq!(code, 200);
     let (code, out) = in_flight.await.expect("join");
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
-    let seen = backend.requests();
-    let at = |t: &str| seen.iter().filter(|r| r.target == t).collect::<Vec<_>>();
-    let files = at("/files");
-    assert_eq!(one(&parse_form(files[0]), "file.size"), "5");
-    let upload = at("/upload");
+    let files = backend.at("/files");
+    assert_eq!(one(&parse_form(&files[0]), "file.size"), "5");
+    let upload = backend.at("/upload");
     assert_eq!(
         upload.len(),
         2,
@@ -119,24 +105,21 @@ async fn a_broken_config_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (a, b) = (free_port(), free_port());
-    write_config(
-        d,
-        backend.addr,
-        &format!("listen = [\"127.0.0.1:{a}\"]"),
-        "",
-    );
-    let mut porter = Proc::serve(&d.join("porter.toml"));
+    let config = write_config(d, &backend, Config::new().listen(a));
+    let mut porter = Proc::serve(&config);
     porter.port();
     let get = |port: u16| async move { curl(&[&format!("http://127.0.0.1:{port}/x")]).await.0 };
     assert_eq!(get(a).await, 200);
+    let missing = (Path::new("none.crt").into(), Path::new("none.key").into());
     for broken in [
         "[server\n".to_string(),
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{a}\"]\ntls = {{ cert = \"none.crt\", key = \"none.key\" }}\n[backend]\nurl = \"http://{}\"\n",
-            backend.addr
-        ),
+        Config::new()
+            .listen(a)
+            .backend(backend.addr)
+            .tls(&missing)
+            .text(),
     ] {
-        std::fs::write(d.join("porter.toml"), broken).expect("write");
+        std::fs::write(&config, broken).expect("write");
         let before = porter.seen.len();
         porter.signal(libc::SIGHUP);
         let line = porter
@@ -147,12 +130,7 @@ async fn a_broken_config_on_sighup_is_refused_and_the_old_one_keeps_serving() {
         assert_eq!(get(a).await, 200, "the old config still serves");
     }
     // A changed listen address is bound, and the old one closed.
-    write_config(
-        d,
-        backend.addr,
-        &format!("listen = [\"127.0.0.1:{b}\"]"),
-        "",
-    );
+    write_config(d, &backend, Config::new().listen(b));
     porter.signal(libc::SIGHUP);
     assert!(
         porter.wait_for("config reloaded", 10).is_some(),
@@ -170,13 +148,8 @@ async fn one_json_access_log_line_per_request() {
     let backend = Backend::ok().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    write_config(
-        d,
-        backend.addr,
-        "listen = [\"127.0.0.1:0\"]",
-        "[[upload]]\npath = \"/upload\"\nkind = \"raw\"\n[log]\nformat = \"json\"\n",
-    );
-    let mut porter = Proc::serve(&d.join("porter.toml"));
+    let config = Config::from(Upload::raw("/upload")).set("log.format", "json");
+    let mut porter = Proc::serve(&write_config(d, &backend, config));
     let port = porter.port();
     let (code, _) = curl(&[
         "--data-binary",
@@ -210,10 +183,10 @@ async fn one_json_access_log_line_per_request() {
 async fn rust_log_filters_the_access_log() {
     let backend = Backend::ok().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_config(dir.path(), backend.addr, "listen = [\"127.0.0.1:0\"]", "");
+    let config = write_config(dir.path(), &backend, Config::new());
     let mut cmd = Proc::command();
     cmd.args(["serve", "-c"])
-        .arg(dir.path().join("porter.toml"))
+        .arg(config)
         .env("RUST_LOG", "info,porter::access=off");
     let mut porter = Proc::spawn(cmd);
     let port = porter.port();

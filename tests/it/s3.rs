@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use porter::store::s3::client::{S3, Settings};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -80,16 +80,29 @@ impl Garage {
         .unwrap()
     }
 
-    /// porter's `[storage.s3]` table for this cluster, objects under `prefix`.
-    pub fn table(&self, prefix: &str) -> String {
-        let list: Vec<String> = self.endpoints.iter().map(|e| format!("{e:?}")).collect();
-        format!(
-            "[storage.s3]\nendpoint = [{}]\nregion = \"garage\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\naccess_key_file = {:?}\nsecret_key_file = {:?}\npart_size = \"5MiB\"\n",
-            list.join(", "),
-            self.bucket,
-            self.keys.path().join("access"),
-            self.keys.path().join("secret"),
-        )
+    /// porter's storage on this cluster, objects under `prefix`.
+    pub fn storage(&self, prefix: &str) -> Config {
+        let s3 = |key: &str, value: toml::Value| (format!("storage.s3.{key}"), value);
+        let keys = self.keys.path();
+        [
+            s3("endpoint", self.endpoints.clone().into()),
+            s3("region", "garage".into()),
+            s3("bucket", self.bucket.as_str().into()),
+            s3("prefix", prefix.into()),
+            s3(
+                "access_key_file",
+                keys.join("access").display().to_string().into(),
+            ),
+            s3(
+                "secret_key_file",
+                keys.join("secret").display().to_string().into(),
+            ),
+            s3("part_size", "5MiB".into()),
+        ]
+        .into_iter()
+        .fold(Config::new().set("storage.backend", "s3"), |c, (k, v)| {
+            c.set(&k, v)
+        })
     }
 
     /// Stops node `i` (SIGKILL): the store must go on with the others.
@@ -117,23 +130,21 @@ pub fn prefix() -> String {
     format!("t{}/", uuid::Uuid::new_v4().simple())
 }
 
-const ROUTES: &str = "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"md5\", \"sha256\"]\n[[upload]]\npath = \"/raw\"\nkind = \"raw\"\nhashes = [\"sha256\"]\n";
+/// A multipart and a raw route, hashing.
+fn routes() -> Config {
+    Upload::multipart("/upload")
+        .hashes(&["md5", "sha256"])
+        .and(Upload::raw("/raw").hashes(&["sha256"]))
+}
 
 /// porter storing uploads in `garage` under `prefix`.
 async fn porter_on(
     garage: &Garage,
     backend: std::net::SocketAddr,
     prefix: &str,
-    extra: &str,
+    routes: Config,
 ) -> Porter {
-    Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{backend}\"\n[storage]\nbackend = \"s3\"\nmin_free = 0\n{}",
-            garage.table(prefix)
-        ),
-        extra,
-    )
-    .await
+    Porter::start(backend, garage.storage(prefix).merge(routes)).await
 }
 
 pub async fn object(s3: &S3, key: &str) -> Vec<u8> {
@@ -175,7 +186,7 @@ async fn multipart_and_raw_uploads_become_objects_with_their_hashes() {
     let garage = Garage::shared();
     let backend = Backend::ok().await;
     let prefix = prefix();
-    let porter = porter_on(garage, backend.addr, &prefix, ROUTES).await;
+    let porter = porter_on(garage, backend.addr, &prefix, routes()).await;
     // 12 MiB: three 5 MiB parts (the last short); 1 KiB: one PUT.
     let big = data(12 << 20, 1);
     let small = data(1024, 2);
@@ -183,23 +194,17 @@ async fn multipart_and_raw_uploads_become_objects_with_their_hashes() {
         .field("title", "holiday")
         .file("file", "big.bin", "application/octet-stream", &big)
         .file("other", "small.txt", "text/plain", &small);
-    let (ct, body) = form.finish();
-    let r = send(
-        request("POST", &porter.url("/upload"))
-            .header("content-type", ct)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
-    )
-    .await;
+    let r = request("POST", &porter.url("/upload"))
+        .form(form)
+        .send()
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let raw = data(7 << 20, 3);
-    let r = send(
-        request("POST", &porter.url("/raw"))
-            .header("content-disposition", "attachment; filename=\"r.bin\"")
-            .body(Full::new(Bytes::from(raw.clone())))
-            .unwrap(),
-    )
-    .await;
+    let r = request("POST", &porter.url("/raw"))
+        .header("content-disposition", "attachment; filename=\"r.bin\"")
+        .body(raw.clone())
+        .send()
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let s3 = garage.client();
     let seen = backend.requests();
@@ -224,28 +229,26 @@ async fn multipart_and_raw_uploads_become_objects_with_their_hashes() {
     assert!(files_under(&porter.temp()).is_empty(), "no spool left");
 }
 
+/// The head of a raw upload announcing 50 MB, for a connection that sends less.
+const BIG_RAW: &[u8] = b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_and_aborted_uploads_leave_no_objects_and_no_multipart_uploads() {
     use tokio::io::AsyncWriteExt;
     let garage = Garage::shared();
-    let refusing = Backend::start(|_| answer(422, r#"{"bad":1}"#)).await;
+    let refusing = backend().reply(422, r#"{"bad":1}"#).run().await;
     let prefix = prefix();
-    let porter = porter_on(garage, refusing.addr, &prefix, ROUTES).await;
+    let porter = porter_on(garage, refusing.addr, &prefix, routes()).await;
     let s3 = garage.client();
     // The app refuses: the object goes.
-    let r = send(
-        request("POST", &porter.url("/raw"))
-            .body(Full::new(Bytes::from(data(11 << 20, 4))))
-            .unwrap(),
-    )
-    .await;
+    let r = request("POST", &porter.url("/raw"))
+        .body(data(11 << 20, 4))
+        .send()
+        .await;
     assert_eq!(r.status, 422);
     wait_clean(&s3, &prefix).await;
     // The client goes away after two parts were shipped: the multipart upload is aborted.
-    let mut c = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    c.write_all(b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
-        .await
-        .unwrap();
+    let mut c = wire::open(porter.addr, BIG_RAW).await;
     c.write_all(&data(12 << 20, 5)).await.unwrap();
     wait_multipart_upload(&s3, &prefix).await;
     drop(c);
@@ -253,85 +256,54 @@ async fn refused_and_aborted_uploads_leave_no_objects_and_no_multipart_uploads()
     assert!(porter.wait_empty().await.is_empty(), "no spool left");
 }
 
-/// A backend that answers `/dl/<key>` with `X-Accel-Redirect: /objects/<key>`.
-async fn accel_backend() -> Backend {
-    Backend::start(|r| {
-        let mut resp = answer(200, "never sent");
-        resp.headers_mut().remove("content-type");
-        if let Some(rest) = r.target.strip_prefix("/dl/") {
-            resp.headers_mut().insert(
-                "x-accel-redirect",
-                format!("/objects/{rest}").parse().unwrap(),
-            );
-        }
-        resp
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn x_accel_redirect_serves_objects_with_ranges_and_conditionals() {
     let garage = Garage::shared();
-    let backend = accel_backend().await;
+    // `/dl/<key>` is answered with `X-Accel-Redirect: /objects/<key>`.
+    let backend = backend().x_accel("/dl/", "/objects/").run().await;
     let prefix = prefix();
+    let objects = [("prefix", "/objects/".into()), ("store", "s3".into())];
     let porter = porter_on(
         garage,
         backend.addr,
         &prefix,
-        "[[internal]]\nprefix = \"/objects/\"\nstore = \"s3\"\n",
+        Config::new().table("internal", objects),
     )
     .await;
     let content = data(6 << 20, 6);
     let key = format!("{prefix}ab/cd/report.pdf");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &content).unwrap();
+    let file = temp_file(&content);
     let s3 = garage.client();
     s3.put_file(&key, file.path(), content.len() as u64, 1 << 20)
         .await
         .unwrap();
     let url = porter.url(&format!("/dl/{key}"));
-    let whole = send(request("GET", &url).body(Full::default()).unwrap()).await;
+    let whole = request("GET", &url).send().await;
     assert_eq!(whole.status, 200);
     assert!(whole.body == content);
     assert_eq!(whole.headers["content-type"], "application/pdf");
     assert_eq!(whole.headers["accept-ranges"], "bytes");
-    let etag = whole.headers["etag"].to_str().unwrap().to_string();
-    let r = send(
-        request("GET", &url)
-            .header("range", "bytes=5000000-5000099")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let etag = whole.header("etag").to_string();
+    let r = request("GET", &url)
+        .header("range", "bytes=5000000-5000099")
+        .send()
+        .await;
     assert_eq!(r.status, 206);
     assert_eq!(
         r.headers["content-range"],
         format!("bytes 5000000-5000099/{}", content.len())
     );
     assert!(r.body[..] == content[5_000_000..5_000_100]);
-    let r = send(
-        request("GET", &url)
-            .header("if-none-match", &etag)
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = request("GET", &url)
+        .header("if-none-match", &etag)
+        .send()
+        .await;
     assert_eq!(r.status, 304);
-    let r = send(
-        request("GET", &porter.url(&format!("/dl/{prefix}no/such/key")))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 404);
+    let missing = porter.url(&format!("/dl/{prefix}no/such/key"));
+    assert_eq!(request("GET", &missing).send().await.status, 404);
     // Keys outside storage.s3.prefix are not served.
-    let r = send(
-        request("GET", &porter.url("/dl/elsewhere/key"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 404);
+    let elsewhere = porter.url("/dl/elsewhere/key");
+    assert_eq!(request("GET", &elsewhere).send().await.status, 404);
     s3.delete(&key).await.unwrap();
 }
 
@@ -343,40 +315,25 @@ async fn an_upload_completes_when_a_garage_node_dies_mid_upload() {
         .unwrap();
     let backend = Backend::ok().await;
     let prefix = prefix();
-    let porter = porter_on(&garage, backend.addr, &prefix, ROUTES).await;
+    let porter = porter_on(&garage, backend.addr, &prefix, routes()).await;
     let content = data(24 << 20, 7);
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, porter::http::BoxError>>(4);
-    let url = porter.url("/raw");
-    let len = content.len();
-    let upload = tokio::spawn(async move {
-        let body = http_body_util::StreamBody::new(porter::http::receiver::ReceiverStream(rx));
-        let req = request("POST", &url)
-            .header("content-length", len)
-            .body(body)
-            .unwrap();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        let resp = client.request(req).await.unwrap();
-        resp.status().as_u16()
-    });
+    let (tx, body) = fed();
+    let upload = request("POST", &porter.url("/raw"))
+        .header("content-length", content.len())
+        .send_fed(body);
+    let upload = tokio::spawn(upload);
     let (first, rest) = content.split_at(8 << 20);
     for chunk in first.chunks(1 << 20) {
-        tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(chunk))))
-            .await
-            .unwrap();
+        tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     // The first endpoint porter talks to dies with a part shipped.
     garage.kill_node(0);
     for chunk in rest.chunks(1 << 20) {
-        tx.send(Ok(http_body::Frame::data(Bytes::copy_from_slice(chunk))))
-            .await
-            .unwrap();
+        tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     drop(tx);
     assert_eq!(upload.await.unwrap(), 200);
-    let form = parse_form(&backend.requests()[0]);
+    let form = backend.first_form();
     assert_eq!(one(&form, "file.sha256"), sha256_hex(&content));
     let s3 = garage.client();
     assert!(object(&s3, one(&form, "file.key")).await == content);
@@ -386,59 +343,40 @@ async fn an_upload_completes_when_a_garage_node_dies_mid_upload() {
 async fn porter_check_validates_the_s3_keys_and_reaches_the_bucket() {
     let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: String| {
+    let write = |name: &str, config: Config| {
         let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, config.text()).unwrap();
         p
     };
     let backend = Backend::ok().await;
-    let base = format!("[backend]\nurl = \"http://{}\"\n[storage]", backend.addr);
-    let base = base + "\nroot = \"r\"\ntemp = \"t\"\nmin_free = 0\n";
-    let check = |conf: &std::path::Path, online: bool| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_porter"));
-        cmd.args(["check", "-c"]).arg(conf);
-        if online {
-            cmd.arg("--online");
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+    let base = || {
+        Config::new()
+            .backend(backend.addr)
+            .set("storage.root", "r")
+            .set("storage.temp", "t")
+            .set("storage.min_free", 0)
+            .set("storage.backend", "s3")
     };
     // backend = "s3" without a table, and a resumable kind on S3.
-    let bad = write(
-        "bad.toml",
-        format!(
-            "{base}backend = \"s3\"\n[[upload]]\npath = \"/t\"\nkind = \"tus\"\nnotify = \"/n\"\n"
-        ),
-    );
-    let (code, text) = check(&bad, false);
+    let bad = write("bad.toml", base().upload(Upload::tus("/t", "/n")));
+    let (code, text) = porter_check(&bad, false).all();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("storage.backend"), "{text}");
     assert!(text.contains("upload[0].kind"), "{text}");
     let good = write(
         "good.toml",
-        format!("{base}backend = \"s3\"\n{}{ROUTES}", garage.table("c/")),
+        base().merge(garage.storage("c/")).merge(routes()),
     );
-    let (code, text) = check(&good, true);
+    let (code, text) = porter_check(&good, true).all();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("part_size = \"5MiB\""), "{text}");
     assert!(
         !text.contains(&garage.secret),
         "the secret is never printed"
     );
-    let wrong = write(
-        "wrong.toml",
-        format!(
-            "{base}backend = \"s3\"\n{}{ROUTES}",
-            garage
-                .table("c/")
-                .replace("bucket = \"uploads\"", "bucket = \"nope\"")
-        ),
-    );
-    let (code, text) = check(&wrong, true);
+    let nope = garage.storage("c/").set("storage.s3.bucket", "nope");
+    let wrong = write("wrong.toml", base().merge(nope).merge(routes()));
+    let (code, text) = porter_check(&wrong, true).all();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("storage.s3"), "{text}");
 }
@@ -451,11 +389,10 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
     let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
     let backend = Backend::ok().await;
     let prefix = prefix();
-    let porter = porter_on(garage, backend.addr, &prefix, ROUTES).await;
+    let porter = porter_on(garage, backend.addr, &prefix, routes()).await;
     let s3 = garage.client();
     let key = format!("{prefix}ab/cd/abcd0123456789abcdef0123456789ab");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), b"orphan").unwrap();
+    let file = temp_file(b"orphan");
     s3.put_file(&key, file.path(), 6, 1 << 16).await.unwrap();
     let temp = porter.temp();
     std::fs::write(temp.join("abcd0123456789abcdef0123456789ab.s3unsent"), &key).unwrap();
@@ -464,7 +401,7 @@ async fn porter_gc_deletes_objects_the_app_was_never_told_of() {
         b"part",
     )
     .unwrap();
-    porter_gc(&porter.dir.path().join("porter.toml"));
+    porter_gc(&porter.config());
     // The listing may lag the delete on a loaded cluster: gone within a bound.
     wait_clean(&s3, &prefix).await;
     assert!(
@@ -481,32 +418,15 @@ async fn porter_gc_aborts_the_multipart_upload_of_a_killed_instance() {
     let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
     let backend = Backend::ok().await;
     let prefix = prefix();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("porter.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[backend]\nurl = \"http://{}\"\n[storage]\nbackend = \"s3\"\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n{}{ROUTES}",
-            backend.addr,
-            garage.table(&prefix)
-        ),
-    )
-    .unwrap();
-    let p = super::tus_clients::Process::spawn(conf.clone(), port);
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(b"POST /raw HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
-        .await
-        .unwrap();
+    let mut p = Served::start(backend.addr, garage.storage(&prefix).merge(routes()));
+    let mut c = wire::open(p.addr(), BIG_RAW).await;
     c.write_all(&data(12 << 20, 13)).await.unwrap();
     let s3 = garage.client();
     wait_multipart_upload(&s3, &prefix).await;
-    p.kill9();
+    p.proc.kill9();
     drop(c);
     assert_eq!(s3.multipart_uploads(&prefix).await.unwrap().len(), 1);
-    porter_gc(&conf);
+    porter_gc(&p.config);
     wait_clean(&s3, &prefix).await;
-    assert!(files_under(&dir.path().join("tmp")).is_empty());
+    assert!(files_under(&p.dir.path().join("tmp")).is_empty());
 }

@@ -8,14 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 fn config(dir: &Path, backend: std::net::SocketAddr, listen: &str) -> std::path::PathBuf {
-    let path = dir.join("porter.toml");
-    let text = format!(
-        "[server]\nlisten = [{listen}]\nshutdown_grace = \"2s\"\n\
-         [backend]\nurl = \"http://{backend}\"\n\
-         [storage]\nroot = \"root\"\ntemp = \"tmp\"\nmin_free = 0\n"
-    );
-    std::fs::write(&path, text).expect("write config");
-    path
+    Config::new()
+        .backend(backend)
+        .set("server.listen", vec![listen])
+        .set("server.shutdown_grace", "2s")
+        .write(dir)
 }
 
 /// The next notification, as its `KEY=value` lines.
@@ -48,7 +45,7 @@ fn until(sock: &UnixDatagram, line: &str) -> Vec<Vec<String>> {
 async fn notifies_ready_reloading_watchdog_and_stopping() {
     let backend = Backend::ok().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = config(dir.path(), backend.addr, "\"127.0.0.1:0\"");
+    let conf = config(dir.path(), backend.addr, "127.0.0.1:0");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -83,7 +80,7 @@ async fn notifies_ready_reloading_watchdog_and_stopping() {
 async fn serves_on_a_socket_activated_listener() {
     let backend = Backend::ok().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = config(dir.path(), backend.addr, "\"systemd\"");
+    let conf = config(dir.path(), backend.addr, "systemd");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
@@ -116,11 +113,7 @@ async fn serves_on_a_socket_activated_listener() {
 #[test]
 fn systemd_listen_without_activation_is_a_start_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = config(
-        dir.path(),
-        "127.0.0.1:9".parse().expect("addr"),
-        "\"systemd\"",
-    );
+    let conf = config(dir.path(), "127.0.0.1:9".parse().expect("addr"), "systemd");
     let out = Proc::command()
         .args(["serve", "-c"])
         .arg(&conf)

@@ -2,21 +2,21 @@
 //! test; ALPN, SNI, protocol versions, and `porter check` on bad certificates.
 
 use crate::support::*;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 /// A porter with `[server] tls` set to a certificate for localhost from a new CA.
 pub(crate) async fn https_porter(
     backend: std::net::SocketAddr,
-    extra: &str,
+    config: impl Into<Config>,
 ) -> (Porter, tempfile::TempDir) {
     let pki_dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(pki_dir.path(), "ca");
-    let (crt, key) = pki.leaf("localhost", &["localhost"]);
-    let table = format!(
-        "[server]\nidle_timeout = \"5s\"\ntls = {{ cert = {crt:?}, key = {key:?} }}\n{extra}"
-    );
-    (Porter::start(backend, &table).await, pki_dir)
+    let config = config
+        .into()
+        .set("server.idle_timeout", "5s")
+        .tls(&pki.leaf("localhost", &["localhost"]));
+    (Porter::start(backend, config).await, pki_dir)
 }
 
 pub(crate) fn https_url(p: &Porter, host: &str, path: &str) -> String {
@@ -32,7 +32,7 @@ async fn https_upload_negotiates_h2_by_alpn_and_offloads_the_file() {
     let backend = Backend::ok().await;
     let (porter, pki) = https_porter(
         backend.addr,
-        "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nhashes = [\"sha256\"]\n",
+        Upload::multipart("/upload").hashes(&["sha256"]),
     )
     .await;
     let ca = pki.path().join("ca.pem");
@@ -78,15 +78,14 @@ async fn sni_picks_the_certificate_for_the_name_asked() {
     let backend = Backend::ok().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path(), "ca");
-    let (d_crt, d_key) = pki.leaf("default", &["localhost"]);
-    let (a_crt, a_key) = pki.leaf("a", &["a.test"]);
-    let (b_crt, b_key) = pki.leaf("b", &["*.b.test"]);
-    let table = format!(
-        "[server]\ntls = {{ cert = {d_crt:?}, key = {d_key:?} }}\n\
-         [[server.tls_sni]]\nname = \"a.test\"\ncert = {a_crt:?}\nkey = {a_key:?}\n\
-         [[server.tls_sni]]\nname = \"*.b.test\"\ncert = {b_crt:?}\nkey = {b_key:?}\n"
-    );
-    let porter = Porter::start(backend.addr, &table).await;
+    let names = vec![
+        sni("a.test", pki.leaf("a", &["a.test"])),
+        sni("*.b.test", pki.leaf("b", &["*.b.test"])),
+    ];
+    let config = Config::new()
+        .set("server.tls_sni", names)
+        .tls(&pki.leaf("default", &["localhost"]));
+    let porter = Porter::start(backend.addr, config).await;
     let ca = pki.ca_path("ca");
     // curl checks the served certificate against the name: the wrong one fails (60).
     for host in ["localhost", "a.test", "x.b.test"] {
@@ -133,7 +132,7 @@ async fn s_client(p: &Porter, args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn only_tls_1_2_and_1_3_are_spoken() {
     let backend = Backend::ok().await;
-    let (porter, _pki) = https_porter(backend.addr, "").await;
+    let (porter, _pki) = https_porter(backend.addr, Config::new()).await;
     for (flag, ok) in [("-tls1_3", true), ("-tls1_2", true), ("-tls1_1", false)] {
         // SECLEVEL=0 lets this openssl offer TLS 1.1 at all: refusing it is porter's job.
         let out = s_client(&porter, &[flag, "-cipher", "DEFAULT@SECLEVEL=0"]).await;
@@ -147,7 +146,7 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
 #[tokio::test]
 async fn alpn_offers_only_http1_when_http2_is_off() {
     let backend = Backend::ok().await;
-    let (porter, _pki) = https_porter(backend.addr, "http2 = false\n").await;
+    let (porter, _pki) = https_porter(backend.addr, Config::new().set("server.http2", false)).await;
     let out = s_client(&porter, &["-alpn", "h2,http/1.1"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
@@ -159,16 +158,13 @@ async fn alpn_offers_only_http1_when_http2_is_off() {
     porter.stop().await;
 }
 
-fn check(config: &Path) -> (i32, String) {
-    let out = Proc::command()
-        .args(["check", "-c"])
-        .arg(config)
-        .output()
-        .expect("porter check runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// One `[[server.tls_sni]]` entry: `name` served with the certificate and key `leaf`.
+fn sni(name: &str, (cert, key): (PathBuf, PathBuf)) -> toml::Value {
+    toml::Value::Table(toml::Table::from_iter([
+        ("name".to_string(), name.into()),
+        ("cert".to_string(), cert.display().to_string().into()),
+        ("key".to_string(), key.display().to_string().into()),
+    ]))
 }
 
 fn openssl(args: &[&str]) {
@@ -225,37 +221,38 @@ fn check_accepts_rsa_ec_and_pkcs8_keys_and_names_bad_ones() {
         &p("ec.crt"),
     ]);
     std::fs::write(d.join("junk.crt"), "not a certificate\n").expect("write");
-    let config = |tls: &str| {
+    // `porter check` on a config with `tls`: its exit code and what it printed on stderr.
+    let check = |tls: Config| {
         let path = d.join("porter.toml");
-        let text = format!(
-            "[server]\n{tls}\n[backend]\nurl = \"http://127.0.0.1:9\"\n[storage]\nroot = \"r\"\ntemp = \"t\"\n"
-        );
-        std::fs::write(&path, text).expect("write config");
-        path
+        let config = tls
+            .set("backend.url", "http://127.0.0.1:9")
+            .set("storage.root", "r")
+            .set("storage.temp", "t");
+        std::fs::write(&path, config.text()).expect("write config");
+        let checked = porter_check(&path, false);
+        (checked.code, checked.stderr)
     };
-    for (cert, key) in [
-        (&crt, &pkcs8),
-        (&d.join("rsa.crt"), &d.join("rsa.key")),
-        (&d.join("ec.crt"), &d.join("ec.key")),
+    for pair in [
+        (crt.clone(), pkcs8.clone()),
+        (d.join("rsa.crt"), d.join("rsa.key")),
+        (d.join("ec.crt"), d.join("ec.key")),
     ] {
-        let (code, err) = check(&config(&format!(
-            "tls = {{ cert = {cert:?}, key = {key:?} }}"
-        )));
-        assert_eq!(code, 0, "{}: {err}", key.display());
+        let (code, err) = check(Config::new().tls(&pair));
+        assert_eq!(code, Some(0), "{}: {err}", pair.1.display());
     }
-    let (code, err) = check(&config(&format!(
-        "tls = {{ cert = {crt:?}, key = {other_key:?} }}"
-    )));
-    assert_eq!(code, 1);
+    let (code, err) = check(Config::new().tls(&(crt.clone(), other_key)));
+    assert_eq!(code, Some(1));
     assert!(
         err.contains("server.tls: the key in") && err.contains("does not belong"),
         "{err}"
     );
-    let (code, err) = check(&config(&format!(
-        "tls = {{ cert = {:?}, key = {pkcs8:?} }}\n[[server.tls_sni]]\nname = \"a.test\"\ncert = {crt:?}\nkey = \"missing.key\"",
-        d.join("junk.crt")
-    )));
-    assert_eq!(code, 1);
+    let missing_key = sni("a.test", (crt, "missing.key".into()));
+    let (code, err) = check(
+        Config::new()
+            .tls(&(d.join("junk.crt"), pkcs8))
+            .set("server.tls_sni", vec![missing_key]),
+    );
+    assert_eq!(code, Some(1));
     assert!(
         err.contains("server.tls: ") && err.contains("holds no PEM certificate"),
         "{err}"

@@ -5,11 +5,6 @@
 //! canonical target. The same shapes run through real Django in `django.rs`.
 
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
-use porter::backend::sign;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Client field names that are `file.path` to some framework, none with a control
 /// character (those are refused, below).
@@ -39,11 +34,11 @@ pub const FORGED: [&str; 20] = [
 /// The value every forged field carries: it must never reach the app.
 pub const MARK: &str = "FORGED-/etc/passwd";
 
-fn route(forward: &str) -> String {
-    format!(
-        "[[upload]]\npath = \"/upload\"\nkind = \"multipart\"\nforward = \"{forward}\"\nhashes = [\"md5\"]\n\
-         [[upload]]\npath = \"/other\"\nkind = \"multipart\"\nfield_names = \"porter.{{field}}.{{attr}}\"\n"
-    )
+fn route(forward: &str) -> Config {
+    Upload::multipart("/upload")
+        .forward(forward)
+        .hashes(&["md5"])
+        .and(Upload::multipart("/other").set("field_names", "porter.{field}.{attr}"))
 }
 
 fn forged_form(names: &[&str]) -> Form {
@@ -55,21 +50,14 @@ fn forged_form(names: &[&str]) -> Form {
 }
 
 async fn post_form(porter: &Porter, path: &str, form: Form) -> Reply {
-    let (ct, body) = form.finish();
-    send(
-        request("POST", &porter.url(path))
-            .header("content-type", ct)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
-    )
-    .await
+    request("POST", &porter.url(path)).form(form).send().await
 }
 
 #[tokio::test]
 async fn forged_names_never_reach_the_app_in_any_forward_format() {
     for forward in ["multipart", "urlencoded", "json"] {
         let backend = Backend::ok().await;
-        let porter = Porter::start(backend.addr, &route(forward)).await;
+        let porter = Porter::start(backend.addr, route(forward)).await;
         for (path, names) in [
             ("/upload", &FORGED[..]),
             // A route with a namespaced template still drops names that are metadata
@@ -98,7 +86,7 @@ async fn forged_names_never_reach_the_app_in_any_forward_format() {
 #[tokio::test]
 async fn control_characters_in_field_names_are_refused() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("multipart")).await;
+    let porter = Porter::start(backend.addr, route("multipart")).await;
     for name in [
         "file.path\t",
         "file.path\x0b",
@@ -147,22 +135,21 @@ async fn control_characters_in_field_names_are_refused() {
 #[tokio::test]
 async fn the_chunked_completion_sends_porters_upload_id_and_md5_only() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, crate::chunked::ROUTE).await;
+    let porter = Porter::start(backend.addr, chunked::route()).await;
     let body = data(10_000, 3);
-    let r = crate::chunked::send_chunk(&porter, &body, None, None).await;
+    let r = chunked::send_chunk(&porter, &body, None, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let id = r.json()["upload_id"].as_str().expect("id").to_string();
+    let id = chunked::upload_id(&r);
     let md5 = md5_hex(&body);
     // Two different upload_ids: porter and the app could each act on another one.
-    let r = crate::chunked::send_complete(
+    let r = chunked::send_complete(
         &porter,
         &format!("upload_id={id}&upload_id=0123456789abcdef0123456789abcdef&md5={md5}"),
     )
     .await;
     assert_eq!(r.status, 400, "{:?}", r.body);
     // A control character in a name: refused.
-    let r =
-        crate::chunked::send_complete(&porter, &format!("upload_id={id}&md5={md5}&a%0B=1")).await;
+    let r = chunked::send_complete(&porter, &format!("upload_id={id}&md5={md5}&a%0B=1")).await;
     assert_eq!(r.status, 400, "{:?}", r.body);
     assert_eq!(backend.count(), 0);
     let rivals = [
@@ -181,7 +168,7 @@ async fn the_chunked_completion_sends_porters_upload_id_and_md5_only() {
         md5.to_uppercase(),
         rivals[4..].join("&")
     );
-    let r = crate::chunked::send_complete(&porter, &fields).await;
+    let r = chunked::send_complete(&porter, &fields).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let seen = backend.requests();
     let form = parse_form(&seen[0]);
@@ -193,39 +180,17 @@ async fn the_chunked_completion_sends_porters_upload_id_and_md5_only() {
     porter.stop().await;
 }
 
-pub fn b64(s: &str) -> String {
-    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in s.as_bytes().chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn tus_metadata_keys_that_could_pass_for_metadata_are_dropped() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, crate::tus::ROUTE).await;
+    let porter = Porter::start(backend.addr, tus::route()).await;
+    let url = porter.url("/files");
     let create = |meta: String| {
-        send(
-            request("POST", &porter.url("/files"))
-                .header("tus-resumable", "1.0.0")
-                .header("upload-length", "5")
-                .header("upload-metadata", meta)
-                .header("content-type", "application/offset+octet-stream")
-                .body(Full::new(Bytes::from_static(b"hello")))
-                .unwrap(),
-        )
+        tus::creation(&url, 5)
+            .header("upload-metadata", meta)
+            .header("content-type", "application/offset+octet-stream")
+            .body("hello")
+            .send()
     };
     let keys = ["file_path", "FILE.PATH", "file[path", "File.Md5", "x.id"];
     let mut meta = vec![format!("filename {}", b64("a.txt"))];
@@ -242,15 +207,10 @@ async fn tus_metadata_keys_that_could_pass_for_metadata_are_dropped() {
     // A key with a control character, even as bytes the header cannot show as text:
     // refused, not silently ignored.
     let key_with_nel = http::HeaderValue::from_bytes(b"file\xc2\x85path YQ==").expect("obs-text");
-    let r = send(
-        request("POST", &porter.url("/files"))
-            .header("tus-resumable", "1.0.0")
-            .header("upload-length", "5")
-            .header("upload-metadata", key_with_nel)
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = tus::creation(&url, 5)
+        .header("upload-metadata", key_with_nel)
+        .send()
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(create(format!("a{}b YQ==", '\t')).await.status, 400);
     porter.stop().await;
@@ -259,31 +219,24 @@ async fn tus_metadata_keys_that_could_pass_for_metadata_are_dropped() {
 #[tokio::test]
 async fn client_headers_with_underscores_never_reach_the_app() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("multipart")).await;
-    let with_underscores = |req: http::request::Builder| {
-        req.header("x_porter_signature", "sha256=forged")
-            .header("X_Porter_Key_Id", "0000000000000000")
-            .header("x_forwarded_for", "6.6.6.6")
-            .header("x-real_ip", "6.6.6.6")
-            .header("x-porter.signature", "sha256=forged")
-            .header("x.forwarded.for", "6.6.6.6")
-            .header("x-ok", "kept")
+    let porter = Porter::start(backend.addr, route("multipart")).await;
+    let with_underscores = |method: &str, path: &str| {
+        request(method, &porter.url(path)).headers(&[
+            ("x_porter_signature", "sha256=forged"),
+            ("X_Porter_Key_Id", "0000000000000000"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-real_ip", "6.6.6.6"),
+            ("x-porter.signature", "sha256=forged"),
+            ("x.forwarded.for", "6.6.6.6"),
+            ("x-ok", "kept"),
+        ])
     };
-    let r = send(
-        with_underscores(request("GET", &porter.url("/page")))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = with_underscores("GET", "/page").send().await;
     assert_eq!(r.status, 200);
-    let (ct, body) = forged_form(&[]).finish();
-    let r = send(
-        with_underscores(request("POST", &porter.url("/upload")))
-            .header("content-type", ct)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap(),
-    )
-    .await;
+    let r = with_underscores("POST", "/upload")
+        .form(forged_form(&[]))
+        .send()
+        .await;
     assert_eq!(r.status, 200);
     let seen = backend.requests();
     assert_eq!(seen.len(), 2);
@@ -296,19 +249,10 @@ async fn client_headers_with_underscores_never_reach_the_app() {
     porter.stop().await;
 }
 
-/// Writes `head` on a new connection and returns what porter answered.
-async fn exchange(porter: &Porter, head: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn one_host_that_agrees_with_the_target() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, "").await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
     let refused = [
         "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
         "GET /a HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
@@ -316,7 +260,7 @@ async fn one_host_that_agrees_with_the_target() {
         "GET http://a.example/a HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
     ];
     for head in refused {
-        let answer = exchange(&porter, head).await;
+        let answer = wire::exchange(porter.addr, head.as_bytes()).await;
         assert!(answer.contains(" 400 "), "{head:?}: {answer}");
     }
     assert_eq!(backend.count(), 0);
@@ -326,7 +270,7 @@ async fn one_host_that_agrees_with_the_target() {
         "GET http://a.example/a HTTP/1.1\r\nHost: A.example\r\nConnection: close\r\n\r\n",
     ];
     for head in allowed {
-        let answer = exchange(&porter, head).await;
+        let answer = wire::exchange(porter.addr, head.as_bytes()).await;
         assert!(answer.contains(" 200 "), "{head:?}: {answer}");
     }
     assert_eq!(backend.count(), 3);
@@ -336,7 +280,7 @@ async fn one_host_that_agrees_with_the_target() {
 #[tokio::test]
 async fn generated_requests_name_their_key_and_sign_a_canonical_query() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, &route("multipart")).await;
+    let porter = Porter::start(backend.addr, route("multipart")).await;
     let (ct, body) = forged_form(&[]).finish();
     let head = format!(
         "POST /upload?q=a|b{{}}^`\\\u{e9}%7c&x=1 HTTP/1.1\r\nHost: h.example\r\nContent-Type: {ct}\r\n\
@@ -345,30 +289,14 @@ async fn generated_requests_name_their_key_and_sign_a_canonical_query() {
     );
     let mut raw = head.into_bytes();
     raw.extend_from_slice(&body);
-    let mut s = tokio::net::TcpStream::connect(porter.addr).await.unwrap();
-    s.write_all(&raw).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let answer = String::from_utf8_lossy(&out);
+    let answer = wire::exchange(porter.addr, &raw).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = backend.requests();
     let r = &seen[0];
     // Every byte Django's iri_to_uri would re-encode is encoded; escapes stay as sent.
     assert_eq!(r.target, "/upload?q=a%7Cb%7B%7D%5E%60%5C%C3%A9%7c&x=1");
-    let secret = porter.secret();
-    assert_eq!(r.header("x-porter-key-id"), Some(secret.key_id().as_str()));
-    let sig = sign::sign_with(
-        &secret,
-        r.header("x-porter-timestamp").expect("ts").into(),
-        r.header("x-porter-nonce").expect("nonce").into(),
-        &sign::Signed {
-            method: "POST",
-            host: "h.example",
-            target: &r.target,
-            content_type: r.header("content-type").unwrap_or(""),
-            body: &r.body,
-        },
-    );
-    assert_eq!(r.header("x-porter-signature"), Some(sig.signature.as_str()));
+    // Signed for the Host the client sent, under the key it names.
+    assert_eq!(r.header("host"), Some("h.example"));
+    assert_signed(&porter, r);
     porter.stop().await;
 }
