@@ -15,9 +15,8 @@
 
 use super::s3::{Garage, object, prefix};
 use super::shared::RedisServer;
+use crate::support::nginx::segment;
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::path::{Path, PathBuf};
 
 const LEN: usize = 30_000;
@@ -25,47 +24,30 @@ const SEED: u8 = 7;
 const TUS_DONE: usize = 10_000;
 const THIRD: usize = LEN / 3;
 const SESSION: &str = "old-state-session-0001";
-const ROUTES: &str = "[[upload]]\npath = \"/files\"\nkind = \"tus\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\nexpire = \"3650d\"\n\
-[[upload]]\npath = \"/resumable\"\nkind = \"nginx-resumable\"\nnotify = \"/uploads/done\"\nhashes = [\"md5\", \"sha256\"]\nexpire = \"3650d\"\n";
+
+/// The two routes, with an expiry far enough out that the fixtures never age.
+fn routes() -> Config {
+    let hashes = ["md5", "sha256"];
+    Upload::tus("/files", "/uploads/done")
+        .hashes(&hashes)
+        .expire("3650d")
+        .and(
+            Upload::nginx_resumable("/resumable")
+                .set("notify", "/uploads/done")
+                .hashes(&hashes)
+                .expire("3650d"),
+        )
+}
 
 fn fixtures(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/old-state/{kind}"))
 }
 
-fn tus(method: &str, url: &str) -> http::request::Builder {
-    http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("tus-resumable", "1.0.0")
-}
-
-async fn patch(url: &str, offset: usize, bytes: &[u8]) -> Reply {
-    send(
-        tus("PATCH", url)
-            .header("upload-offset", offset)
-            .header("content-type", "application/offset+octet-stream")
-            .body(Full::new(Bytes::copy_from_slice(bytes)))
-            .unwrap(),
-    )
-    .await
-}
-
-async fn segment(base: &str, bytes: &[u8], start: usize) -> Reply {
-    send(
-        http::Request::builder()
-            .method("POST")
-            .uri(format!("{base}/resumable"))
-            .header("content-disposition", "attachment; filename=\"old.bin\"")
-            .header("content-type", "application/octet-stream")
-            .header(
-                "x-content-range",
-                format!("bytes {start}-{}/{LEN}", start + bytes.len() - 1),
-            )
-            .header("x-session-id", SESSION)
-            .body(Full::new(Bytes::copy_from_slice(bytes)))
-            .unwrap(),
-    )
-    .await
+async fn send_segment(base: &str, bytes: &[u8], start: usize) -> Reply {
+    segment(&format!("{base}/resumable"), SESSION, bytes, start, LEN)
+        .header("content-disposition", "attachment; filename=\"old.bin\"")
+        .send()
+        .await
 }
 
 /// The tus upload's id: the one upload in the fixture whose state says `tus`.
@@ -83,14 +65,14 @@ fn tus_id(states: &[(String, serde_json::Value)]) -> String {
 async fn finish_both(base: &str, backend: &Backend, tus_id: &str) -> Vec<Vec<(String, String)>> {
     let content = data(LEN, SEED);
     let url = format!("{base}/files/{tus_id}");
-    let h = send(tus("HEAD", &url).body(Full::default()).unwrap()).await;
+    let h = tus::head(&url).await;
     assert_eq!(h.status, 200, "{:?}", h.body);
-    assert_eq!(h.headers["upload-offset"], TUS_DONE.to_string());
-    assert_eq!(h.headers["upload-length"], LEN.to_string());
-    let r = patch(&url, TUS_DONE, &content[TUS_DONE..]).await;
+    assert_eq!(h.header("upload-offset"), TUS_DONE.to_string());
+    assert_eq!(h.header("upload-length"), LEN.to_string());
+    let r = tus::patch(&url, TUS_DONE, &content[TUS_DONE..]).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
 
-    let r = segment(base, &content[THIRD..2 * THIRD], THIRD).await;
+    let r = send_segment(base, &content[THIRD..2 * THIRD], THIRD).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 
     let seen = backend.requests();
@@ -120,7 +102,7 @@ fn states_in(dir: &Path) -> Vec<(String, serde_json::Value)> {
 #[tokio::test]
 async fn state_on_disk_from_the_old_build_resumes() {
     let backend = Backend::ok().await;
-    let porter = Porter::start(backend.addr, ROUTES).await;
+    let porter = Porter::start(backend.addr, routes()).await;
     let from = fixtures("local");
     let into = porter.temp().join("resumable");
     std::fs::create_dir_all(&into).unwrap();
@@ -166,6 +148,11 @@ fn objects_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// porter's `[storage]` in S3 under `prefix` with its state in `redis`.
+fn shared(garage: &Garage, redis: &RedisServer, prefix: &str) -> Config {
+    garage.storage(prefix).set("state.url", redis.url.as_str())
+}
+
 #[tokio::test]
 async fn state_in_redis_and_s3_from_the_old_build_resumes() {
     let garage = tokio::task::spawn_blocking(Garage::shared).await.unwrap();
@@ -199,16 +186,8 @@ async fn state_in_redis_and_s3_from_the_old_build_resumes() {
     assert_eq!(states.len(), 2, "the fixture holds two uploads");
 
     let backend = Backend::ok().await;
-    let porter = Porter::start_with(
-        &format!(
-            "[backend]\nurl = \"http://{}\"\n[storage]\nbackend = \"s3\"\nmin_free = 0\n{}[state]\nurl = \"{}\"\n",
-            backend.addr,
-            garage.table(&prefix),
-            redis.url
-        ),
-        ROUTES,
-    )
-    .await;
+    let config = routes().merge(shared(garage, &redis, &prefix));
+    let porter = Porter::start(backend.addr, config).await;
     let forms = finish_both(&porter.url(""), &backend, &tus_id(&states)).await;
     let content = data(LEN, SEED);
     for form in &forms {
@@ -228,12 +207,7 @@ async fn capture_old_state() {
     let backend = Backend::ok().await;
 
     let dir = tempfile::tempdir().unwrap();
-    let storage = format!(
-        "[storage]\nroot = {:?}\ntemp = {:?}\nmin_free = 0\n",
-        dir.path().join("root"),
-        dir.path().join("tmp")
-    );
-    capture(&old, dir.path(), &backend, &storage).await;
+    capture(&old, dir.path(), &backend, Config::new()).await;
     let out = fixtures("local");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -245,18 +219,32 @@ async fn capture_old_state() {
     let redis = RedisServer::start();
     let prefix = prefix();
     let dir = tempfile::tempdir().unwrap();
-    let storage = format!(
-        "[storage]\nbackend = \"s3\"\nroot = {:?}\ntemp = {:?}\nmin_free = 0\n{}[state]\nurl = \"{}\"\n",
-        dir.path().join("root"),
-        dir.path().join("tmp"),
-        garage.table(&prefix),
-        redis.url
-    );
-    capture(&old, dir.path(), &backend, &storage).await;
+    capture(&old, dir.path(), &backend, shared(garage, &redis, &prefix)).await;
     let out = fixtures("s3");
     let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("objects")).unwrap();
+    std::fs::write(
+        out.join("redis.json"),
+        serde_json::to_vec_pretty(&dump_redis(&redis)).unwrap(),
+    )
+    .unwrap();
+    let s3 = garage.client();
+    for key in s3.list(&prefix).await.unwrap() {
+        let rel = key.strip_prefix(&prefix).unwrap();
+        let path = out.join("objects").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, object(&s3, &key).await).unwrap();
+    }
+}
+
+/// porter's keys in `redis`, in the form `restore_redis` reads, leaving out lock leases
+/// and progress (a live instance's, not state).
+fn dump_redis(redis: &RedisServer) -> serde_json::Map<String, serde_json::Value> {
     let mut dump = serde_json::Map::new();
     for key in redis.keys("porter:*") {
+        if key.starts_with("porter:lock:") || key.starts_with("porter:progress:") {
+            continue;
+        }
         let kind = redis.cli(&["TYPE", &key]).join("");
         let value = match kind.as_str() {
             "string" => serde_json::json!({ "string": redis.cli(&["GET", &key]).join("\n") }),
@@ -270,62 +258,31 @@ async fn capture_old_state() {
             }
             other => panic!("{key} is a {other}: the fixture format knows strings and hashes"),
         };
-        // Lock leases and progress are a live instance's, not state.
-        if !key.starts_with("porter:lock:") && !key.starts_with("porter:progress:") {
-            dump.insert(key, value);
-        }
+        dump.insert(key, value);
     }
-    std::fs::create_dir_all(out.join("objects")).unwrap();
-    std::fs::write(
-        out.join("redis.json"),
-        serde_json::to_vec_pretty(&dump).unwrap(),
-    )
-    .unwrap();
-    let s3 = garage.client();
-    for key in s3.list(&prefix).await.unwrap() {
-        let rel = key.strip_prefix(&prefix).unwrap();
-        let path = out.join("objects").join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, object(&s3, &key).await).unwrap();
-    }
+    dump
 }
 
-/// Runs the old binary on `storage` and leaves both uploads partly received.
-async fn capture(old: &str, dir: &Path, backend: &Backend, storage: &str) {
-    let port = free_port();
-    let config = dir.join("porter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[backend]\nurl = \"http://{}\"\n{storage}{ROUTES}",
-            backend.addr
-        ),
-    )
-    .unwrap();
+/// Runs the old binary with `storage` and leaves both uploads partly received.
+async fn capture(old: &str, dir: &Path, backend: &Backend, storage: Config) {
+    let config = routes().merge(storage).backend(backend.addr).write(dir);
     let mut cmd = std::process::Command::new(old);
     cmd.args(["serve", "-c"]).arg(&config);
     let mut proc = Proc::spawn(cmd);
-    wait_listening(proc.port()).await;
+    let port = proc.port();
+    wait_listening(port).await;
     let base = format!("http://127.0.0.1:{port}");
     let content = data(LEN, SEED);
-    let r = send(
-        tus("POST", &format!("{base}/files"))
-            .header("upload-length", LEN)
-            .header("upload-metadata", "filename b2xkLmJpbg==")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = tus::creation(&format!("{base}/files"), LEN)
+        .header("upload-metadata", "filename b2xkLmJpbg==")
+        .send()
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let url = r.headers["location"].to_str().unwrap().to_string();
-    assert_eq!(patch(&url, 0, &content[..TUS_DONE]).await.status, 204);
-    assert_eq!(
-        segment(&base, &content[2 * THIRD..], 2 * THIRD)
-            .await
-            .status,
-        201
-    );
-    assert_eq!(segment(&base, &content[..THIRD], 0).await.status, 201);
+    let url = r.location();
+    assert_eq!(tus::patch(&url, 0, &content[..TUS_DONE]).await.status, 204);
+    let last = send_segment(&base, &content[2 * THIRD..], 2 * THIRD).await;
+    assert_eq!(last.status, 201);
+    assert_eq!(send_segment(&base, &content[..THIRD], 0).await.status, 201);
     proc.signal(libc::SIGTERM);
     assert!(proc.wait_exit(20).is_some(), "the old porter stops");
 }
