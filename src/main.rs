@@ -304,7 +304,8 @@ fn bind(cfg: &Config) -> Result<Vec<server::Bound>, String> {
                 });
             }
             Listen::Systemd => {
-                let activated = systemd::activated_listeners()
+                // SAFETY: `serve` binds before it starts the runtime or any thread.
+                let activated = unsafe { systemd::activated_listeners() }
                     .map_err(|e| format!("socket activation: {e}"))?;
                 if activated.is_empty() {
                     return Err("server.listen has \"systemd\" but no sockets were passed (LISTEN_FDS is unset or not for this process)".into());

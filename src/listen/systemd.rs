@@ -11,8 +11,8 @@ fn notify(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    // `false`: never unset the environment, which is not safe once threads run.
-    if let Err(e) = sd_notify::notify(false, states) {
+    // `notify` leaves the environment alone (unsetting it is not safe once threads run).
+    if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
@@ -60,10 +60,16 @@ pub async fn watchdog(every: Duration) {
 }
 
 /// Sockets passed by socket activation (`LISTEN_FDS`, for this process), as TCP
-/// listeners. Call before any thread starts: this reads and then unsets the
-/// environment variables, as sd_listen_fds(3) does.
-pub fn activated_listeners() -> std::io::Result<Vec<std::net::TcpListener>> {
-    let fds: Vec<RawFd> = sd_notify::listen_fds()?.collect();
+/// listeners. This reads and then unsets the environment variables, as
+/// sd_listen_fds(3) does, so that no child inherits them.
+///
+/// # Safety
+///
+/// It unsets environment variables ([`std::env::remove_var`]): call it before any
+/// other thread exists.
+pub unsafe fn activated_listeners() -> std::io::Result<Vec<std::net::TcpListener>> {
+    // SAFETY: no other thread exists yet (this function's own contract).
+    let fds: Vec<RawFd> = unsafe { sd_notify::listen_fds_and_unset_env() }?.collect();
     fds.into_iter().map(listener).collect()
 }
 
