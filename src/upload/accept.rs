@@ -146,4 +146,23 @@ mod tests {
         let zip = sniff(b"PK\x03\x04\x14\0\0\0\x08\0");
         assert!(check_sniffed(&r, "a.csv", zip).is_err(), "zip not accepted");
     }
+
+    /// What infer 0.22 changed (0.19 sniffed differently): `%PDF` counts anywhere in
+    /// the first KiB, as PDF readers accept it, so a file that mentions it before any
+    /// other signature is sniffed as a PDF; and an EBML header is WebM only with its
+    /// DocType in the first 256 bytes.
+    #[test]
+    fn sniffing_as_infer_0_22_does() {
+        let pdf = sniff(b"junk before the header\n%PDF-1.7\n");
+        assert_eq!(pdf.map(|s| s.mime), Some("application/pdf"));
+        let csv = sniff(b"name,header\nreport,%PDF-1.4\n");
+        assert_eq!(csv.map(|s| s.mime), Some("application/pdf"));
+        assert!(check_sniffed(&rules(&[".csv"]), "a.csv", csv).is_err());
+        let ebml = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01";
+        assert_eq!(sniff(ebml), None);
+        let mut webm = ebml.to_vec();
+        webm.extend_from_slice(b"\x42\x82\x84webm");
+        webm.resize(300, 0);
+        assert_eq!(sniff(&webm).map(|s| s.mime), Some("video/webm"));
+    }
 }
