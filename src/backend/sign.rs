@@ -8,12 +8,14 @@
 //! every app worker to restart at the same moment.
 
 use crate::sink::hashes::hex;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// The HMAC key. Never printed: `Debug` hides it.
+/// The HMAC key, held keyed (HMAC-SHA256 with the key already absorbed). Never
+/// printed: `Debug` hides it.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Hmac<Sha256>);
 
 /// The domain-separation label of a key id: `key_id = hex(HMAC(key, LABEL))[..16]`.
 const KEY_ID_LABEL: &[u8] = b"porter-key-id";
@@ -36,7 +38,14 @@ impl Secret {
                 bytes.len()
             ));
         }
-        Ok(Secret(bytes))
+        Secret::keyed(&bytes)
+    }
+
+    /// Any key, of any length (RFC 2104 hashes one longer than a block first).
+    fn keyed(key: &[u8]) -> Result<Secret, String> {
+        Hmac::new_from_slice(key)
+            .map(Secret)
+            .map_err(|e| format!("the secret cannot key HMAC-SHA256: {e}"))
     }
 
     /// `PORTER_SECRET` if set, else the file; when neither exists and `create` is set,
@@ -77,7 +86,7 @@ impl Secret {
             .open(file)?;
         f.write_all(format!("{text}\n").as_bytes())?;
         f.sync_all()?;
-        Ok(Secret(text.into_bytes()))
+        Secret::keyed(text.as_bytes()).map_err(std::io::Error::other)
     }
 
     /// The key's public name: the first 16 hex digits of HMAC-SHA256(key,
@@ -89,22 +98,11 @@ impl Secret {
 
     /// HMAC-SHA256 (RFC 2104) of `msg` under this key.
     pub fn hmac(&self, msg: &[u8]) -> [u8; 32] {
-        const BLOCK: usize = 64;
-        let mut key = [0u8; BLOCK];
-        if self.0.len() > BLOCK {
-            key[..32].copy_from_slice(&Sha256::digest(&self.0));
-        } else {
-            key[..self.0.len()].copy_from_slice(&self.0);
-        }
-        let pad = |byte: u8| key.map(|k| k ^ byte);
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
+        self.0
+            .clone()
             .chain_update(msg)
-            .finalize();
-        Sha256::new()
-            .chain_update(pad(0x5c))
-            .chain_update(inner)
             .finalize()
+            .into_bytes()
             .into()
     }
 }
@@ -180,7 +178,7 @@ mod tests {
     #[test]
     fn hmac_rfc4231_case_2() {
         // RFC 4231 test case 2 uses a 4-byte key; build the Secret directly.
-        let s = Secret(b"Jefe".to_vec());
+        let s = Secret::keyed(b"Jefe").unwrap();
         assert_eq!(
             hex(&s.hmac(b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -189,7 +187,7 @@ mod tests {
 
     #[test]
     fn hmac_long_key_rfc4231_case_6() {
-        let s = Secret(vec![0xaa; 131]);
+        let s = Secret::keyed(&[0xaa; 131]).unwrap();
         assert_eq!(
             hex(&s.hmac(b"Test Using Larger Than Block-Size Key - Hash Key First")),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
@@ -233,7 +231,8 @@ mod tests {
         assert!(Secret::from_bytes(vec![b'a'; 31]).is_err());
         assert!(Secret::from_bytes([vec![b'a'; 31], b"\n".to_vec()].concat()).is_err());
         let s = Secret::from_bytes([vec![b'a'; 32], b"\n".to_vec()].concat()).unwrap();
-        assert_eq!(s.0.len(), 32);
+        let without = Secret::from_bytes(vec![b'a'; 32]).unwrap();
+        assert_eq!(s.key_id(), without.key_id(), "the newline is not key");
         assert_eq!(format!("{s:?}"), "Secret(..)");
     }
 
