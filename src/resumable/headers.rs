@@ -46,32 +46,21 @@ pub fn parse_metadata(s: &str) -> Result<Vec<(String, String)>, Error> {
     Ok(out)
 }
 
-/// Standard base64 with padding (tus uses RFC 4648 §4).
+/// Standard base64 (tus uses RFC 4648 §4), decoded as porter always has: the
+/// standard alphabet only, with any number of trailing `=` (none, the canonical
+/// ones, or more), and the unused low bits of a last partial group ignored. A
+/// character outside the alphabet, `=` anywhere but at the end, or a length that
+/// leaves one lone symbol is refused.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= val(*c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    ENGINE.decode(s.trim_end_matches('=')).ok()
 }
 
 /// `Upload-Checksum: <algorithm> <base64 digest>`.
@@ -121,5 +110,18 @@ mod tests {
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");
         assert!(base64_decode("a").is_none());
         assert!(base64_decode("a$==").is_none());
+        // What porter has always let through, kept: padding is optional and may be
+        // partial or too long, and a last group's unused bits are ignored.
+        assert_eq!(base64_decode("YQ=").unwrap(), b"a");
+        assert_eq!(base64_decode("YQ=====").unwrap(), b"a");
+        assert_eq!(base64_decode("YR==").unwrap(), b"a");
+        assert_eq!(base64_decode("====").unwrap(), b"");
+        // And what it has always refused.
+        assert!(base64_decode("Y===").is_none());
+        assert!(base64_decode("YQ==YQ==").is_none());
+        assert!(base64_decode("aGVs bG8=").is_none());
+        assert!(base64_decode("aGVsbG8=\n").is_none());
+        assert!(base64_decode("aGVsbG8_").is_none(), "URL-safe alphabet");
+        assert!(base64_decode("aGVsbG8-").is_none(), "URL-safe alphabet");
     }
 }
