@@ -22,34 +22,10 @@ pub enum PathError {
     NotAbsolute,
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `s`; a `%` not followed by two hex digits stays as it is.
+/// Percent-decodes `s`; a `%` not followed by two hex digits stays as it is (as
+/// does every other byte), so any byte string decodes.
 pub fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                s.get(i + 1).copied().and_then(hex_val),
-                s.get(i + 2).copied().and_then(hex_val),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode(s).collect()
 }
 
 impl NormalPath {
@@ -259,6 +235,18 @@ mod tests {
         assert_eq!(norm("/bad%zz"), "/bad%zz");
         assert_eq!(NormalPath::parse("/a%00b"), Err(PathError::Nul));
         assert_eq!(NormalPath::parse("a"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn lenient_percent_decoding() {
+        let d = |s: &[u8]| percent_decode(s);
+        assert_eq!(d(b"%41%c3%A9"), b"A\xc3\xa9");
+        assert_eq!(d(b"%"), b"%");
+        assert_eq!(d(b"a%4"), b"a%4");
+        assert_eq!(d(b"%zz%4g%g4"), b"%zz%4g%g4");
+        assert_eq!(d(b"%%41"), b"%A", "a bad escape leaves its % and goes on");
+        assert_eq!(d(b"%2541"), b"%41", "decoded once");
+        assert_eq!(d(b"%\xff\xff%00"), b"%\xff\xff\0");
     }
 
     #[test]
