@@ -189,10 +189,7 @@ impl S3 {
         let resp = self
             .call(|b, c| sign(b.create_multipart_upload(Some(c), key)))
             .await?;
-        let xml = S3::text(resp).await?;
-        let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&xml)
-            .map_err(|e| S3Error::Malformed(e.to_string()))?;
-        Ok(parsed.upload_id().to_string())
+        super::xml::upload_id(&S3::text(resp).await?)
     }
 
     /// Uploads part `number` (from 1) from `file` (`len` bytes); returns its ETag.
@@ -250,12 +247,10 @@ impl S3 {
             r => r?,
         };
         // S3 may answer 200 and put an error in the body when completion fails late.
-        if xml.windows(7).any(|w| w == b"<Error>") {
-            return Err(S3Error::Malformed(
-                String::from_utf8_lossy(&xml).into_owned(),
-            ));
+        match super::xml::completion_error(&xml) {
+            Some(why) => Err(S3Error::Malformed(why)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
@@ -357,16 +352,9 @@ impl S3 {
                     || Ok(crate::http::empty()),
                 )
                 .await?;
-            let xml = S3::text(resp).await?;
-            let page = rusty_s3::actions::ListObjectsV2::parse_response(&xml)
-                .map_err(|e| S3Error::Malformed(e.to_string()))?;
-            // rusty-s3 asks for `encoding-type=url`: keys come percent-encoded.
-            keys.extend(page.contents.into_iter().map(|o| {
-                percent_encoding::percent_decode_str(&o.key)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            }));
-            match page.next_continuation_token {
+            let (page, next) = super::xml::list_objects(&S3::text(resp).await?)?;
+            keys.extend(page);
+            match next {
                 Some(t) => token = Some(t),
                 None => return Ok(keys),
             }
@@ -397,8 +385,7 @@ impl S3 {
                 || Ok(crate::http::empty()),
             )
             .await?;
-        let xml = S3::text(resp).await?;
-        Ok(uploads_in(&String::from_utf8_lossy(&xml)))
+        super::xml::multipart_uploads(&S3::text(resp).await?)
     }
 
     /// Whether the bucket answers (`porter check --online`, `/readyz`).
@@ -406,28 +393,6 @@ impl S3 {
         let resp = self.call(|b, c| sign(b.head_bucket(Some(c)))).await?;
         S3::ok(resp).await.map(drop)
     }
-}
-
-/// `(Key, UploadId)` of each `<Upload>` in a ListMultipartUploads answer.
-fn uploads_in(xml: &str) -> Vec<(String, String)> {
-    fn field(block: &str, name: &str) -> Option<String> {
-        let open = format!("<{name}>");
-        let start = block.find(&open)? + open.len();
-        let end = block[start..].find(&format!("</{name}>"))? + start;
-        Some(unescape(&block[start..end]))
-    }
-    xml.split("<Upload>")
-        .skip(1)
-        .filter_map(|b| Some((field(b, "Key")?, field(b, "UploadId")?)))
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 fn sign<'a>(action: impl S3Action<'a>) -> (Method, url::Url) {
@@ -512,17 +477,5 @@ impl http_body::Body for FileBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.left)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_multipart_upload_listings() {
-        let xml = "<ListMultipartUploadsResult><Bucket>b</Bucket><Upload><Key>p/a&amp;b</Key><UploadId>u1</UploadId></Upload><Upload><Key>p/c</Key><UploadId>u2</UploadId></Upload></ListMultipartUploadsResult>";
-        assert_eq!(
-            super::uploads_in(xml),
-            vec![("p/a&b".into(), "u1".into()), ("p/c".into(), "u2".into())]
-        );
     }
 }

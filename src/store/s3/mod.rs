@@ -11,6 +11,7 @@
 pub mod client;
 mod objects;
 mod resumable;
+mod xml;
 
 pub use resumable::S3Resumable;
 
