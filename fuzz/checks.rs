@@ -12,10 +12,10 @@ use porter::config::units::{format_duration, format_size, parse_duration, parse_
 use porter::download::range::{self, Ranges};
 use porter::download::resolve;
 use porter::http::content_range;
+use porter::http::multipart::{Event, Limits, MultipartError, Parser};
 use porter::listen::proxy_protocol::{parse_v1, parse_v2};
 use porter::namespace::{Namespace, RESERVED_ATTRS, Verdict, has_control, normalise};
-use porter::resumable::headers;
-use porter::upload::multipart::{Event, Limits, MultipartError, Parser};
+use porter::protocol::tus::headers;
 use std::path::{Component, PathBuf};
 
 /// A property over arbitrary bytes: panics when porter misbehaves.

@@ -16,17 +16,17 @@ use hyper::body::Incoming;
 pub async fn handle(mut ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
     let route = ctx.route;
     let mut progress = ProgressGuard(None);
-    let draft = crate::resumable::draft::is_draft(req.headers());
+    let draft = crate::protocol::tus::draft::is_draft(req.headers());
     let result = async {
         progress.0 = track(&ctx.app, &req)?;
         ctx.progress = progress.0.clone();
         match route.kind {
-            Kind::Multipart => crate::upload::multipart(ctx, req).await,
-            Kind::Raw => crate::upload::raw(ctx, req).await,
-            Kind::Tus if draft => Ok(crate::resumable::draft::handle(ctx, req).await),
-            Kind::Tus => Ok(crate::resumable::tus::handle(ctx, req).await),
-            Kind::Chunked => Ok(crate::resumable::chunked::chunk(ctx, req).await),
-            Kind::NginxResumable => Ok(crate::resumable::nginx::handle(ctx, req).await),
+            Kind::Multipart => crate::protocol::upload::multipart(ctx, req).await,
+            Kind::Raw => crate::protocol::upload::raw(ctx, req).await,
+            Kind::Tus if draft => Ok(crate::protocol::tus::draft::handle(ctx, req).await),
+            Kind::Tus => Ok(crate::protocol::tus::v1::handle(ctx, req).await),
+            Kind::Chunked => Ok(crate::protocol::chunked::chunk(ctx, req).await),
+            Kind::NginxResumable => Ok(crate::protocol::nginx::handle(ctx, req).await),
         }
     }
     .await;
@@ -40,16 +40,16 @@ pub async fn handle(mut ctx: Context<'_>, req: Request<Incoming>) -> Response<Bo
 
 /// A chunked upload's completion request (its route's `complete` path).
 pub async fn complete(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
-    crate::resumable::chunked::finish(ctx, req).await
+    crate::protocol::chunked::finish(ctx, req).await
 }
 
 /// An error raised before a protocol front-end ran, in that protocol's shape: each
 /// protocol renders through its own one function.
 fn refusal(kind: Kind, draft: bool, e: Error) -> Response<Body> {
     match kind {
-        Kind::Chunked => crate::resumable::chunked::render_error(e),
-        Kind::Tus if draft => crate::resumable::draft::render_error(e),
-        Kind::Tus => crate::resumable::tus::render_error(e),
+        Kind::Chunked => crate::protocol::chunked::render_error(e),
+        Kind::Tus if draft => crate::protocol::tus::draft::render_error(e),
+        Kind::Tus => crate::protocol::tus::v1::render_error(e),
         Kind::Multipart | Kind::Raw | Kind::NginxResumable => e.into_response(),
     }
 }

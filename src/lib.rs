@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod preflight;
 pub mod progress;
+pub mod protocol;
 pub mod proxy;
 pub mod resumable;
 pub mod route;
@@ -66,7 +67,6 @@ pub mod server;
 pub mod service;
 pub mod sink;
 pub mod store;
-pub mod upload;
 
 #[cfg(test)]
 mod tests;

@@ -186,16 +186,8 @@ pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'
         .filter(|u| path.is_under(&u.path))
         .max_by_key(|u| u.path.len());
     match best {
-        Some(u) if takes_method(u, method) => Route::Upload(u),
+        Some(u) if u.takes(method) => Route::Upload(u),
         _ => Route::Passthrough,
-    }
-}
-
-fn takes_method(u: &UploadRoute, method: &Method) -> bool {
-    match u.kind {
-        Kind::Multipart | Kind::Raw => u.methods.contains(method),
-        Kind::Chunked | Kind::NginxResumable => method == Method::POST,
-        Kind::Tus => true,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod connector;
 mod ended;
+pub mod metadata;
 pub mod sign;
 
 use crate::config;

@@ -162,6 +162,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, as `kind = "…"` may name it.
+    pub const ALL: [Kind; 5] = [
+        Kind::Multipart,
+        Kind::Raw,
+        Kind::Tus,
+        Kind::Chunked,
+        Kind::NginxResumable,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Multipart => "multipart",
@@ -228,6 +237,15 @@ pub struct UploadRoute {
 }
 
 impl UploadRoute {
+    /// Whether a request with `method` is this route's (others pass through to the app).
+    pub fn takes(&self, method: &http::Method) -> bool {
+        match self.kind {
+            Kind::Multipart | Kind::Raw => self.methods.contains(method),
+            Kind::Chunked | Kind::NginxResumable => method == http::Method::POST,
+            Kind::Tus => true,
+        }
+    }
+
     /// Whether a backend answer with `status` means the stored files must go.
     pub fn cleans_up_on(&self, status: u16) -> bool {
         self.cleanup_on.iter().any(|m| match m {

@@ -585,14 +585,6 @@ fn statics(c: &mut Check, raw: &RawConfig, base: &Path) -> Vec<Static> {
     out
 }
 
-const KINDS: [Kind; 5] = [
-    Kind::Multipart,
-    Kind::Raw,
-    Kind::Tus,
-    Kind::Chunked,
-    Kind::NginxResumable,
-];
-
 fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
     let k = |name: &str| format!("{key}.{name}");
     let path = match &u.path {
@@ -611,7 +603,7 @@ fn upload(c: &mut Check, key: &str, u: &RawUpload) -> UploadRoute {
                 );
                 Kind::Multipart
             }
-            Some(s) => KINDS
+            Some(s) => Kind::ALL
                 .into_iter()
                 .find(|kd| kd.name() == s)
                 .unwrap_or_else(|| {

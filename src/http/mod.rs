@@ -4,6 +4,8 @@ pub mod body;
 pub mod content_range;
 pub mod headers;
 pub mod informational;
+pub mod multipart;
+pub mod names;
 pub mod receiver;
 pub mod stats;
 

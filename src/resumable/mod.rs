@@ -1,26 +1,18 @@
-//! Resumable uploads: one engine, several protocols (tusd's shape).
+//! The resumable engine (tusd's handler core): one engine under every resumable
+//! protocol (`protocol::{tus, chunked, nginx}`), protocol-neutral.
 //!
 //! * `state`: what is persisted about an upload;
 //! * this module: the `Engine`: create / load / append / commit / remove / expire,
-//!   all protocol-neutral, over a `store::resumable::ResumableStore`;
+//!   over a `store::resumable::ResumableStore` and the capabilities it offers;
 //! * `lock`: per-upload locks (with a `store::locker::Locker`'s lease across
-//!   instances) and claimed byte ranges; `spool`: scratch files;
-//! * `complete`: turning a finished upload into the app's metadata request, with
-//!   SPEC §4.3's rules for what the app's answer means;
-//! * `tus`: the tus 1.0 front-end; `draft`: the IETF resumable-upload draft, answered
-//!   on the same `tus` route; `front`: what those two share;
-//! * `chunked`, `nginx`: django-chunked-upload and nginx-upload-module's protocol.
+//!   instances) and claimed byte ranges; `spool`: scratch files.
+//!
+//! The steps the protocols share on top of it (loading with the expiry rules, the
+//! retried notify, the one completion path) are `ingest::{resumable, complete}`.
 
-pub mod chunked;
-pub mod complete;
-pub mod draft;
-mod front;
-pub mod headers;
 pub mod lock;
-pub mod nginx;
 pub mod spool;
 pub mod state;
-pub mod tus;
 
 use crate::error::{Error, ErrorKind};
 use crate::http::body::GuardedBody;
@@ -191,14 +183,14 @@ impl Engine {
     pub async fn commit(
         &self,
         up: &mut Upload,
-    ) -> Result<Option<Option<crate::upload::accept::Sniffed>>, Error> {
+    ) -> Result<Option<Option<crate::sink::accept::Sniffed>>, Error> {
         if up.stored.is_some() {
             return Ok(None);
         }
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
-        let sniff = crate::upload::accept::SNIFF_BYTES;
+        let sniff = crate::sink::accept::SNIFF_BYTES;
         let done = blocking(move || s.finish(&id, len, sniff)).await?;
-        let (loc, sniffed) = (done.location, crate::upload::accept::sniff(&done.head));
+        let (loc, sniffed) = (done.location, crate::sink::accept::sniff(&done.head));
         up.detected_type = sniffed.map(|s| s.mime.to_string()).unwrap_or_default();
         let path = loc
             .path

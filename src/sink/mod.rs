@@ -10,6 +10,7 @@
 //! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
 //! committed into the store, the resumable engine for appending to a partial upload.
 
+pub mod accept;
 pub mod hashes;
 
 use crate::store::{PartFile, Store, StoreError, Stored};

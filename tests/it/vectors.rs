@@ -14,10 +14,12 @@
 
 use crate::support::{md5_hex, sha256_hex};
 use bytes::Bytes;
+use porter::backend::metadata::{
+    Encoding, FileMeta, Item, encode_unscreened, encode_with_boundary,
+};
 use porter::backend::sign::{Secret, Signed, sign_with};
 use porter::config::{FieldNames, Forward};
 use porter::namespace::{Namespace, RESERVED_ATTRS, Verdict, normalise};
-use porter::upload::metadata::{Encoding, FileMeta, Item, encode_unscreened, encode_with_boundary};
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -6,15 +6,15 @@
 //! * 5xx, or no answer (502/504): the file and state stay for `retry_window`, and the
 //!   client's retry sends the metadata again.
 
-use super::Engine;
-use super::state::{Completion, Upload, now};
 use crate::app::App;
 use crate::backend::Generated;
+use crate::backend::metadata::{self, FileMeta, Item};
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Outcome;
+use crate::resumable::Engine;
+use crate::resumable::state::{Completion, Upload, now};
 use crate::sink::hashes::Hashes;
-use crate::upload::metadata::{self, FileMeta, Item};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
@@ -93,7 +93,7 @@ pub async fn complete(
     req: Request,
 ) -> Result<Answer, Error> {
     match &up.completion {
-        Some(Completion::Refused) => return Err(super::state::refused()),
+        Some(Completion::Refused) => return Err(crate::resumable::state::refused()),
         Some(Completion::Accepted {
             status,
             content_type,
@@ -249,10 +249,10 @@ async fn settle(
 fn accepted(
     route: &UploadRoute,
     up: &Upload,
-    sniffed: Option<crate::upload::accept::Sniffed>,
+    sniffed: Option<crate::sink::accept::Sniffed>,
 ) -> Result<(), String> {
-    use crate::upload::accept;
-    let name = crate::upload::names::safe_file_name(&up.name);
+    use crate::sink::accept;
+    let name = crate::http::names::safe_file_name(&up.name);
     accept::check_name(&route.accept, &name)?;
     accept::check_sniffed(&route.accept, &name, sniffed)
 }
@@ -266,7 +266,7 @@ fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {
         .unwrap_or_else(|_| up.id.clone());
     Ok(FileMeta {
         field: route.field.clone(),
-        name: crate::upload::names::safe_file_name(&up.name),
+        name: crate::http::names::safe_file_name(&up.name),
         content_type: up.content_type.clone(),
         charset: String::new(),
         detected_type: up.detected_type.clone(),

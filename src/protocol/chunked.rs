@@ -3,20 +3,20 @@
 //! to `complete` with `upload_id` and `md5`. Errors are `{"detail": ...}` with that
 //! package's own sentences, which clients show.
 
-use super::complete::{self, Answer};
-use super::state::{Completion, Protocol, Upload, now};
-use super::{Engine, Spool};
 use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::body::GuardedBody;
+use crate::http::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
+use crate::ingest::complete::{self, Answer};
 use crate::ingest::{Authorized, Context};
 use crate::namespace::{control_in_name, has_control};
+use crate::resumable::state::{Completion, Protocol, Upload, now};
+use crate::resumable::{Engine, Spool};
 use crate::route::percent_decode;
 use crate::sink::Pipe;
 use crate::sink::hashes::{Algorithm, Hashes};
-use crate::upload::multipart::{Event, Limits as ParserLimits, Parser, parse_params};
 use bytes::BytesMut;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -319,11 +319,11 @@ async fn chunk_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respon
         None => {
             let (name, content_type) = (
                 filename,
-                crate::upload::names::split_content_type(Some(&ctype)).0,
+                crate::http::names::split_content_type(Some(&ctype)).0,
             );
             ctx.room_for(total)?;
             let mut up = new_upload(route, name, content_type);
-            super::front::count_client(app, &mut up, client)?;
+            crate::ingest::resumable::count_client(app, &mut up, client)?;
             let lock = engine
                 .try_lock(&up.id)
                 .await?

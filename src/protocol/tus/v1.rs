@@ -5,15 +5,15 @@
 //! `POST path` creates, `path/<id>` takes HEAD / PATCH / DELETE, `OPTIONS path`
 //! describes the server. Every response but OPTIONS carries `Tus-Resumable`.
 
-use super::front::{
+use crate::error::{Error, ErrorKind};
+use crate::http::Body;
+use crate::ingest::resumable::{
     ALLOW_HEADERS, Context, Creation, append, begin, cors, cors_allowed, finish, hv, load,
     location, locked, parse_u64, relay, settle, status, target, text,
 };
-use super::headers::{parse_metadata, upload_metadata};
-use super::state::{Completion, Concat, Protocol, Upload};
-use super::{UploadProgress, not_found};
-use crate::error::{Error, ErrorKind};
-use crate::http::Body;
+use crate::protocol::tus::headers::{parse_metadata, upload_metadata};
+use crate::resumable::state::{Completion, Concat, Protocol, Upload};
+use crate::resumable::{UploadProgress, not_found};
 use crate::route::canonical_encode;
 use crate::sink::hashes::Hashes;
 use crate::store::resumable::Capabilities;
@@ -470,6 +470,6 @@ fn unsupported_media_type(why: &str) -> Error {
 
 async fn delete(ctx: &Context<'_>, id: &str) -> Result<Response<Body>, Error> {
     let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
-    super::front::remove(ctx, id).await?;
+    crate::ingest::resumable::remove(ctx, id).await?;
     Ok(status(StatusCode::NO_CONTENT))
 }

@@ -19,7 +19,7 @@ pub fn split_content_type(ct: Option<&str>) -> (String, String) {
     let Some(ct) = ct else {
         return (String::new(), String::new());
     };
-    let (ty, params) = super::multipart::parse_params(ct);
+    let (ty, params) = crate::http::multipart::parse_params(ct);
     let charset = params
         .into_iter()
         .find(|(k, _)| k == "charset")

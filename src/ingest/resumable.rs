@@ -1,17 +1,18 @@
-//! What the front-ends of a `tus` route share (tus 1.0 in `tus`, the IETF draft in
-//! `draft`): the request context, loading an upload under the expiry and refusal rules,
-//! appending a body, and handing a complete upload to `complete`. Each front-end only
-//! parses and renders its own wire format.
+//! The steps every resumable protocol takes on the engine, written once: creating an
+//! upload (admission, authorize, the per-client count), loading one under the expiry
+//! and refusal rules, appending a body with the tus family's checksum and length
+//! rules, settling a complete upload with the app (`complete`), CORS and `Location`.
+//! Each protocol only parses and renders its own wire format.
 
-use super::complete::{self, Answer};
-use super::state::{Completion, Concat, Protocol, Upload, now};
-use super::{Lock, not_found};
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::is_trusted;
 use crate::http::{Body, empty};
 use crate::ingest::Authorized;
-pub(super) use crate::ingest::Context;
+pub(crate) use crate::ingest::Context;
+use crate::ingest::complete::{self, Answer};
+use crate::resumable::state::{Completion, Concat, Protocol, Upload, now};
+use crate::resumable::{Lock, not_found};
 use crate::route::canonical_encode;
 use crate::sink::hashes::Algorithm;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,15 +20,15 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-pub(super) fn hv(s: &str) -> HeaderValue {
+pub(crate) fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-pub(super) fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-pub(super) fn status(code: StatusCode) -> Response<Body> {
+pub(crate) fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = code;
     r
@@ -36,10 +37,10 @@ pub(super) fn status(code: StatusCode) -> Response<Body> {
 /// Headers a browser client may read, for both protocols of a tus route.
 const EXPOSE: &str = "Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Expires, Upload-Checksum, Upload-Complete, Upload-Limit, Upload-Draft-Interop-Version";
 /// Headers a browser client may send (answered to a CORS preflight).
-pub(super) const ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Disposition, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, Upload-Complete, Upload-Draft-Interop-Version";
+pub(crate) const ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Disposition, Origin, X-Requested-With, X-Request-ID, X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Defer-Length, Upload-Metadata, Upload-Concat, Upload-Checksum, Upload-Complete, Upload-Draft-Interop-Version";
 
 /// CORS headers for an allowed `origin`.
-pub(super) fn cors(route: &UploadRoute, origin: Option<String>, h: &mut HeaderMap) {
+pub(crate) fn cors(route: &UploadRoute, origin: Option<String>, h: &mut HeaderMap) {
     if let Some(o) = origin.filter(|o| cors_allowed(route, o)) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv(&o));
         h.insert(
@@ -52,7 +53,7 @@ pub(super) fn cors(route: &UploadRoute, origin: Option<String>, h: &mut HeaderMa
 
 /// The method (honouring `X-HTTP-Method-Override`) and what follows the route's path:
 /// `""` for the route itself, else an upload id.
-pub(super) fn target(
+pub(crate) fn target(
     ctx: &Context<'_>,
     req: &Request<Incoming>,
 ) -> Result<(Method, String), Error> {
@@ -68,19 +69,19 @@ pub(super) fn target(
     Ok((method, rest))
 }
 
-pub(super) fn cors_allowed(route: &UploadRoute, origin: &str) -> bool {
+pub(crate) fn cors_allowed(route: &UploadRoute, origin: &str) -> bool {
     route
         .cors_origins
         .iter()
         .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
-pub(super) fn lookup<'a>(meta: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
+pub(crate) fn lookup<'a>(meta: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .find_map(|k| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
 }
 
-pub(super) fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
+pub(crate) fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
     text(h, name)
         .map(|v| {
             v.parse::<u64>()
@@ -90,7 +91,7 @@ pub(super) fn parse_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error>
 }
 
 /// The URL of an upload, honouring `X-Forwarded-*` only from trusted proxies.
-pub(super) fn location(ctx: &Context<'_>, h: &HeaderMap, id: &str) -> String {
+pub(crate) fn location(ctx: &Context<'_>, h: &HeaderMap, id: &str) -> String {
     let trusted = is_trusted(&ctx.app.config.server.trusted_proxies, &ctx.peer);
     let fwd = |name| {
         if trusted {
@@ -113,23 +114,23 @@ pub(super) fn location(ctx: &Context<'_>, h: &HeaderMap, id: &str) -> String {
 }
 
 /// The hashes every upload computes: the route's, plus md5 for chunked completion.
-pub(super) fn locked() -> Error {
+pub(crate) fn locked() -> Error {
     Error::new(ErrorKind::Locked, "the upload is busy in another request")
 }
 
 /// Appends a PATCH (or creation) body, applying the checksum and length rules.
-pub(super) async fn append(
+pub(crate) async fn append(
     ctx: &Context<'_>,
     up: &mut Upload,
     lock: &Lock,
     body: Incoming,
     h: &HeaderMap,
-    tracking: &super::UploadProgress,
+    tracking: &crate::resumable::UploadProgress,
 ) -> Result<(), Error> {
     let body = ctx.guarded(body, ctx.route.max_file_size);
     let body = &mut body.with_progress(tracking.tracker());
     let declared = match text(h, "upload-checksum") {
-        Some(v) => Some(super::headers::parse_checksum(v)?),
+        Some(v) => Some(crate::protocol::tus::headers::parse_checksum(v)?),
         None => None,
     };
     let trailer =
@@ -162,7 +163,7 @@ pub(super) async fn append(
             .trailers()
             .and_then(|t| t.get("upload-checksum"))
             .and_then(|v| v.to_str().ok())
-            .map(super::headers::parse_checksum)
+            .map(crate::protocol::tus::headers::parse_checksum)
             .transpose()?,
         None => None,
     };
@@ -196,7 +197,7 @@ pub(super) async fn append(
 }
 
 /// Sends the metadata of a complete upload to `notify` and settles it.
-pub(super) async fn finish(
+pub(crate) async fn finish(
     ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
@@ -208,12 +209,12 @@ pub(super) async fn finish(
 }
 
 /// The app's answer, relayed to the client.
-pub(super) fn relay(a: Answer) -> Response<Body> {
+pub(crate) fn relay(a: Answer) -> Response<Body> {
     a.into_response()
 }
 
 /// Loads an upload for HEAD/PATCH, applying the expiry and refusal rules.
-pub(super) async fn load(ctx: &Context<'_>, id: &str) -> Result<Upload, Error> {
+pub(crate) async fn load(ctx: &Context<'_>, id: &str) -> Result<Upload, Error> {
     let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
     if up.route != ctx.route.path {
         return Err(not_found());
@@ -230,7 +231,7 @@ pub(super) async fn load(ctx: &Context<'_>, id: &str) -> Result<Upload, Error> {
 
 /// A complete upload whose metadata the app has not accepted: try again. `Ok(true)`
 /// once accepted.
-pub(super) async fn retry(
+pub(crate) async fn retry(
     ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
@@ -247,7 +248,7 @@ pub(super) async fn retry(
 }
 
 /// A creation that may go ahead, or the app's refusal of it.
-pub(super) enum Creation {
+pub(crate) enum Creation {
     Refused(Response<Body>),
     /// The admission permit (held while the creation's body streams) and the new
     /// upload, counted against its client.
@@ -256,7 +257,7 @@ pub(super) enum Creation {
 
 /// The steps of every creation, in order: admission, room for the declared length,
 /// the app's `authorize`, the new upload counted against its client.
-pub(super) async fn begin(
+pub(crate) async fn begin(
     ctx: &Context<'_>,
     req: &Request<Incoming>,
     protocol: Protocol,
@@ -302,7 +303,7 @@ fn new_upload(
 /// Retries the notify of a complete upload the app has not accepted, for a request that
 /// asks where the upload stands: never report a complete offset while the app has not
 /// accepted it (SPEC §4.3).
-pub(super) async fn settle(
+pub(crate) async fn settle(
     ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
@@ -313,7 +314,7 @@ pub(super) async fn settle(
     })?;
     let refused = answer.as_ref().is_some_and(|a| !a.status.is_success());
     if refused && up.completion == Some(Completion::Refused) {
-        return Err(super::state::refused());
+        return Err(crate::resumable::state::refused());
     }
     if refused || matches!(up.completion, Some(Completion::Pending { .. })) {
         return Err(Error::new(
@@ -326,7 +327,7 @@ pub(super) async fn settle(
 
 /// Cancels an upload (tus termination, draft cancellation). An accepted file belongs to
 /// the app: only porter's record of it goes.
-pub(super) async fn remove(ctx: &Context<'_>, id: &str) -> Result<(), Error> {
+pub(crate) async fn remove(ctx: &Context<'_>, id: &str) -> Result<(), Error> {
     let up = ctx.engine().load(id).await?.ok_or_else(not_found)?;
     if up.route != ctx.route.path {
         return Err(not_found());
@@ -341,14 +342,20 @@ pub(super) async fn remove(ctx: &Context<'_>, id: &str) -> Result<(), Error> {
 
 /// Counts a new upload against its client (`limits.max_incomplete_per_client`, see
 /// `clients`): 429 when the client already holds that many unfinished ones.
-pub(super) fn count_client(
+pub(crate) fn count_client(
     app: &crate::app::App,
     up: &mut Upload,
     client: String,
 ) -> Result<(), Error> {
     let max = app.config.limits.max_incomplete_per_client;
     app.clients
-        .open(&client, &up.id, up.expires, super::state::now(), max)
+        .open(
+            &client,
+            &up.id,
+            up.expires,
+            crate::resumable::state::now(),
+            max,
+        )
         .map_err(|_| {
             tracing::info!(%client, max, "refused an upload: the client holds too many unfinished");
             Error::new(

@@ -4,15 +4,15 @@
 //! write, the whole-file hashes are right whatever the order (the file is read once
 //! at the end), and the state is kept until the app has accepted the file.
 
-use super::complete;
-use super::state::{Completion, Protocol, Upload, now};
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
+use crate::http::multipart::disposition_filename;
 use crate::http::{Body, full};
+use crate::ingest::complete;
 use crate::ingest::{Authorized, Context, content_length};
+use crate::resumable::state::{Completion, Protocol, Upload, now};
 use crate::route::canonical_encode;
 use crate::sink::hashes::hex;
-use crate::upload::multipart::disposition_filename;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sha2::Digest;
@@ -162,7 +162,7 @@ async fn open(
         return Ok(Ok(existing));
     }
     let mut up = new_upload(ctx.route, id, total, req.headers());
-    super::front::count_client(&ctx.app, &mut up, client)?;
+    crate::ingest::resumable::count_client(&ctx.app, &mut up, client)?;
     engine.create(&up).await?;
     Ok(Ok(up))
 }
@@ -197,7 +197,10 @@ async fn write(
     // Re-check under the lock: a completion may be moving the data right now.
     {
         let _lock = engine.try_lock_wait(id).await?.ok_or_else(busy)?;
-        let now_state = engine.load(id).await?.ok_or_else(super::not_found)?;
+        let now_state = engine
+            .load(id)
+            .await?
+            .ok_or_else(crate::resumable::not_found)?;
         if now_state.completion.is_some() || now_state.stored.is_some() {
             return Err(busy());
         }
@@ -216,7 +219,10 @@ async fn write(
         return Err(Error::bad_request("the segment is shorter than its range"));
     }
     let _lock = engine.try_lock_wait(id).await?.ok_or_else(busy)?;
-    let mut up = engine.load(id).await?.ok_or_else(super::not_found)?;
+    let mut up = engine
+        .load(id)
+        .await?
+        .ok_or_else(crate::resumable::not_found)?;
     merge(&mut up.ranges, (start, end));
     if up.ranges.len() > MAX_RANGES {
         return Err(Error::new(
@@ -257,7 +263,10 @@ async fn finish(
         .claim_wait(id, (0, total.saturating_sub(1)))
         .await
         .ok_or_else(busy)?;
-    let mut up = engine.load(id).await?.ok_or_else(super::not_found)?;
+    let mut up = engine
+        .load(id)
+        .await?
+        .ok_or_else(crate::resumable::not_found)?;
     let unsettled =
         up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. }));
     if unsettled && up.stored.is_none() {
@@ -286,7 +295,7 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
     let name = text(h, &["content-disposition"])
         .and_then(disposition_filename)
         .unwrap_or_default();
-    let content_type = crate::upload::names::split_content_type(text(h, &["content-type"])).0;
+    let content_type = crate::http::names::split_content_type(text(h, &["content-type"])).0;
     Upload {
         length: Some(total),
         name,

@@ -1,13 +1,13 @@
 //! The multipart front-end: drives the parser over the request body, sends file parts
 //! through `FileReceiver`s and keeps text fields, enforcing every form limit as it goes.
 
-use super::file::{FileReceiver, StoredFile};
-use super::multipart::{Event, Limits as ParserLimits, Parser};
 use crate::app::App;
 use crate::config::UploadRoute;
 use crate::error::Error;
 use crate::http::body::GuardedBody;
+use crate::http::multipart::{Event, Limits as ParserLimits, Parser};
 use crate::namespace::{Verdict, control_in_name, has_control, normalise};
+use crate::protocol::upload::file::{FileReceiver, StoredFile};
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 

@@ -1,13 +1,13 @@
 //! One file of an upload on its way in: named, type-checked, size-capped, sniffed,
 //! and streamed through the sink into the store.
 
-use super::accept::{self, SNIFF_BYTES, Sniffed};
-use super::metadata::FileMeta;
-use super::names::{safe_file_name, split_content_type};
 use crate::app::App;
+use crate::backend::metadata::FileMeta;
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
+use crate::http::names::{safe_file_name, split_content_type};
 use crate::sink::Sink;
+use crate::sink::accept::{self, SNIFF_BYTES, Sniffed};
 use crate::store::Stored;
 use bytes::Bytes;
 use uuid::Uuid;

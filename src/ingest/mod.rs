@@ -4,7 +4,11 @@
 //! body encoding). Protocol front-ends (`upload` for multipart and raw, `resumable` for
 //! the resumable ones) call down into it; it calls none of them.
 
+pub mod complete;
+pub mod resumable;
+
 use crate::app::App;
+use crate::backend::metadata;
 use crate::backend::{Generated, relay};
 use crate::config::UploadRoute;
 use crate::error::{Error, ErrorKind};
@@ -13,7 +17,6 @@ use crate::http::body::GuardedBody;
 use crate::http::headers::{Peer, for_backend};
 use crate::progress::Tracker;
 use crate::route::{NormalPath, canonical_encode, canonical_query};
-use crate::upload::metadata;
 use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
 use std::sync::Arc;

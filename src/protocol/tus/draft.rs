@@ -11,16 +11,16 @@
 //! that lost its connection resumes at once, often before porter noticed the loss, so
 //! the older request is told to stop and keeps what it wrote (`Engine::take_over`).
 
-use super::front::{
-    Context, Creation, append, begin, cors, finish, hv, load, location, parse_u64, settle, status,
-    target, text,
-};
-use super::state::{Completion, Protocol, Upload, now};
-use super::{Lock, UploadProgress, not_found};
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::http::informational::Informational;
-use crate::upload::multipart::disposition_filename;
+use crate::http::multipart::disposition_filename;
+use crate::ingest::resumable::{
+    Context, Creation, append, begin, cors, finish, hv, load, location, parse_u64, settle, status,
+    target, text,
+};
+use crate::resumable::state::{Completion, Protocol, Upload, now};
+use crate::resumable::{Lock, UploadProgress, not_found};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -275,8 +275,11 @@ type Metadata = Vec<(String, String)>;
 /// The client's metadata: tus's `Upload-Metadata` (tus-js-client sends it), else the
 /// `Content-Disposition` file name and the request's `Content-Type`.
 fn metadata(h: &HeaderMap) -> Result<(Metadata, Option<String>), Problem> {
-    if let Some(raw) = super::headers::upload_metadata(h)? {
-        return Ok((super::headers::parse_metadata(raw)?, Some(raw.to_string())));
+    if let Some(raw) = crate::protocol::tus::headers::upload_metadata(h)? {
+        return Ok((
+            crate::protocol::tus::headers::parse_metadata(raw)?,
+            Some(raw.to_string()),
+        ));
     }
     let mut meta = Vec::new();
     if let Some(name) = text(h, "content-disposition").and_then(disposition_filename) {
@@ -554,7 +557,7 @@ impl Draft<'_, '_> {
 
     async fn cancel(&self, id: &str) -> Result<Response<Body>, Problem> {
         let _lock = self.take(id).await?;
-        super::front::remove(self.ctx, id).await?;
+        crate::ingest::resumable::remove(self.ctx, id).await?;
         Ok(status(StatusCode::NO_CONTENT))
     }
 }

@@ -2,8 +2,8 @@
 //! the first bytes betray a type, that type must be allowed too and agree with the
 //! extension: a PNG named `x.csv` is refused even if `image/*` and `.csv` are listed.
 
-use super::names::extension;
 use crate::config::AcceptRule;
+use crate::http::names::extension;
 
 /// How many leading bytes the sniffer looks at.
 pub const SNIFF_BYTES: usize = 512;

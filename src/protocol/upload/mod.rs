@@ -8,26 +8,23 @@
 //! 3. **deliver**: the metadata request goes to the app, signed, and the files are
 //!    kept or deleted by its answer (SPEC §4.3).
 
-pub mod accept;
 mod file;
 mod form;
-pub mod metadata;
-pub mod multipart;
-pub mod names;
 
 use crate::app::App;
+use crate::backend::metadata::{self, Item};
 use crate::backend::{Generated, relay};
 use crate::config::UploadRoute;
 use crate::error::Error;
 use crate::http::Body;
 use crate::http::body::GuardedBody;
+use crate::http::multipart;
 use crate::ingest::{Authorized, Context};
 use crate::route::NormalPath;
 use file::StoredFile;
 use form::Received;
 use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
-use metadata::Item;
 use std::sync::Arc;
 use std::time::Duration;
 
