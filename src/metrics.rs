@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +58,23 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 20))
 }
 
+const DOWNLOAD_BYTES: &str =
+    "Bytes of files served for X-Accel-Redirect, X-Sendfile and static locations";
+const BACKEND_REQUESTS: &str = "Requests sent to the app, by its status (or error)";
+const STORAGE_FREE: &str = "Free bytes on the filesystem of storage.root";
+const RESUMABLE_UPLOADS: &str = "Resumable uploads that exist (unfinished or awaiting the app)";
+
+/// A new metric of its type's default, registered as `name`.
+fn add<M: Metric + Clone + Default>(r: &mut Registry, name: &str, help: &str) -> M {
+    registered(r, name, help, M::default())
+}
+
+/// `metric`, registered as `name` (the registry keeps a handle; so does the caller).
+fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RouteStatus, Counter>,
@@ -79,65 +96,29 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut m = Metrics {
-            registry: Registry::with_prefix("porter"),
-            requests: Family::default(),
-            upload_bytes: Family::default(),
-            uploads: Family::default(),
-            upload_duration: Family::new_with_constructor(duration_histogram),
-            uploads_in_flight: Gauge::default(),
-            download_bytes: Counter::default(),
-            backend_requests: Family::default(),
-            storage_free: Gauge::default(),
-            resumable_uploads: Gauge::default(),
-        };
-        let r = &mut m.registry;
-        r.register(
-            "requests",
-            "Requests answered, by route and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "upload_bytes",
-            "Upload body bytes received, by upload kind",
-            m.upload_bytes.clone(),
-        );
-        r.register(
-            "uploads",
-            "Uploads finished, by kind and outcome",
-            m.uploads.clone(),
-        );
-        r.register(
-            "upload_duration_seconds",
-            "Time from an upload's first byte to the app's answer",
-            m.upload_duration.clone(),
-        );
-        r.register(
-            "uploads_in_flight",
-            "Uploads receiving bytes now",
-            m.uploads_in_flight.clone(),
-        );
-        r.register(
-            "download_bytes",
-            "Bytes of files served for X-Accel-Redirect, X-Sendfile and static locations",
-            m.download_bytes.clone(),
-        );
-        r.register(
-            "backend_requests",
-            "Requests sent to the app, by its status (or error)",
-            m.backend_requests.clone(),
-        );
-        r.register(
-            "storage_free_bytes",
-            "Free bytes on the filesystem of storage.root",
-            m.storage_free.clone(),
-        );
-        r.register(
-            "resumable_uploads",
-            "Resumable uploads that exist (unfinished or awaiting the app)",
-            m.resumable_uploads.clone(),
-        );
-        m
+        let mut registry = Registry::with_prefix("porter");
+        let r = &mut registry;
+        Metrics {
+            requests: add(r, "requests", "Requests answered, by route and status"),
+            upload_bytes: add(
+                r,
+                "upload_bytes",
+                "Upload body bytes received, by upload kind",
+            ),
+            uploads: add(r, "uploads", "Uploads finished, by kind and outcome"),
+            upload_duration: registered(
+                r,
+                "upload_duration_seconds",
+                "Time from an upload's first byte to the app's answer",
+                Family::new_with_constructor(duration_histogram),
+            ),
+            uploads_in_flight: add(r, "uploads_in_flight", "Uploads receiving bytes now"),
+            download_bytes: add(r, "download_bytes", DOWNLOAD_BYTES),
+            backend_requests: add(r, "backend_requests", BACKEND_REQUESTS),
+            storage_free: add(r, "storage_free_bytes", STORAGE_FREE),
+            resumable_uploads: add(r, "resumable_uploads", RESUMABLE_UPLOADS),
+            registry,
+        }
     }
 
     /// `route` is a config-derived label (see `service`), never a raw request path.
