@@ -7,41 +7,29 @@
 //!
 //! ## Layout
 //!
-//! The modules follow the data flow of a request:
+//! The modules sit in layers, and a module names only modules of its own layer or
+//! below (`docs/architecture.md`; `scripts/layers` checks it), from the process down:
 //!
-//! * `server`: the running process: listeners, SIGHUP reloads (config swapped
-//!   atomically, in-flight requests keep theirs), graceful drain, periodic GC.
-//! * `listen`: accept loops, TLS (`listen::tls`), `max_connections`; `listen::conn`
-//!   serves one connection with hyper and owns the idle / keep-alive watchdog;
-//!   `listen::activity` is what its watchdog knows (requests in flight, stalled HTTP/2
-//!   streams); `listen::admin` is the metrics listener; `listen::systemd` speaks
-//!   sd_notify and takes socket-activated listeners.
-//! * `service`: one request: strip what clients may not send, check `Host`, route,
-//!   dispatch, then the one response path (strips `X-Accel-*`, watches HTTP/2 streams,
-//!   writes the access log).
-//! * `dispatch`: the one `match` on an upload route's kind, with its progress tracking.
-//! * `route`: path normalisation, canonical encoding, route choice (SPEC §3).
-//! * `upload`: the multipart and raw front-ends (`form`, on the sans-I/O `multipart`
-//!   parser) → `FileReceiver` → deliver the metadata.
-//! * `ingest`: what every upload protocol shares: admission, `authorize`, the guarded
-//!   body, the generated request's target, headers and encoding.
-//! * `resumable`: resumable uploads on one engine (tusd's shape: front-ends per
-//!   protocol over `Engine`, a store, per-upload locks): tus and the IETF draft on a
-//!   `tus` route, django-chunked-upload, nginx-upload-module's resumable protocol.
-//! * `proxy`: passthrough with request and response buffering, and WebSocket tunnels.
-//! * `sink`: hashes and writes a file's bytes off the async workers, with backpressure.
-//! * `clients`: unfinished resumable uploads per client, for
-//!   `max_incomplete_per_client`.
-//! * `store`: where bytes live (`Store` trait; `LocalStore` for files on disk).
-//! * `backend`: the one client for the app: pooled, signed generated requests.
-//! * `config`: the TOML file, parsed and validated once into typed structs (pure);
-//!   `preflight` is what touches the world: directories, key files, certificates.
-//! * `error`: the one error kind enum and its mapping to HTTP.
-//! * `namespace`: which client field names could pass for porter's metadata under some
-//!   framework's reading of them (dropped or refused wherever fields come in).
-//! * `metrics`: Prometheus counters that survive reloads.
-//! * `http`: body types, header hygiene and 1xx informational heads (which hyper's
-//!   server cannot send) shared by all of the above.
+//! * `server`, `preflight` (the checks that touch the world), `main`;
+//! * `listen`: accept loops, TLS, `max_connections`, PROXY protocol, systemd;
+//!   `listen::conn` serves one connection with hyper and owns the idle watchdog;
+//!   `listen::admin` is the metrics listener;
+//! * `service`: one request: hygiene, `Host`, routing (`route`), the one response path
+//!   and the access log; `dispatch`: the one `match` on an upload route's kind;
+//! * `protocol`: how clients upload: `upload` (multipart, raw), `tus` (tus 1.0 and the
+//!   IETF draft), `chunked` (django-chunked-upload), `nginx` (nginx-upload-module's
+//!   resumable segments); `proxy` (passthrough) and `download` (X-Accel-Redirect,
+//!   X-Sendfile, static) are the other destinations of a request;
+//! * `ingest`: what the protocols share: admission, `authorize`, the guarded body, the
+//!   generated request; `ingest::resumable` (the steps every resumable protocol takes)
+//!   and `ingest::complete` (the one completion path); `app`: one generation's parts;
+//! * `resumable`: the protocol-neutral engine (state, locks, spools) over `store`:
+//!   finished files, resumable state and data, lockers, one folder per store (`local`,
+//!   `s3`, `memory`); `backend`: the one client for the app (signing, the metadata
+//!   body); `sink`: hashing writes off the async workers; `progress`, `clients`,
+//!   `metrics`;
+//! * plumbing: `http` (bodies, headers, 1xx heads, the multipart parser, names),
+//!   `route`, `config` (pure validation), `error` (the one kind table), `namespace`.
 //!
 //! `run` takes already-bound listeners, so tests bind `127.0.0.1:0` and hand them in.
 
