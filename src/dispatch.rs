@@ -40,7 +40,7 @@ pub async fn handle(mut ctx: Context<'_>, req: Request<Incoming>) -> Response<Bo
 
 /// A chunked upload's completion request (its route's `complete` path).
 pub async fn complete(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
-    crate::protocol::chunked::finish(ctx, req).await
+    crate::protocol::chunked::completion(ctx, req).await
 }
 
 /// An error raised before a protocol front-end ran, in that protocol's shape: each

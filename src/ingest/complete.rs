@@ -84,7 +84,7 @@ impl Request {
     }
 }
 
-/// Sends the metadata of a complete upload (again, on a retry) and settles it.
+/// Sends the metadata of a complete upload (again, on a retry) and applies the answer.
 pub async fn complete(
     app: &App,
     route: &UploadRoute,
@@ -119,7 +119,7 @@ pub async fn complete(
     {
         // A refusal at completion counts as the app's 4xx: final.
         let answer = read_answer(refusal, app.config.limits.response_buffer).await;
-        return settle(app, engine, route, up, answer).await;
+        return apply_answer(app, engine, route, up, answer).await;
     }
     if let Some(sniffed) = engine.commit(up).await?
         && let Err(why) = accepted(route, up, sniffed)
@@ -127,7 +127,7 @@ pub async fn complete(
         // As multipart refuses it: the bytes go, and the refusal is final (a 4xx).
         tracing::info!(id = %up.id, reason = %why, "a resumable upload is not an accepted type");
         let refusal = Err(Error::new(ErrorKind::UnsupportedType, why));
-        return settle(app, engine, route, up, refusal).await;
+        return apply_answer(app, engine, route, up, refusal).await;
     }
     let meta = file_meta(route, up)?;
     let vouched = req.vouched.into_iter().map(|(name, value)| Item::Vouched {
@@ -155,7 +155,7 @@ pub async fn complete(
         Ok(resp) => read_answer(resp, app.config.limits.response_buffer).await,
         Err(e) => Err(Error::from(e)),
     };
-    settle(app, engine, route, up, answer).await
+    apply_answer(app, engine, route, up, answer).await
 }
 
 async fn read_answer(
@@ -184,7 +184,7 @@ async fn read_answer(
     })
 }
 
-async fn settle(
+async fn apply_answer(
     app: &App,
     engine: &Engine,
     route: &UploadRoute,

@@ -196,8 +196,8 @@ pub(crate) async fn append(
     }
 }
 
-/// Sends the metadata of a complete upload to `notify` and settles it.
-pub(crate) async fn finish(
+/// Hands a complete upload to the app: its metadata to `notify`, then the answer decides (`complete`).
+pub(crate) async fn hand_over(
     ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,
@@ -244,7 +244,7 @@ pub(crate) async fn retry(
     if up.concat == Some(Concat::Partial) {
         return Ok(None);
     }
-    finish(ctx, up, parts).await.map(Some)
+    hand_over(ctx, up, parts).await.map(Some)
 }
 
 /// A creation that may go ahead, or the app's refusal of it.
@@ -303,7 +303,7 @@ fn new_upload(
 /// Retries the notify of a complete upload the app has not accepted, for a request that
 /// asks where the upload stands: never report a complete offset while the app has not
 /// accepted it (SPEC §4.3).
-pub(crate) async fn settle(
+pub(crate) async fn renotify(
     ctx: &Context<'_>,
     up: &mut Upload,
     parts: &http::request::Parts,

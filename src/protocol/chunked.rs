@@ -381,7 +381,7 @@ fn invalid(up: &Upload) -> Option<Response<Body>> {
     (up.expires <= now()).then(|| detail(410, "Upload has expired", None))
 }
 
-pub async fn finish(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
+pub async fn completion(ctx: Context<'_>, req: Request<Incoming>) -> Response<Body> {
     match finish_inner(&ctx, req).await {
         Ok(r) => r,
         Err(e) => render_error(e),

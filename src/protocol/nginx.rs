@@ -135,7 +135,7 @@ async fn segment(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<B
         }
     }
     // Every byte is in (now, or a retry of a completion the app has not accepted).
-    finish(ctx, &id, total, &parts).await
+    complete_session(ctx, &id, total, &parts).await
 }
 
 /// The session's upload, created (after asking `authorize`) by its first segment; the
@@ -250,7 +250,7 @@ fn received(up: &Upload) -> Response<Body> {
 }
 
 /// Hashes the complete file (its segments came in any order) and hands it to the app.
-async fn finish(
+async fn complete_session(
     ctx: &Context<'_>,
     id: &str,
     total: u64,

@@ -443,7 +443,7 @@ impl UploadProgress {
     }
 
     /// Done when the app accepted the file, an error when it refused, else paused.
-    pub fn settle(mut self, up: &Upload) {
+    pub fn end(mut self, up: &Upload) {
         let Some(t) = self.0.take() else { return };
         match &up.completion {
             Some(state::Completion::Accepted { status, .. }) => t.finish(*status),

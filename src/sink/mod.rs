@@ -95,7 +95,7 @@ impl<W: Writer> Pipe<W> {
         Ok(())
     }
 
-    async fn settle(&mut self) -> Result<Box<State<W>>, StoreError> {
+    async fn wait_written(&mut self) -> Result<Box<State<W>>, StoreError> {
         if let Some(p) = self.pending.take() {
             return p.await.map_err(join_error)?;
         }
@@ -105,7 +105,7 @@ impl<W: Writer> Pipe<W> {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let mut state = self.settle().await?;
+        let mut state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         self.batch_len = 0;
         self.pending = Some(tokio::task::spawn_blocking(move || {
@@ -126,7 +126,7 @@ impl<W: Writer> Pipe<W> {
         if !self.batch.is_empty() {
             self.flush().await?;
         }
-        let state = self.settle().await?;
+        let state = self.wait_written().await?;
         let State {
             file,
             hashes,

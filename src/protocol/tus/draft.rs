@@ -16,8 +16,8 @@ use crate::http::Body;
 use crate::http::informational::Informational;
 use crate::http::multipart::disposition_filename;
 use crate::ingest::resumable::{
-    Context, Creation, append, begin, cors, finish, hv, load, location, parse_u64, settle, status,
-    target, text,
+    Context, Creation, append, begin, cors, hand_over, hv, load, location, parse_u64, renotify,
+    status, target, text,
 };
 use crate::resumable::state::{Completion, Protocol, Upload, now};
 use crate::resumable::{Lock, UploadProgress, not_found};
@@ -383,8 +383,8 @@ impl Draft<'_, '_> {
             self.complete_length(&mut up).await?;
         }
         let mut resp = if up.is_complete() {
-            let answer = finish(ctx, &mut up, &parts).await?;
-            tracking.settle(&up);
+            let answer = hand_over(ctx, &mut up, &parts).await?;
+            tracking.end(&up);
             answer.into_response()
         } else {
             drop(tracking);
@@ -444,7 +444,7 @@ impl Draft<'_, '_> {
         let _lock = self.take(id).await?;
         let mut up = load(self.ctx, id).await?;
         let (parts, _) = req.into_parts();
-        settle(self.ctx, &mut up, &parts).await?;
+        renotify(self.ctx, &mut up, &parts).await?;
         self.seen(&up);
         let mut r = status(StatusCode::NO_CONTENT);
         let out = r.headers_mut();
@@ -514,8 +514,8 @@ impl Draft<'_, '_> {
                 .insert("upload-complete", complete_header(false));
             return Ok(r);
         }
-        let answer = finish(ctx, &mut up, &parts).await?;
-        tracking.settle(&up);
+        let answer = hand_over(ctx, &mut up, &parts).await?;
+        tracking.end(&up);
         Ok(with_complete(answer.into_response(), &up))
     }
 
@@ -531,7 +531,7 @@ impl Draft<'_, '_> {
         if !(unsettled && body.is_end_stream()) {
             return Err(Problem::completed());
         }
-        let answer = finish(self.ctx, up, parts).await?;
+        let answer = hand_over(self.ctx, up, parts).await?;
         Ok(with_complete(answer.into_response(), up))
     }
 

@@ -8,8 +8,8 @@
 use crate::error::{Error, ErrorKind};
 use crate::http::Body;
 use crate::ingest::resumable::{
-    ALLOW_HEADERS, Context, Creation, append, begin, cors, cors_allowed, finish, hv, load,
-    location, locked, parse_u64, relay, settle, status, target, text,
+    ALLOW_HEADERS, Context, Creation, append, begin, cors, cors_allowed, hand_over, hv, load,
+    location, locked, parse_u64, relay, renotify, status, target, text,
 };
 use crate::protocol::tus::headers::{parse_metadata, upload_metadata};
 use crate::resumable::state::{Completion, Concat, Protocol, Upload};
@@ -236,8 +236,8 @@ async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let mut resp = status(StatusCode::CREATED);
     if up.is_complete() && up.concat != Some(Concat::Partial) {
-        let answer = finish(ctx, &mut up, &parts).await?;
-        tracking.settle(&up);
+        let answer = hand_over(ctx, &mut up, &parts).await?;
+        tracking.end(&up);
         if !answer.status.is_success() {
             return Ok(relay(answer));
         }
@@ -330,7 +330,7 @@ async fn release_finals(ctx: &Context<'_>, partial: &Upload, parts: &http::reque
             continue;
         }
         if fin.is_complete()
-            && let Err(e) = finish(ctx, &mut fin, parts).await
+            && let Err(e) = hand_over(ctx, &mut fin, parts).await
         {
             tracing::warn!(id = %fin.id, error = %e, "a final upload's notify failed; its HEAD retries");
         }
@@ -345,7 +345,7 @@ async fn head(
     let _lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
     let (parts, _) = req.into_parts();
-    settle(ctx, &mut up, &parts).await?;
+    renotify(ctx, &mut up, &parts).await?;
     let mut r = status(StatusCode::OK);
     let out = r.headers_mut();
     // A final upload still waiting for unfinished partials has no offset yet.
@@ -445,10 +445,10 @@ async fn patch(
     }
     if up.is_complete() && up.concat != Some(Concat::Partial) {
         let answer = match &up.completion {
-            None | Some(Completion::Pending { .. }) => Some(finish(ctx, &mut up, &parts).await?),
+            None | Some(Completion::Pending { .. }) => Some(hand_over(ctx, &mut up, &parts).await?),
             _ => None,
         };
-        tracking.settle(&up);
+        tracking.end(&up);
         if let Some(a) = answer.filter(|a| !a.status.is_success()) {
             return Ok(relay(a));
         }

@@ -57,7 +57,7 @@ pub async fn multipart(ctx: Context<'_>, req: Request<Incoming>) -> Result<Respo
             return Err(e);
         }
     };
-    Ok(settle(&ctx, &parts, received).await)
+    Ok(hand_over(&ctx, &parts, received).await)
 }
 
 /// A `raw` upload: the body is the file (SPEC §4.5).
@@ -87,7 +87,7 @@ pub async fn raw(ctx: Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
     match received {
         Ok(stored) => {
             let received = vec![Received::File(Box::new(stored))];
-            Ok(settle(&ctx, &parts, received).await)
+            Ok(hand_over(&ctx, &parts, received).await)
         }
         Err(e) => {
             linger(body);
@@ -122,8 +122,8 @@ fn raw_file_name(headers: &HeaderMap, path: &NormalPath) -> String {
         .unwrap_or_else(from_path)
 }
 
-/// Turns the received parts into the metadata request and settles the files by the answer.
-async fn settle(
+/// Turns the received parts into the metadata request and keeps or removes the files by its answer.
+async fn hand_over(
     ctx: &Context<'_>,
     parts: &http::request::Parts,
     received: Vec<Received>,
@@ -173,7 +173,7 @@ fn boundary(headers: &HeaderMap) -> Result<String, Error> {
     }
 }
 
-/// Sends the metadata and settles the files by the answer (SPEC §4.3). Runs as its own
+/// Sends the metadata and keeps or removes the files by its answer (SPEC §4.3). Runs as its own
 /// task: once the metadata request is sent, a client that goes away cancels nothing.
 async fn deliver(
     app: Arc<App>,

@@ -299,7 +299,7 @@ impl S3Part {
     }
 
     /// Waits for the part in flight and records its ETag.
-    fn settle(&mut self) -> Result<(), StoreError> {
+    fn wait_part(&mut self) -> Result<(), StoreError> {
         if let Some(task) = self.inflight.take() {
             let etag = self
                 .shared()
@@ -325,7 +325,7 @@ impl S3Part {
             self.marker = Some(self.mark(&upload)?);
             self.upload = Some(upload);
         }
-        self.settle()?;
+        self.wait_part()?;
         let number = u16::try_from(self.etags.len() + 1)
             .ok()
             .filter(|n| *n <= 10_000)
@@ -406,7 +406,7 @@ impl PartFile for S3Part {
             if self.spool.as_ref().is_some_and(|sp| sp.len > 0) {
                 self.ship()?;
             }
-            self.settle()?;
+            self.wait_part()?;
             let (s3, upload, etags) = (
                 s.s3.clone(),
                 self.upload.clone().unwrap_or_default(),
