@@ -228,7 +228,7 @@ async fn apply_answer(
             tracing::info!(id = %up.id, status, "the app refused a resumable upload; deleted");
             engine.remove(up).await?;
             up.completion = Some(Completion::Refused);
-            up.stored = None;
+            up.file.stored = None;
             engine.save(up).await?;
         }
         _ => {
@@ -258,7 +258,7 @@ fn accepted(
 }
 
 fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {
-    let (key, path) = up.stored.clone().unwrap_or_default();
+    let (key, path) = up.file.stored.clone().unwrap_or_default();
     let hashes =
         Hashes::restore(&up.hashes).ok_or_else(|| Error::internal("damaged hash state"))?;
     let id = uuid::Uuid::parse_str(&up.id)
@@ -272,7 +272,7 @@ fn file_meta(route: &UploadRoute, up: &Upload) -> Result<FileMeta, Error> {
         detected_type: up.detected_type.clone(),
         path,
         key,
-        bucket: up.bucket.clone(),
+        bucket: up.file.bucket.clone(),
         id,
         size: up.offset,
         hashes: hashes.finish().0,

@@ -241,7 +241,7 @@ pub(crate) async fn retry(
     if !(pending || unsent) {
         return Ok(None);
     }
-    if up.concat == Some(Concat::Partial) {
+    if up.tus.concat == Some(Concat::Partial) {
         return Ok(None);
     }
     hand_over(ctx, up, parts).await.map(Some)
@@ -334,7 +334,7 @@ pub(crate) async fn remove(ctx: &Context<'_>, id: &str) -> Result<(), Error> {
     }
     let mut gone = up.clone();
     if matches!(up.completion, Some(Completion::Accepted { .. })) {
-        gone.stored = None;
+        gone.file.stored = None;
     }
     ctx.app.clients.close(&up.client, &up.id);
     ctx.engine().remove(&gone).await

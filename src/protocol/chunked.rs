@@ -435,7 +435,7 @@ async fn finish_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respo
     {
         engine.remove(&up).await?;
         up.completion = Some(Completion::Refused);
-        up.stored = None;
+        up.file.stored = None;
         engine.save(&up).await?;
         return Ok(refusal);
     }

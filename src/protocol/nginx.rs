@@ -10,7 +10,7 @@ use crate::http::multipart::disposition_filename;
 use crate::http::{Body, full};
 use crate::ingest::complete;
 use crate::ingest::{Authorized, Context, content_length};
-use crate::resumable::state::{Completion, Protocol, Upload, now};
+use crate::resumable::state::{Completion, Protocol, SegmentState, Upload, now};
 use crate::route::canonical_encode;
 use crate::sink::hashes::hex;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -85,7 +85,8 @@ pub fn merge(list: &mut Vec<(u64, u64)>, r: (u64, u64)) {
 
 fn range_text(up: &Upload) -> String {
     let total = up.length.unwrap_or(0);
-    up.ranges
+    up.segments
+        .ranges
         .iter()
         .map(|(a, b)| format!("{a}-{b}/{total}"))
         .collect::<Vec<_>>()
@@ -130,7 +131,7 @@ async fn segment(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<B
     let (parts, body) = req.into_parts();
     if up.completion.is_none() {
         let up = write(ctx, &id, (start, end), body).await?;
-        if up.ranges != [(0, total - 1)] || up.completion.is_some() {
+        if up.segments.ranges != [(0, total - 1)] || up.completion.is_some() {
             return Ok(received(&up));
         }
     }
@@ -170,7 +171,7 @@ async fn open(
 /// A later segment must come from the session's owner, agree on the total, and find
 /// the upload alive.
 fn check(up: &Upload, req: &Request<Incoming>, total: u64) -> Result<(), Error> {
-    if up.owner != owner(req.headers()) {
+    if up.segments.owner != owner(req.headers()) {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "this session belongs to another client",
@@ -201,7 +202,7 @@ async fn write(
             .load(id)
             .await?
             .ok_or_else(crate::resumable::not_found)?;
-        if now_state.completion.is_some() || now_state.stored.is_some() {
+        if now_state.completion.is_some() || now_state.file.stored.is_some() {
             return Err(busy());
         }
     }
@@ -223,14 +224,14 @@ async fn write(
         .load(id)
         .await?
         .ok_or_else(crate::resumable::not_found)?;
-    merge(&mut up.ranges, (start, end));
-    if up.ranges.len() > MAX_RANGES {
+    merge(&mut up.segments.ranges, (start, end));
+    if up.segments.ranges.len() > MAX_RANGES {
         return Err(Error::new(
             ErrorKind::RangeNotSatisfiable,
             "too many separate ranges; send contiguous segments",
         ));
     }
-    up.offset = up.ranges.iter().map(|(a, b)| b - a + 1).sum();
+    up.offset = up.segments.ranges.iter().map(|(a, b)| b - a + 1).sum();
     up.expires = now() + ctx.route.expire.as_secs();
     engine.save(&up).await?;
     drop(claim);
@@ -269,7 +270,7 @@ async fn complete_session(
         .ok_or_else(crate::resumable::not_found)?;
     let unsettled =
         up.completion.is_none() || matches!(up.completion, Some(Completion::Pending { .. }));
-    if unsettled && up.stored.is_none() {
+    if unsettled && up.file.stored.is_none() {
         let block = ctx.app.config.limits.buffer.max(64 << 10);
         up.hashes = engine.hash_file(&up, &route.hashes, block).await?.save();
         engine.save(&up).await?;
@@ -300,7 +301,10 @@ fn new_upload(route: &UploadRoute, id: &str, total: u64, h: &HeaderMap) -> Uploa
         length: Some(total),
         name,
         content_type,
-        owner: owner(h),
+        segments: SegmentState {
+            ranges: Vec::new(),
+            owner: owner(h),
+        },
         ..Upload::new(Some(id.to_string()), Protocol::NginxResumable, route)
     }
 }

@@ -184,7 +184,7 @@ impl Engine {
         &self,
         up: &mut Upload,
     ) -> Result<Option<Option<crate::sink::accept::Sniffed>>, Error> {
-        if up.stored.is_some() {
+        if up.file.stored.is_some() {
             return Ok(None);
         }
         let (s, id, len) = (self.store.clone(), up.id.clone(), up.offset);
@@ -196,8 +196,8 @@ impl Engine {
             .path
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        up.stored = Some((loc.key, path));
-        up.bucket = loc.bucket;
+        up.file.stored = Some((loc.key, path));
+        up.file.bucket = loc.bucket;
         self.save(up).await?;
         Ok(Some(sniffed))
     }
@@ -407,11 +407,11 @@ impl Engine {
 
 /// Where an upload's finished file is, as its state records it.
 fn finished(up: &Upload) -> Option<Location> {
-    let (key, path) = up.stored.clone()?;
+    let (key, path) = up.file.stored.clone()?;
     Some(Location {
         path: (!path.is_empty()).then(|| path.into()),
         key,
-        bucket: up.bucket.clone(),
+        bucket: up.file.bucket.clone(),
     })
 }
 

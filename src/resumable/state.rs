@@ -64,7 +64,6 @@ pub struct Upload {
     /// The type sniffed from the first bytes, once complete.
     #[serde(default)]
     pub detected_type: String,
-    pub concat: Option<Concat>,
     /// Hash state after `offset` bytes (in-order protocols).
     pub hashes: SavedHashes,
     /// Unix seconds after which the upload is expired.
@@ -72,28 +71,57 @@ pub struct Upload {
     /// Unix seconds when it was created (0 in state written before this was kept).
     #[serde(default)]
     pub created: u64,
-    /// nginx-resumable: received byte ranges, merged, inclusive.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ranges: Vec<(u64, u64)>,
     /// Set once every byte is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<Completion>,
-    /// Final concatenations waiting for this partial upload to complete.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiting: Vec<String>,
-    /// Where the finished file lives (`ab/cd/<id>` and the absolute path).
+    /// Who created it, as `clients` counts them (empty in state written before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client: String,
+    /// Where the finished file is, once the store has it (the store's part).
+    #[serde(flatten)]
+    pub file: FileAt,
+    /// What only tus keeps (concatenation).
+    #[serde(flatten)]
+    pub tus: TusState,
+    /// What only nginx-upload-module's segments keep.
+    #[serde(flatten)]
+    pub segments: SegmentState,
+}
+
+// The three parts below are flattened: their fields sit beside the others in the one
+// JSON document, as they always have, so state written before they were split out
+// reads the same.
+
+/// Where a finished upload's file lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAt {
+    /// `ab/cd/<id>` (the key) and the absolute path (empty in an object store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<(String, String)>,
     /// The bucket of a finished file in S3 (empty on local disk).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub bucket: String,
-    /// nginx-resumable: a digest of the first segment's `Authorization` and `Cookie`
-    /// (empty when it had neither); every later segment must bring the same.
+}
+
+/// tus concatenation: what an upload is, and who waits for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TusState {
+    pub concat: Option<Concat>,
+    /// Final concatenations waiting for this partial upload to complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+}
+
+/// nginx-upload-module's out-of-order segments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentState {
+    /// Received byte ranges, merged, inclusive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<(u64, u64)>,
+    /// A digest of the first segment's `Authorization` and `Cookie` (empty when it had
+    /// neither); every later segment must bring the same.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
-    /// Who created it, as `clients` counts them (empty in state written before).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub client: String,
 }
 
 impl Upload {
@@ -111,17 +139,14 @@ impl Upload {
             name: String::new(),
             content_type: String::new(),
             detected_type: String::new(),
-            concat: None,
             hashes: Hashes::new(&route.hashes).save(),
             expires: now() + route.expire.as_secs(),
             created: now(),
-            ranges: Vec::new(),
             completion: None,
-            waiting: Vec::new(),
-            stored: None,
-            bucket: String::new(),
-            owner: String::new(),
             client: String::new(),
+            file: FileAt::default(),
+            tus: TusState::default(),
+            segments: SegmentState::default(),
         }
     }
 
@@ -151,4 +176,66 @@ pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts are flattened: the state is one flat JSON document with the keys it
+    /// has always had (`tests/it/old_state.rs` reads state an older build wrote).
+    #[test]
+    fn state_is_one_flat_document() {
+        let route = crate::config::parse(
+            "[backend]\nurl = \"http://127.0.0.1:9\"\n[[upload]]\npath = \"/f\"\nkind = \"tus\"\nnotify = \"/n\"\n",
+            std::path::Path::new("/etc/porter.toml"),
+        )
+        .expect("config")
+        .uploads
+        .remove(0);
+        let mut up = Upload::new(None, Protocol::Tus, &route);
+        up.file.stored = Some(("ab/cd/x".into(), "/srv/ab/cd/x".into()));
+        up.file.bucket = "b".into();
+        up.tus.concat = Some(Concat::Partial);
+        up.tus.waiting = vec!["f".into()];
+        up.segments.ranges = vec![(0, 9)];
+        up.segments.owner = "o".into();
+        up.completion = Some(Completion::Refused);
+        up.client = "ip:127.0.0.1".into();
+        let json = serde_json::to_value(&up).expect("serialises");
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut want = vec![
+            "id",
+            "protocol",
+            "route",
+            "offset",
+            "length",
+            "metadata",
+            "raw_metadata",
+            "name",
+            "content_type",
+            "detected_type",
+            "concat",
+            "hashes",
+            "expires",
+            "created",
+            "ranges",
+            "completion",
+            "waiting",
+            "stored",
+            "bucket",
+            "owner",
+            "client",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        let back: Upload = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, up);
+    }
 }

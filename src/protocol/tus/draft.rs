@@ -475,7 +475,7 @@ impl Draft<'_, '_> {
         let lock = self.take(id).await?;
         let mut up = load(ctx, id).await?;
         self.seen(&up);
-        if up.concat.is_some() {
+        if up.tus.concat.is_some() {
             return Err(Error::bad_request("a tus concatenation takes no draft appends").into());
         }
         if offset != up.offset {

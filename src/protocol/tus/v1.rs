@@ -216,11 +216,11 @@ async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
         Creation::Refused(refusal) => return Ok(refusal),
         Creation::Go(permit, up) => (permit, up),
     };
-    up.concat = concat;
+    up.tus.concat = concat;
     let id = up.id.clone();
     // Locked before it exists, so nothing (not even the collector) sees it half made.
     let lock = ctx.engine().try_lock(&id).await?.ok_or_else(locked)?;
-    if let Some(Concat::Final { parts }) = up.concat.clone() {
+    if let Some(Concat::Final { parts }) = up.tus.concat.clone() {
         concatenate(ctx, &mut up, &parts).await?;
     } else {
         ctx.engine().create(&up).await?;
@@ -235,7 +235,7 @@ async fn create(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<Bo
         return Err(e);
     }
     let mut resp = status(StatusCode::CREATED);
-    if up.is_complete() && up.concat != Some(Concat::Partial) {
+    if up.is_complete() && up.tus.concat != Some(Concat::Partial) {
         let answer = hand_over(ctx, &mut up, &parts).await?;
         tracking.end(&up);
         if !answer.status.is_success() {
@@ -257,7 +257,7 @@ async fn concatenate(ctx: &Context<'_>, up: &mut Upload, parts: &[String]) -> Re
     let mut unfinished = Vec::new();
     for id in parts {
         let p = engine.load(id).await?.ok_or_else(not_found)?;
-        if p.concat != Some(Concat::Partial) || p.route != ctx.route.path {
+        if p.tus.concat != Some(Concat::Partial) || p.route != ctx.route.path {
             return Err(Error::bad_request(format!(
                 "{id} is not a partial upload here"
             )));
@@ -275,7 +275,7 @@ async fn concatenate(ctx: &Context<'_>, up: &mut Upload, parts: &[String]) -> Re
     for id in unfinished {
         let _lock = engine.try_lock_wait(&id).await?.ok_or_else(locked)?;
         let mut p = engine.load(&id).await?.ok_or_else(not_found)?;
-        p.waiting.push(up.id.clone());
+        p.tus.waiting.push(up.id.clone());
         engine.save(&p).await?;
     }
     // A partial may have completed while this final was being registered.
@@ -286,7 +286,7 @@ async fn concatenate(ctx: &Context<'_>, up: &mut Upload, parts: &[String]) -> Re
 /// partial is still unfinished.
 async fn assemble(ctx: &Context<'_>, up: &mut Upload) -> Result<(), Error> {
     let engine = ctx.engine();
-    let Some(Concat::Final { parts }) = up.concat.clone() else {
+    let Some(Concat::Final { parts }) = up.tus.concat.clone() else {
         return Ok(());
     };
     let mut uploads = Vec::new();
@@ -315,7 +315,7 @@ async fn assemble(ctx: &Context<'_>, up: &mut Upload) -> Result<(), Error> {
 
 /// A partial upload just completed: assemble the finals that waited for it.
 async fn release_finals(ctx: &Context<'_>, partial: &Upload, parts: &http::request::Parts) {
-    for id in &partial.waiting {
+    for id in &partial.tus.waiting {
         let Ok(Some(_lock)) = ctx.engine().try_lock_wait(id).await else {
             continue;
         };
@@ -349,7 +349,7 @@ async fn head(
     let mut r = status(StatusCode::OK);
     let out = r.headers_mut();
     // A final upload still waiting for unfinished partials has no offset yet.
-    let waiting_final = matches!(up.concat, Some(Concat::Final { .. })) && up.length.is_none();
+    let waiting_final = matches!(up.tus.concat, Some(Concat::Final { .. })) && up.length.is_none();
     if !waiting_final {
         out.insert("upload-offset", HeaderValue::from(up.offset));
     }
@@ -365,7 +365,7 @@ async fn head(
     if let Some(m) = &up.raw_metadata {
         out.insert("upload-metadata", hv(m));
     }
-    match &up.concat {
+    match &up.tus.concat {
         Some(Concat::Partial) => {
             out.insert("upload-concat", HeaderValue::from_static("partial"));
         }
@@ -395,7 +395,7 @@ async fn patch(
     let _permit = ctx.admit(h, u64::MAX)?;
     let lock = ctx.engine().try_lock(id).await?.ok_or_else(locked)?;
     let mut up = load(ctx, id).await?;
-    if matches!(up.concat, Some(Concat::Final { .. })) {
+    if matches!(up.tus.concat, Some(Concat::Final { .. })) {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "a final concatenation cannot be patched",
@@ -439,11 +439,11 @@ async fn patch(
     let tracking = UploadProgress::start(&ctx.app.progress, &up);
     if !up.is_complete() {
         append(ctx, &mut up, &lock, body, &parts.headers, &tracking).await?;
-        if up.is_complete() && !up.waiting.is_empty() {
+        if up.is_complete() && !up.tus.waiting.is_empty() {
             release_finals(ctx, &up, &parts).await;
         }
     }
-    if up.is_complete() && up.concat != Some(Concat::Partial) {
+    if up.is_complete() && up.tus.concat != Some(Concat::Partial) {
         let answer = match &up.completion {
             None | Some(Completion::Pending { .. }) => Some(hand_over(ctx, &mut up, &parts).await?),
             _ => None,
