@@ -1,5 +1,5 @@
 //! porter's own errors: one kind enum, mapped to an HTTP status and a code in exactly
-//! one place, rendered per protocol (SPEC §4.4's JSON for multipart and raw routes).
+//! one place, rendered per protocol (docs/reference/errors.md's JSON for multipart and raw routes).
 //!
 //! Lower layers (store, sink, backend, multipart parser) have their own small error
 //! types; each converts into `Error` once, at the layer boundary, choosing its kind.
@@ -7,7 +7,7 @@
 use crate::http::{Body, full};
 use http::{HeaderValue, Response, StatusCode, header};
 
-/// What went wrong, as a client needs to know it (SPEC §4.4's table).
+/// What went wrong, as a client needs to know it (docs/reference/errors.md's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,
@@ -114,7 +114,7 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
-    /// SPEC §4.4's JSON body.
+    /// docs/reference/errors.md's JSON body.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "accepted": false,
@@ -159,7 +159,7 @@ impl std::error::Error for Error {}
 mod tests {
     use super::*;
 
-    /// Pins SPEC §4.4's table: a change here is a change to the contract.
+    /// Pins docs/reference/errors.md's table: a change here is a change to the contract.
     #[test]
     fn mapping_matches_spec() {
         use ErrorKind::*;

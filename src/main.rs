@@ -1,4 +1,4 @@
-//! The `porter` command: `serve`, `check`, `gc` (SPEC §1).
+//! The `porter` command: `serve`, `check`, `gc` (docs/reference/cli.md).
 
 use clap::{Parser, Subcommand};
 use porter::config::{self, Config, Listen, Problem};

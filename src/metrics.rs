@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7).
+//! Prometheus metrics (docs/guides/production.md).
 //!
 //! One `Metrics` lives for the whole process and survives reloads, so counters never
 //! reset under a scraper. Label values come from the config (route paths, upload kinds)

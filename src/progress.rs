@@ -1,11 +1,11 @@
-//! Upload progress (SPEC §6), as nginx-upload-progress reports it: uploads carrying an
+//! Upload progress (docs/guides/authorize-and-progress.md), as nginx-upload-progress reports it: uploads carrying an
 //! `X-Progress-ID` are tracked, and `GET <progress.path>?X-Progress-ID=<id>` answers with
 //! their state, once as JSON or as a `text/event-stream` of changes.
 //!
 //! Each entry is a `watch` channel: the upload updates it per received chunk without a
 //! lock, and probes read or subscribe. Finished entries are kept for `KEEP`.
 //!
-//! With `[state]` (SPEC §9), every entry is mirrored to Redis (`porter:progress:<id>`,
+//! With `[state]` (docs/guides/scaling-out.md), every entry is mirrored to Redis (`porter:progress:<id>`,
 //! a few writes a second at most, expiring after `KEEP`), and a probe for an id this
 //! instance does not track reads it there: the probe may reach any instance.
 

@@ -1,4 +1,4 @@
-//! Routing (SPEC §3): normalise the request path, then pick internal → progress →
+//! Routing (docs/reference/routing.md): normalise the request path, then pick internal → progress →
 //! upload route → passthrough.
 //!
 //! Matching uses the percent-decoded, dot-segment-normalised path so `/%75pload` and
@@ -88,14 +88,14 @@ impl NormalPath {
         me == path.as_bytes()
     }
 
-    /// The canonical encoding (SPEC §3): bytes outside `A-Za-z0-9` and
+    /// The canonical encoding (docs/reference/routing.md): bytes outside `A-Za-z0-9` and
     /// `/:@&+$,-_.!~*'()` become uppercase `%XX`, as Django's `escape_uri_path` gives.
     pub fn canonical(&self) -> String {
         canonical_encode(&self.0)
     }
 }
 
-/// Encodes bytes in §3's canonical form.
+/// Encodes bytes in the canonical form (docs/reference/routing.md).
 pub fn canonical_encode(bytes: &[u8]) -> String {
     const SAFE: &[u8] = b"/:@&+$,-_.!~*'()";
     let mut out = String::with_capacity(bytes.len());
@@ -154,7 +154,7 @@ pub enum Route<'a> {
     Passthrough,
 }
 
-/// Picks the route for a request (SPEC §3, in its order).
+/// Picks the route for a request (docs/reference/routing.md, in its order).
 pub fn route<'a>(cfg: &'a Config, method: &Method, path: &NormalPath) -> Route<'a> {
     if cfg.internals.iter().any(|i| path.is_under(&i.prefix)) {
         return Route::Internal;

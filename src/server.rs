@@ -1,5 +1,5 @@
 //! The running server: its listeners, the current generation, reloads, and the drain
-//! at shutdown (SPEC §1).
+//! at shutdown (docs/reference/cli.md).
 //!
 //! A reload is all-or-nothing: the new config's app, certificates and any new listener
 //! addresses are all prepared first; only when everything succeeded is the generation
@@ -239,7 +239,7 @@ impl Server {
         Ok(())
     }
 
-    /// SPEC §1: stop accepting, let connections finish for up to `shutdown_grace`.
+    /// docs/reference/cli.md: stop accepting, let connections finish for up to `shutdown_grace`.
     async fn drain(self) {
         let grace = self.shared.live.get().app.config.server.shutdown_grace;
         tracing::info!("shutting down: no new connections, draining for up to {grace:?}");

@@ -79,7 +79,7 @@ async fn dispatch(
     respond(resp, log)
 }
 
-/// Routes the request (SPEC §3) and serves it where it belongs.
+/// Routes the request (docs/reference/routing.md) and serves it where it belongs.
 async fn route_and_serve(
     app: &Arc<App>,
     peer: Peer,

@@ -1,4 +1,4 @@
-//! What the backend receives instead of the file bytes (SPEC §4.1): each stored file's
+//! What the backend receives instead of the file bytes (docs/reference/metadata.md): each stored file's
 //! attributes as form fields named by `field_names`, beside the client's own fields,
 //! encoded as multipart, urlencoded or JSON.
 
@@ -29,7 +29,7 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
-    /// `(attr, value)` pairs in SPEC order.
+    /// `(attr, value)` pairs in the documented order (docs/reference/metadata.md).
     pub fn attrs(&self) -> Vec<(&'static str, String)> {
         let mut out: Vec<(&'static str, String)> = BASE_ATTRS
             .iter()

@@ -56,7 +56,7 @@ pub struct Backend {
 /// A request porter generates for the app.
 pub struct Generated {
     pub method: Method,
-    /// Path and query in §3's canonical form.
+    /// Path and query in the canonical form of docs/reference/routing.md.
     pub target: String,
     /// The client's headers, already cleaned for the backend (`Host` included).
     pub headers: HeaderMap,
@@ -152,7 +152,7 @@ impl Backend {
         self.secret.as_ref().map(Secret::key_id)
     }
 
-    /// Sends a generated request, signed (SPEC §4.2) when a secret is configured.
+    /// Sends a generated request, signed (docs/reference/signature.md) when a secret is configured.
     pub async fn send_generated(&self, g: Generated) -> Result<Response<Incoming>, BackendError> {
         self.send_generated_noting(g, None).await
     }

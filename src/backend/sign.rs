@@ -127,7 +127,7 @@ pub struct Signed<'a> {
     pub body: &'a [u8],
 }
 
-/// The exact string SPEC §4.2 signs.
+/// The exact string docs/reference/signature.md signs.
 pub fn message(timestamp: &str, nonce: &str, req: &Signed<'_>) -> String {
     let body_hash = hex(&Sha256::digest(req.body));
     [

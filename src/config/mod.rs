@@ -6,6 +6,8 @@
 //! Request handlers take an `Arc<Config>` snapshot when a request starts, so a reload can
 //! swap the config without touching requests already in flight.
 
+#[cfg(test)]
+mod keys;
 pub mod raw;
 pub mod units;
 mod validate;

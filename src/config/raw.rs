@@ -1,7 +1,7 @@
 //! The configuration file as written: serde structs whose every key is optional.
 //!
 //! Stage one of two (stage two is `validate.rs`). Keeping every key optional here means
-//! a missing key is never a serde error; `fill_defaults` writes SPEC §2's defaults in
+//! a missing key is never a serde error; `fill_defaults` writes docs/reference/config.md's defaults in
 //! one place, and the filled struct is exactly what `porter check` prints.
 
 use super::units::Human;
@@ -133,7 +133,7 @@ pub struct RawStorage {
     pub s3: Option<RawS3>,
 }
 
-/// `[state]`: Redis for resumable state and locks shared by instances (SPEC §9).
+/// `[state]`: Redis for resumable state and locks shared by instances (docs/guides/scaling-out.md).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RawState {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +142,7 @@ pub struct RawState {
     pub lock_lease: Option<Human>,
 }
 
-/// `[storage.s3]`: an S3-compatible bucket (SPEC §9).
+/// `[storage.s3]`: an S3-compatible bucket (docs/guides/scaling-out.md).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RawS3 {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -293,7 +293,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 impl RawConfig {
-    /// Writes SPEC §2's default into every key the file left out.
+    /// Writes docs/reference/config.md's default into every key the file left out.
     pub fn fill_defaults(&mut self) {
         let s = &mut self.server;
         set(&mut s.listen, OneOrMany::Many(strings(&["127.0.0.1:8080"])));

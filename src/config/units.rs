@@ -1,4 +1,4 @@
-//! Human-friendly sizes and durations (`"512KiB"`, `"30s"`), as SPEC §2 defines them.
+//! Human-friendly sizes and durations (`"512KiB"`, `"30s"`), as docs/reference/config.md defines them.
 //!
 //! Config values arrive either as TOML integers or strings; both parse through the
 //! functions here so the rules live in one place (and one fuzz target later).

@@ -1,4 +1,4 @@
-//! Serving files (SPEC §5): targets of `X-Accel-Redirect` / `X-Sendfile` from the app,
+//! Serving files (docs/guides/downloads.md): targets of `X-Accel-Redirect` / `X-Sendfile` from the app,
 //! and `[[static]]` locations. The pipeline, in order:
 //!
 //! 1. resolve the target beneath its root (`resolve`): refusals are 404 + a log line;
@@ -63,7 +63,7 @@ impl Ask {
 /// Files up to this size are read whole when opened.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// The app's headers a served file keeps (SPEC §5).
+/// The app's headers a served file keeps (docs/guides/downloads.md).
 const KEPT: [HeaderName; 5] = [
     header::CONTENT_TYPE,
     header::CONTENT_DISPOSITION,

@@ -1,5 +1,5 @@
 //! Where an `X-Accel-Redirect` or `X-Sendfile` target points, resolved beneath its root
-//! without ever leaving it (SPEC §5). Every refusal is a 404 plus a warning log line.
+//! without ever leaving it (docs/guides/downloads.md). Every refusal is a 404 plus a warning log line.
 
 use crate::route::percent_decode;
 use std::ffi::OsStr;

@@ -304,7 +304,7 @@ type Item = (Result<Frame<Bytes>, BoxError>, usize, usize);
 pub const MAX_FRAME: usize = 128 << 10;
 
 /// Reads `body` ahead into memory, up to `budget` bytes beyond what the client has
-/// taken, so a slow client never holds the backend (SPEC §3's response buffering).
+/// taken, so a slow client never holds the backend (docs/reference/routing.md's response buffering).
 /// With `conn`, the bytes held also count against the client connection's budget. A
 /// gap of more than `idle` between backend frames ends the body with an error.
 pub fn read_ahead<B>(body: B, budget: usize, idle: Duration, conn: Option<ConnBudget>) -> Body

@@ -1,4 +1,4 @@
-//! Header hygiene (SPEC §3): hop-by-hop removal, `X-Forwarded-*`, one `Host`, and the
+//! Header hygiene (docs/reference/routing.md): hop-by-hop removal, `X-Forwarded-*`, one `Host`, and the
 //! headers no client may send (`X-Porter-*`, names with `_`) or receive (`X-Accel-*`,
 //! `X-Sendfile`).
 
@@ -129,7 +129,7 @@ pub fn is_trusted(trusted: &[Cidr], peer: &Peer) -> bool {
     trusted.iter().any(|c| c.contains(peer.addr.ip()))
 }
 
-/// Sets `X-Forwarded-*` and `X-Real-IP` for the backend (SPEC §3). `host` is the
+/// Sets `X-Forwarded-*` and `X-Real-IP` for the backend (docs/reference/routing.md). `host` is the
 /// client's `Host` (or h2 `:authority`).
 pub fn set_forwarded(h: &mut HeaderMap, peer: &Peer, trusted: bool, host: Option<&str>) {
     let ip = peer.addr.ip().to_string();

@@ -1,4 +1,4 @@
-//! A finished resumable upload becomes the app's metadata request (SPEC §4.1–4.3):
+//! A finished resumable upload becomes the app's metadata request (docs/reference/metadata.md):
 //! same fields, signature and hashes as multipart, then the app's answer decides.
 //!
 //! * 2xx: the file belongs to the app; the answer is kept for repeated requests.
@@ -40,7 +40,7 @@ impl Answer {
 
 /// What the completing request brings besides the upload.
 pub struct Request {
-    /// The completing client request, for the `authorize` question (SPEC §4.6).
+    /// The completing client request, for the `authorize` question (docs/guides/authorize-and-progress.md).
     pub client: Option<(
         http::Method,
         http::Uri,

@@ -173,7 +173,7 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> 
         .transpose()
 }
 
-/// The request target for the app: §3's canonical path plus the client's query, both
+/// The request target for the app: the canonical path (docs/reference/routing.md) plus the client's query, both
 /// in the canonical form verifiers rebuild (`route::canonical_query`). An empty query
 /// is left out, as WSGI servers and Django do when they rebuild it.
 pub(crate) fn target(path: &NormalPath, uri: &http::Uri) -> String {
@@ -183,7 +183,7 @@ pub(crate) fn target(path: &NormalPath, uri: &http::Uri) -> String {
     }
 }
 
-/// What `authorize` answered (SPEC §4.6).
+/// What `authorize` answered (docs/guides/authorize-and-progress.md).
 pub enum Authorized<R> {
     /// Go on; `client` is who the app says the client is (`X-Porter-Client-Id`).
     Go { client: Option<String> },
@@ -191,7 +191,7 @@ pub enum Authorized<R> {
     Refused(R),
 }
 
-/// Asks the app whether this upload may proceed (SPEC §4.6), before any body byte is
+/// Asks the app whether this upload may proceed (docs/guides/authorize-and-progress.md), before any body byte is
 /// read.
 pub(crate) async fn authorize(
     app: &App,

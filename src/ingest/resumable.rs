@@ -302,7 +302,7 @@ fn new_upload(
 
 /// Retries the notify of a complete upload the app has not accepted, for a request that
 /// asks where the upload stands: never report a complete offset while the app has not
-/// accepted it (SPEC §4.3).
+/// accepted it (docs/reference/metadata.md).
 pub(crate) async fn renotify(
     ctx: &Context<'_>,
     up: &mut Upload,

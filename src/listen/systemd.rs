@@ -1,4 +1,4 @@
-//! systemd integration (SPEC §1): readiness notifications and socket activation.
+//! systemd integration (docs/reference/cli.md): readiness notifications and socket activation.
 //!
 //! Every function is a no-op when porter is not run by systemd (`NOTIFY_SOCKET` or
 //! `LISTEN_FDS` unset), so the same code path serves tests and production.

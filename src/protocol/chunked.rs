@@ -1,4 +1,4 @@
-//! The django-chunked-upload protocol (SPEC §4.5 "chunked"), so jQuery-File-Upload
+//! The django-chunked-upload protocol (docs/guides/resumable-clients.md "chunked"), so jQuery-File-Upload
 //! clients keep working: multipart chunks with `Content-Range` to `path`, then a POST
 //! to `complete` with `upload_id` and `md5`. Errors are `{"detail": ...}` with that
 //! package's own sentences, which clients show.
@@ -429,7 +429,7 @@ async fn finish_inner(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Respo
     if up.completion.is_none() {
         up.length = Some(up.offset);
     }
-    // A refusal of the completion counts as the app's 4xx (SPEC §4.6).
+    // A refusal of the completion counts as the app's 4xx (docs/guides/authorize-and-progress.md).
     if let Some(refusal) = authorized
         && !matches!(up.completion, Some(Completion::Accepted { .. }))
     {

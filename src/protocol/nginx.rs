@@ -1,4 +1,4 @@
-//! The nginx-upload-module resumable protocol (SPEC §4.5 "nginx-resumable"): raw
+//! The nginx-upload-module resumable protocol (docs/guides/resumable-clients.md "nginx-resumable"): raw
 //! segments POSTed with `X-Content-Range` and `X-Session-ID`, in any order and in
 //! parallel. Fixes that module's known faults: the state is saved after every segment
 //! write, the whole-file hashes are right whatever the order (the file is read once

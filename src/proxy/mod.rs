@@ -1,5 +1,5 @@
 //! Passthrough: everything not intercepted goes to the app, buffered like nginx so slow
-//! clients never hold an app worker (SPEC §3).
+//! clients never hold an app worker (docs/reference/routing.md).
 //!
 //! A request body up to `request_buffer` is received whole before the app is contacted;
 //! larger ones stream. The response is read ahead up to `response_buffer`. `Upgrade`

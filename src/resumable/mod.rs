@@ -430,7 +430,7 @@ fn random_writes(
         .ok_or_else(|| unsupported("writing segments out of order"))
 }
 
-/// Progress under a resumable upload's own id (SPEC §6), for one request.
+/// Progress under a resumable upload's own id (docs/guides/authorize-and-progress.md), for one request.
 pub struct UploadProgress(Option<crate::progress::Tracker>);
 
 impl UploadProgress {

@@ -27,7 +27,7 @@ pub enum Concat {
     },
 }
 
-/// Where an upload stands once its last byte is in (SPEC §4.3).
+/// Where an upload stands once its last byte is in (docs/reference/metadata.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum Completion {

@@ -1,4 +1,4 @@
-//! `accept`: "trust but verify" (SPEC §4.4). The extension must be allowed, and when
+//! `accept`: "trust but verify" (docs/reference/errors.md). The extension must be allowed, and when
 //! the first bytes betray a type, that type must be allowed too and agree with the
 //! extension: a PNG named `x.csv` is refused even if `image/*` and `.csv` are listed.
 

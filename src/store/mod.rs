@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub use local::LocalStore;
 pub use locker::BoxFuture;
 
-/// Where a finished file lives, as the backend is told (SPEC §4.1).
+/// Where a finished file lives, as the backend is told (docs/reference/metadata.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     /// Absolute path (local storage), `None` for object stores.

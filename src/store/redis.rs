@@ -1,4 +1,4 @@
-//! Shared state in Redis (SPEC §9 `[state]`): resumable uploads' state, per-upload
+//! Shared state in Redis (docs/guides/scaling-out.md `[state]`): resumable uploads' state, per-upload
 //! locks held by lease, and the "stop, I take this upload over" signal between
 //! instances.
 //!
@@ -296,7 +296,7 @@ impl Redis {
         fenced(done)
     }
 
-    /// Asks whichever instance holds upload `id` to stop (SPEC §9, IETF draft takeover).
+    /// Asks whichever instance holds upload `id` to stop (docs/guides/scaling-out.md, IETF draft takeover).
     pub async fn publish_stop(&self, id: &str) -> Result<()> {
         let _: i64 = self
             .query(

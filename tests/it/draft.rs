@@ -1,5 +1,5 @@
 //! The IETF resumable-upload draft (interop version 6) on a tus route: every status
-//! and header SPEC §4.5 names, the 104 over HTTP/1.1 (plain and TLS) read off the wire,
+//! and header docs/guides/resumable-clients.md names, the 104 over HTTP/1.1 (plain and TLS) read off the wire,
 //! a takeover of an upload still busy in a stalled request, and tus beside it.
 
 use crate::support::draft::{append, head, request as draft};
@@ -299,7 +299,7 @@ async fn cancellation_and_expiry() {
     assert!(files_under(&porter.temp()).is_empty());
 }
 
-/// SPEC §4.3 through the draft: a 5xx keeps the upload for a retry (HEAD sends the
+/// docs/reference/metadata.md through the draft: a 5xx keeps the upload for a retry (HEAD sends the
 /// metadata again); a 4xx is final and relayed, and the upload is gone (410).
 #[tokio::test]
 async fn the_apps_refusals_follow_the_completion_rules() {

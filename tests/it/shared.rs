@@ -1,4 +1,4 @@
-//! Scale-out (SPEC §9): two porter instances share resumable uploads through Redis
+//! Scale-out (docs/guides/scaling-out.md): two porter instances share resumable uploads through Redis
 //! (state, leased locks, takeovers) and the Garage cluster of `s3.rs` (data), so
 //! consecutive requests of one upload may land on either instance.
 

@@ -1,4 +1,4 @@
-"""Django side of porter (SPEC §10).
+"""Django side of porter (docs/guides/django.md).
 
 porter streams uploads to disk and sends the app a small, signed metadata request.
 ``PorterMiddleware`` verifies the signature and turns that metadata back into

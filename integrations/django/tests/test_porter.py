@@ -1,5 +1,5 @@
 """porter_django with real Django: requests signed exactly as porter signs them
-(SPEC §4.2), against forms, storage and the completion views."""
+(docs/reference/signature.md), against forms, storage and the completion views."""
 
 import hashlib
 import hmac

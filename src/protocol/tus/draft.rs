@@ -1,5 +1,5 @@
 //! The IETF resumable-upload draft (draft-ietf-httpbis-resumable-upload) on a tus
-//! route, beside tus 1.0 and on the same uploads (SPEC §4.5, "IETF draft").
+//! route, beside tus 1.0 and on the same uploads (docs/guides/resumable-clients.md, "IETF draft").
 //!
 //! A request carrying `Upload-Draft-Interop-Version` lands here. `POST path` creates
 //! (optionally with the whole file or its start), `HEAD path/<id>` asks for the offset,
@@ -82,7 +82,7 @@ pub struct Problem {
     /// A draft problem type (`mismatching-upload-offset`, ...); `about:blank` if none.
     kind: Option<&'static str>,
     title: String,
-    /// porter's error code (SPEC §4.4), for every problem porter raises itself.
+    /// porter's error code (docs/reference/errors.md), for every problem porter raises itself.
     code: &'static str,
     extra: serde_json::Map<String, serde_json::Value>,
     /// `Upload-Complete: ?0` goes with an offset mismatch.

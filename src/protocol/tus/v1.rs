@@ -1,6 +1,6 @@
 //! tus 1.0.0 (https://tus.io/protocols/resumable-upload) on the resumable engine, with
 //! the extensions creation, creation-with-upload, creation-defer-length, expiration,
-//! checksum, checksum-trailer, termination and concatenation (SPEC §4.5).
+//! checksum, checksum-trailer, termination and concatenation (docs/guides/resumable-clients.md).
 //!
 //! `POST path` creates, `path/<id>` takes HEAD / PATCH / DELETE, `OPTIONS path`
 //! describes the server. Every response but OPTIONS carries `Tus-Resumable`.

@@ -6,7 +6,7 @@
 //! 2. **receive**: a protocol front-end (`form` for multipart) streams each file
 //!    through a `FileReceiver` → sink (hashes + writer) → store;
 //! 3. **deliver**: the metadata request goes to the app, signed, and the files are
-//!    kept or deleted by its answer (SPEC §4.3).
+//!    kept or deleted by its answer (docs/reference/metadata.md).
 
 mod file;
 mod form;
@@ -60,7 +60,7 @@ pub async fn multipart(ctx: Context<'_>, req: Request<Incoming>) -> Result<Respo
     Ok(hand_over(&ctx, &parts, received).await)
 }
 
-/// A `raw` upload: the body is the file (SPEC §4.5).
+/// A `raw` upload: the body is the file (docs/guides/resumable-clients.md).
 pub async fn raw(ctx: Context<'_>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let route = ctx.route;
     let _permit = ctx.admit(req.headers(), route.max_file_size)?;
@@ -173,7 +173,7 @@ fn boundary(headers: &HeaderMap) -> Result<String, Error> {
     }
 }
 
-/// Sends the metadata and keeps or removes the files by its answer (SPEC §4.3). Runs as its own
+/// Sends the metadata and keeps or removes the files by its answer (docs/reference/metadata.md). Runs as its own
 /// task: once the metadata request is sent, a client that goes away cancels nothing.
 async fn deliver(
     app: Arc<App>,

@@ -1,4 +1,4 @@
-//! Finished files as objects in an S3-compatible store (SPEC §9), written the way
+//! Finished files as objects in an S3-compatible store (docs/guides/scaling-out.md), written the way
 //! tusd's s3store writes them: the bytes are spooled to `storage.temp` one part at a
 //! time and each full part is uploaded while the next one fills, so an upload holds at
 //! most two parts on local disk and none in memory. A file smaller than one part is a

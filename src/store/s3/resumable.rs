@@ -1,4 +1,4 @@
-//! Resumable uploads shared by many instances (SPEC §9): state in Redis, data in the
+//! Resumable uploads shared by many instances (docs/guides/scaling-out.md): state in Redis, data in the
 //! S3 bucket, so any instance can take the next request of any upload.
 //!
 //! In-order data (tus, the IETF draft, chunked) is an S3 multipart upload under the

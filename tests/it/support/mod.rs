@@ -150,7 +150,7 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// The upload progress porter reports for `id` (SPEC §6), which must be served.
+/// The upload progress porter reports for `id` (docs/guides/authorize-and-progress.md), which must be served.
 pub async fn progress(porter: &Porter, id: &str) -> serde_json::Value {
     let r = request("GET", &porter.url(&format!("/progress?X-Progress-ID={id}")))
         .send()

@@ -110,7 +110,7 @@ pub fn assert_file(form: &[(String, String)], field: &str, content: &[u8]) {
     );
 }
 
-/// Recomputes SPEC §4.2's signature over what the backend received, with `porter`'s
+/// Recomputes docs/reference/signature.md's signature over what the backend received, with `porter`'s
 /// secret; the key id it names is that secret's.
 pub fn assert_signed(porter: &Porter, r: &Recorded) {
     let secret = porter.secret();

@@ -1,4 +1,4 @@
-"""The upload views a legacy app has (SPEC §4.4's answer shape), unchanged by porter:
+"""The upload views a legacy app has (docs/reference/errors.md's answer shape), unchanged by porter:
 porter_django turns porter's metadata into request.FILES, and downloads go out by
 X-Accel-Redirect. Files belong to an upload handle (the wizard's first step), sent as
 the X-Upload-Handle header (or the `upload_handle` cookie, for download links)."""
