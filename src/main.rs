@@ -204,8 +204,15 @@ fn init_logging(cfg: &Config) {
             )
             .init();
     } else {
+        // Colours only for a terminal: a log file or the journal gets plain text, so
+        // `grep status=500` finds what it should.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     }
 }

@@ -179,6 +179,33 @@ async fn one_json_access_log_line_per_request() {
     assert_eq!(one(&form, "file.id"), id);
 }
 
+/// stderr is a pipe here, as under systemd or `2>porter.log`: plain text, no colour
+/// codes, so the fields read as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_access_log_is_plain_when_not_a_terminal() {
+    let backend = Backend::ok().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut porter = Proc::serve(&write_config(dir.path(), &backend, Config::new()));
+    let port = porter.port();
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/x?y=1")]).await.0,
+        200
+    );
+    let line = porter
+        .wait_for("porter::access", 10)
+        .expect("an access line");
+    for field in ["method=GET", "target=/x?y=1", "status=200"] {
+        assert!(line.contains(field), "{field} in {line:?}");
+    }
+    assert!(
+        !porter.seen.iter().any(|l| l.contains('\x1b')),
+        "no escape codes: {:?}",
+        porter.seen
+    );
+    porter.signal(libc::SIGTERM);
+    assert!(porter.wait_exit(20).is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_log_filters_the_access_log() {
     let backend = Backend::ok().await;
