@@ -43,7 +43,7 @@ struct Plan {
     tries: usize,
     out: PathBuf,
     /// `--only NAME`: run just that scenario (`big`, `concurrent`, `small`, `tus`,
-    /// `draft`, `downloads`, `h2`, `s3`).
+    /// `draft`, `downloads`, `passthrough`, `h2`, `s3`).
     only: Option<String>,
 }
 
@@ -86,6 +86,7 @@ fn size_label(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
         b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b < 1 << 10 => format!("{b} B"),
         b => format!("{} KiB", b >> 10),
     }
 }
@@ -610,6 +611,41 @@ impl Run {
         Ok(())
     }
 
+    /// GETs passed through to the app (100-byte and 100 KiB answers) at `CONNECTIONS`
+    /// keep-alive connections: porter against nginx's `proxy_pass`, both logs off.
+    async fn passthrough(&mut self, place: &Place) -> Result<(), String> {
+        let period = self.plan.period;
+        for size in [100u64, 100 << 10] {
+            let what = [(
+                format!(
+                    "passthrough GETs of {} answers, {CONNECTIONS} connections (logs off)",
+                    size_label(size)
+                ),
+                Metric::ReqPerSec,
+            )];
+            let pattern = self.pattern.clone();
+            let peer = Peer::of("nginx", place.nginx.as_ref());
+            let path = format!("/p/{size}");
+            self.compare(
+                &what,
+                place.label,
+                &place.porter,
+                peer,
+                async |t: &Target| {
+                    let shape = Shape::get(&path);
+                    let batch =
+                        load::sustained(t.addr(), CONNECTIONS, period, &shape, &pattern).await?;
+                    if batch.bytes != batch.latencies.len() as u64 * size {
+                        return Err(format!("{}: short passthrough answers", t.server.name));
+                    }
+                    Ok(vec![batch.rate()])
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// X-Accel-Redirect downloads of `files/big` and `files/small`: porter against nginx.
     async fn downloads(&mut self, place: &Place) -> Result<(), String> {
         let (big, tries, period) = (self.plan.big, self.plan.tries, self.plan.period);
@@ -1076,6 +1112,9 @@ async fn run(plan: Plan) -> Result<(), String> {
             run.downloads(&place).await?;
         } else if *label != "disk" && run.plan.runs("h2") {
             run.h2(&place).await?;
+        }
+        if *label != "disk" && run.plan.runs("passthrough") {
+            run.passthrough(&place).await?;
         }
     }
     if run.plan.runs("s3") {

@@ -138,7 +138,8 @@ pub struct Recorder {
 }
 
 /// The app: `GET /f/<name>` answers 200 with `X-Accel-Redirect: /protected/<name>` and an
-/// empty body; anything else gets 200 `{"ok":true}` after its body is read and discarded.
+/// empty body; `GET /p/<n>` answers `n` bytes (up to 1 MiB: passthrough); anything else
+/// gets 200 `{"ok":true}` after its body is read and discarded.
 pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -149,7 +150,7 @@ pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                if let Some(res) = accel_redirect(&req) {
+                if let Some(res) = accel_redirect(&req).or_else(|| passthrough(&req)) {
                     return Ok(res);
                 }
                 let mut body = req.into_body();
@@ -172,6 +173,15 @@ pub async fn fake_backend() -> (SocketAddr, &'static Recorder) {
         }
     });
     (addr, rec)
+}
+
+/// The answer to `GET /p/<n>`: `n` bytes, for passthrough.
+fn passthrough(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let n: usize = req.uri().path().strip_prefix("/p/")?.parse().ok()?;
+    let body = BODY.get_or_init(|| Bytes::from(vec![b'x'; 1 << 20]));
+    (req.method() == hyper::Method::GET && n <= body.len())
+        .then(|| Response::new(Full::new(body.slice(..n))))
 }
 
 /// The answer to `GET /f/<name>`: an empty 200 sending the client to `/protected/<name>`.
