@@ -24,7 +24,7 @@ use setup::Peers;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::load::{self, Batch, Conn, Proto, Shape};
+use support::load::{self, Conn, Proto, Shape};
 use support::servers::{RssSampler, Server};
 
 /// Sizes and durations: the full run, or `--quick` (under two minutes).
@@ -89,6 +89,22 @@ fn size_label(bytes: u64) -> String {
         b if b < 1 << 10 => format!("{b} B"),
         b => format!("{} KiB", b >> 10),
     }
+}
+
+/// GETs of `path` (answers of `each` bytes) on `CONNECTIONS` keep-alive connections
+/// for `period`: requests a second, once every answer came whole.
+async fn sustained_gets(
+    t: &Target,
+    path: &str,
+    each: u64,
+    period: Duration,
+    pattern: &Bytes,
+) -> Result<Vec<f64>, String> {
+    let batch = load::sustained(t.addr(), CONNECTIONS, period, &Shape::get(path), pattern).await?;
+    if batch.bytes != batch.latencies.len() as u64 * each {
+        return Err(format!("{}: short answers to GET {path}", t.server.name));
+    }
+    Ok(vec![batch.rate()])
 }
 
 /// A running server and the folder where it keeps finished uploads.
@@ -631,15 +647,7 @@ impl Run {
                 place.label,
                 &place.porter,
                 peer,
-                async |t: &Target| {
-                    let shape = Shape::get(&path);
-                    let batch =
-                        load::sustained(t.addr(), CONNECTIONS, period, &shape, &pattern).await?;
-                    if batch.bytes != batch.latencies.len() as u64 * size {
-                        return Err(format!("{}: short passthrough answers", t.server.name));
-                    }
-                    Ok(vec![batch.rate()])
-                },
+                async |t: &Target| sustained_gets(t, &path, size, period, &pattern).await,
             )
             .await?;
         }
@@ -688,20 +696,7 @@ impl Run {
             place.label,
             &place.porter,
             peer,
-            async |t: &Target| {
-                let batch: Batch = load::sustained(
-                    t.addr(),
-                    CONNECTIONS,
-                    period,
-                    &Shape::get("/f/small"),
-                    &pattern,
-                )
-                .await?;
-                if batch.bytes != batch.latencies.len() as u64 * SMALL {
-                    return Err(format!("{}: short 10 KiB downloads", t.server.name));
-                }
-                Ok(vec![batch.rate()])
-            },
+            async |t: &Target| sustained_gets(t, "/f/small", SMALL, period, &pattern).await,
         )
         .await
     }

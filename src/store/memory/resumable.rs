@@ -30,7 +30,9 @@ impl DataFile for MemoryData {
         let mut inner = self.store.inner()?;
         let data = inner.data.entry(self.id.clone()).or_default();
         let start = usize::try_from(self.at).map_err(io::Error::other)?;
-        let end = start + self.pending.len();
+        let end = start
+            .checked_add(self.pending.len())
+            .ok_or_else(|| io::Error::other("offset past the address space"))?;
         if data.len() < end {
             data.resize(end, 0);
         }
