@@ -33,6 +33,7 @@
 //!
 //! `run` takes already-bound listeners, so tests bind `127.0.0.1:0` and hand them in.
 
+pub mod access_log;
 pub mod app;
 pub mod backend;
 pub mod clients;

@@ -72,7 +72,7 @@ async fn dispatch(
     };
     let resp = if download::requested(&resp) {
         log.label.download = true;
-        download::from_backend(&app, &ask, resp).await
+        Box::pin(download::from_backend(&app, &ask, resp)).await
     } else {
         resp
     };
@@ -102,18 +102,23 @@ async fn route_and_serve(
     let route = route(&app.config, req.method(), &path);
     *label = Label::of(&route);
     match route {
+        // Every arm but passthrough is boxed: a future is as large as its largest
+        // arm, and the upload protocols' are kilobytes that every passed-through
+        // request would otherwise allocate and copy (docs/performance.md).
         Route::Progress => {
-            app.progress
-                .respond(req.method(), req.uri(), req.headers())
-                .await
+            Box::pin(app.progress.respond(req.method(), req.uri(), req.headers())).await
         }
-        Route::Static(s) => serve_static(app, ask, s, &path).await,
+        Route::Static(s) => Box::pin(serve_static(app, ask, s, &path)).await,
         Route::Internal => {
             tracing::info!(path = %path.display(), "refused a direct request for an internal location");
             Error::new(ErrorKind::NotFound, "not found").into_response()
         }
-        Route::Complete(r) => crate::dispatch::complete(upload(app, r, peer, &path), req).await,
-        Route::Upload(r) => crate::dispatch::handle(upload(app, r, peer, &path), req).await,
+        Route::Complete(r) => {
+            Box::pin(crate::dispatch::complete(upload(app, r, peer, &path), req)).await
+        }
+        Route::Upload(r) => {
+            Box::pin(crate::dispatch::handle(upload(app, r, peer, &path), req)).await
+        }
         Route::Passthrough => proxy::forward(app.clone(), peer, req).await,
     }
 }
@@ -241,18 +246,16 @@ impl AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.count();
-        tracing::info!(
-            target: "porter::access",
-            method = %self.method,
-            target = %self.target,
-            status = self.status,
-            bytes_in = self.stats.received(),
-            bytes_out = self.stats.sent(),
-            ms = self.start.elapsed().as_millis() as u64,
-            client = %self.peer.addr,
-            upload = self.stats.upload_id().unwrap_or("-"),
-            "request"
-        );
+        crate::access_log::write(&crate::access_log::Line {
+            method: &self.method,
+            target: &self.target,
+            status: self.status,
+            bytes_in: self.stats.received(),
+            bytes_out: self.stats.sent(),
+            ms: self.start.elapsed().as_millis() as u64,
+            client: self.peer.addr,
+            upload: self.stats.upload_id().unwrap_or("-"),
+        });
     }
 }
 

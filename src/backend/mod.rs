@@ -8,7 +8,7 @@ pub mod metadata;
 pub mod sign;
 
 use crate::config;
-use crate::http::body::read_ahead;
+use crate::http::body::relay_body;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::{Body, full};
 use bytes::Bytes;
@@ -242,11 +242,11 @@ pub fn relay_within(
     use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    // An empty answer (X-Accel-Redirect, 204, 304) needs no read-ahead task.
+    // An empty answer (X-Accel-Redirect, 204, 304) needs no read-ahead at all.
     let body = if body.is_end_stream() {
         crate::http::empty()
     } else {
-        read_ahead(body, budget, idle, conn)
+        relay_body(body, budget, idle, conn)
     };
     Response::from_parts(parts, body)
 }

@@ -303,6 +303,116 @@ type Item = (Result<Frame<Bytes>, BoxError>, usize, usize);
 /// and so the room `read_ahead` takes from a connection's budget before each read.
 pub const MAX_FRAME: usize = 128 << 10;
 
+/// Relays an app's response body: [`read_ahead`], except that a body which has already
+/// arrived whole (most small answers: hyper's client reads head and body together) is
+/// handed over as it is, with no task, no channel and no cross-thread wake-up, and
+/// hyper writes the head and the body to the client in one system call.
+///
+/// Only frames that are ready *now* are taken (polled with a no-op waker): waiting here
+/// would hold back the head of a streamed answer. Whatever was taken of a body that is
+/// not whole goes to the read-ahead task first, in order.
+pub fn relay_body<B>(mut body: B, budget: usize, idle: Duration, conn: Option<ConnBudget>) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let limit = budget.min(MAX_FRAME);
+    let mut taken: Vec<Result<Frame<Bytes>, BoxError>> = Vec::new();
+    let mut len = 0;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let whole = loop {
+        if body.is_end_stream() {
+            break true;
+        }
+        if len >= limit {
+            break false;
+        }
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(None) => break true,
+            Poll::Ready(Some(Ok(f))) if f.is_data() => {
+                len += f.data_ref().map_or(0, Bytes::len);
+                taken.push(Ok(f));
+            }
+            Poll::Ready(Some(other)) => {
+                taken.push(other.map_err(Into::into));
+                break false;
+            }
+            Poll::Pending => break false,
+        }
+    };
+    if whole {
+        // Counted against the connection like read-ahead bytes; without room, the
+        // read-ahead task waits for it instead.
+        let room = match &conn {
+            None => Ok(None),
+            Some(_) if len == 0 => Ok(None),
+            // `len` is at most two frames (`MAX_FRAME` each): it fits a u32.
+            Some(c) => c.0.clone().try_acquire_many_owned(len as u32).map(Some),
+        };
+        if let Ok(room) = room {
+            let data = concat(taken);
+            return match room {
+                Some(permit) => with_guard(super::full(data), permit),
+                None => super::full(data),
+            };
+        }
+    }
+    read_ahead(
+        Prefixed {
+            taken: taken.into(),
+            body,
+        },
+        budget,
+        idle,
+        conn,
+    )
+}
+
+/// The data frames of a body taken whole, as one buffer (no copy for a single frame).
+fn concat(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Bytes {
+    let mut data = frames
+        .into_iter()
+        .filter_map(|f| f.ok().and_then(|f| f.into_data().ok()));
+    let Some(first) = data.next() else {
+        return Bytes::new();
+    };
+    let mut rest = data.peekable();
+    if rest.peek().is_none() {
+        return first;
+    }
+    let mut all = bytes::BytesMut::from(&first[..]);
+    rest.for_each(|d| all.extend_from_slice(&d));
+    all.freeze()
+}
+
+/// A body with frames already taken from it put back in front.
+struct Prefixed<B> {
+    taken: std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>,
+    body: B,
+}
+
+impl<B> HttpBody for Prefixed<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
+        if let Some(f) = self.taken.pop_front() {
+            return Poll::Ready(Some(f));
+        }
+        Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.taken.is_empty() && self.body.is_end_stream()
+    }
+}
+
 /// Reads `body` ahead into memory, up to `budget` bytes beyond what the client has
 /// taken, so a slow client never holds the backend (docs/reference/routing.md's response buffering).
 /// With `conn`, the bytes held also count against the client connection's budget. A

@@ -172,7 +172,11 @@ pub async fn serve<I>(
         }
         req.extensions_mut().insert(budget.clone());
         let app = live.app();
-        async move { Ok::<_, Infallible>(crate::service::handle(app, peer, req, in_flight).await) }
+        // Boxed: hyper keeps the future in place, and moving kilobytes of state
+        // machine per request costs more than one allocation.
+        Box::pin(async move {
+            Ok::<_, Infallible>(crate::service::handle(app, peer, req, in_flight).await)
+        })
     });
     let io = TokioIo::new(TrackedIo {
         inner: stream,
