@@ -42,9 +42,7 @@ impl<'r> FileReceiver<'r> {
             id,
             &route.hashes,
             app.config.limits.buffer,
-        )
-        .await
-        .map_err(|e| Error::from(e).with_file(&name))?;
+        );
         Ok(FileReceiver {
             route,
             meta: FileMeta {

@@ -42,11 +42,20 @@ impl LocalStore {
             file.sync_all()?;
         }
         let dir = self.final_dir(id);
-        ensure_dir(&dir, cfg.dir_mode)?;
         let dest = dir.join(id);
-        fs::rename(temp, &dest)?;
+        // The `ab/cd` folder almost always exists: try the rename first, and make the
+        // folders only when it says they are missing (one `stat` less per upload).
+        let mut made = false;
+        match fs::rename(temp, &dest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && temp.exists() => {
+                ensure_dir(&dir, cfg.dir_mode)?;
+                made = true;
+                fs::rename(temp, &dest)?;
+            }
+            r => r?,
+        }
         if cfg.fsync
-            && let Err(e) = sync_dir(&dir)
+            && let Err(e) = self.sync_final(&dir, made)
         {
             let _ = fs::remove_file(&dest);
             return Err(e);
@@ -114,6 +123,18 @@ impl LocalStore {
     /// The storage settings.
     pub fn settings(&self) -> &Storage {
         &self.cfg
+    }
+
+    /// Makes the file's directory entry durable; when its folders were just made,
+    /// their entries in `ab` and `root` too, or a crash could lose a whole folder.
+    fn sync_final(&self, dir: &Path, made: bool) -> io::Result<()> {
+        sync_dir(dir)?;
+        if made {
+            let ab = dir.parent().unwrap_or(dir);
+            sync_dir(ab)?;
+            sync_dir(&self.cfg.root)?;
+        }
+        Ok(())
     }
 
     fn final_dir(&self, id: &str) -> PathBuf {
