@@ -14,6 +14,17 @@ pub fn mib_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / f64::from(1 << 20)
 }
 
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// One TCP stream over loopback, `size` bytes from one task to another.
 pub async fn loopback(size: u64) -> Result<f64, String> {
     let listener = TcpListener::bind("127.0.0.1:0")

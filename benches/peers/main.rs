@@ -41,6 +41,9 @@ struct Plan {
     period: Duration,
     /// Tries for single large transfers; the best counts.
     tries: usize,
+    /// `--rounds N`: porter and its peer measured N times, alternating; each figure is
+    /// the median of its N (single runs on a shared 2-core machine swing by 2×).
+    rounds: usize,
     out: PathBuf,
     /// `--only NAME`: run just that scenario (`big`, `concurrent`, `small`, `tus`,
     /// `draft`, `downloads`, `passthrough`, `h2`, `s3`).
@@ -55,6 +58,13 @@ impl Plan {
     fn from_args() -> Plan {
         let args: Vec<String> = std::env::args().collect();
         let quick = args.iter().any(|a| a == "--quick");
+        let rounds = args
+            .iter()
+            .position(|a| a == "--rounds")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
         let out = args
             .iter()
             .position(|a| a == "--out")
@@ -67,7 +77,8 @@ impl Plan {
             each: if quick { 1 << 20 } else { 16 << 20 },
             s3_each: if quick { 1 << 20 } else { 64 << 20 },
             period: Duration::from_secs(if quick { 2 } else { 10 }),
-            tries: if quick { 1 } else { 2 },
+            tries: if quick || rounds > 2 { 1 } else { 2 },
+            rounds,
             out,
             only: args
                 .iter()
@@ -197,23 +208,27 @@ impl Run {
     where
         F: AsyncFn(&Target) -> Result<Vec<f64>, String>,
     {
-        let ours = measure(porter).await?;
-        let (name, theirs, note) = match peer {
-            Peer::Running(t) => (
-                t.server.name.clone(),
-                Some(measure(t).await?),
-                String::new(),
-            ),
-            Peer::Absent { name, why } => (name.to_string(), None, why.to_string()),
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.rounds {
+            ours.push(measure(porter).await?);
+            if let Peer::Running(t) = &peer {
+                theirs.push(measure(t).await?);
+            }
+        }
+        let (name, note) = match peer {
+            Peer::Running(t) => (t.server.name.clone(), String::new()),
+            Peer::Absent { name, why } => (name.to_string(), why.to_string()),
         };
         for (i, (scenario, metric)) in what.iter().enumerate() {
+            let mine: Vec<f64> = ours.iter().map(|r| r[i]).collect();
+            let peers: Vec<f64> = theirs.iter().map(|r| r[i]).collect();
             self.rows.push(Row {
                 scenario: scenario.clone(),
                 storage: storage.to_string(),
                 metric: *metric,
-                porter: ours[i],
+                porter: limits::median(&mine),
                 peer: name.clone(),
-                theirs: theirs.as_ref().map(|t| t[i]),
+                theirs: (!peers.is_empty()).then(|| limits::median(&peers)),
                 note: note.clone(),
             });
         }
@@ -628,28 +643,51 @@ impl Run {
     }
 
     /// GETs passed through to the app (100-byte and 100 KiB answers) at `CONNECTIONS`
-    /// keep-alive connections: porter against nginx's `proxy_pass`, both logs off.
-    async fn passthrough(&mut self, place: &Place) -> Result<(), String> {
+    /// keep-alive connections: porter against nginx's `proxy_pass`, with both access
+    /// logs off, then both writing one to a file (porter with `fsync = false` there;
+    /// it makes no difference to a GET).
+    async fn passthrough(&mut self, place: &Place, dir: &Path, files: &Path) -> Result<(), String> {
+        let logged_dir = dir.join("logged");
+        let porter_dir = logged_dir.join("porter");
+        std::fs::create_dir_all(&porter_dir).map_err(|e| e.to_string())?;
+        let logged_porter = Target {
+            server: setup::porter_logged(&porter_dir, self.backend, files)?,
+            stored: porter_dir.join("root"),
+        };
+        let backend = self.backend;
+        let sub = |name: &str| -> Result<PathBuf, String> {
+            let d = logged_dir.join(name);
+            std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+            Ok(d)
+        };
+        let logged_nginx = peer(&self.peers.nginx, &sub, "nginx", "body", |bin, d| {
+            setup::nginx_logged(bin, d, backend, files)
+        })?;
+        let runs = [
+            ("logs off", &place.porter, place.nginx.as_ref()),
+            ("access logs to files", &logged_porter, logged_nginx.as_ref()),
+        ];
         let period = self.plan.period;
-        for size in [100u64, 100 << 10] {
-            let what = [(
-                format!(
-                    "passthrough GETs of {} answers, {CONNECTIONS} connections (logs off)",
-                    size_label(size)
-                ),
-                Metric::ReqPerSec,
-            )];
-            let pattern = self.pattern.clone();
-            let peer = Peer::of("nginx", place.nginx.as_ref());
-            let path = format!("/p/{size}");
-            self.compare(
-                &what,
-                place.label,
-                &place.porter,
-                peer,
-                async |t: &Target| sustained_gets(t, &path, size, period, &pattern).await,
-            )
-            .await?;
+        for (logs, porter, nginx) in runs {
+            for size in [100u64, 100 << 10] {
+                let what = [(
+                    format!(
+                        "passthrough GETs of {} answers, {CONNECTIONS} connections ({logs})",
+                        size_label(size)
+                    ),
+                    Metric::ReqPerSec,
+                )];
+                let pattern = self.pattern.clone();
+                let path = format!("/p/{size}");
+                self.compare(
+                    &what,
+                    place.label,
+                    porter,
+                    Peer::of("nginx", nginx),
+                    async |t: &Target| sustained_gets(t, &path, size, period, &pattern).await,
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -1109,7 +1147,7 @@ async fn run(plan: Plan) -> Result<(), String> {
             run.h2(&place).await?;
         }
         if *label != "disk" && run.plan.runs("passthrough") {
-            run.passthrough(&place).await?;
+            run.passthrough(&place, dir.path(), files.path()).await?;
         }
     }
     if run.plan.runs("s3") {
@@ -1127,9 +1165,11 @@ fn write_report(run: &Run, ceilings: &[(String, f64)], took: Duration) -> Result
     let mode = if run.plan.quick { "quick" } else { "full" };
     let mut text = format!(
         "# porter against its peers ({mode} run, {:.0} s)\n\nMachine: {}. Everything on loopback, \
-         one run; porter {} (release build).\n\nPeers: ",
+         each figure the median of {} run(s), porter and its peer alternating; porter {} \
+         (release build).\n\nPeers: ",
         took.as_secs_f64(),
         machine(),
+        run.plan.rounds,
         env!("CARGO_PKG_VERSION"),
     );
     let versions: Vec<String> = run

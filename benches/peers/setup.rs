@@ -96,6 +96,15 @@ pub fn porter(
     porter_with(dir, backend, files, fsync, "")
 }
 
+/// [`porter`] with `fsync = false` and its access log on (`[log] level = "info"`),
+/// written to `dir/porter.log` as stderr goes to a file under systemd or `2>`.
+pub fn porter_logged(dir: &Path, backend: SocketAddr, files: &Path) -> Result<Server, String> {
+    porter_with(dir, backend, files, false, LOGGED)
+}
+
+/// Marks a porter whose log level is `info` (access lines on).
+const LOGGED: &str = "#logged\n";
+
 /// porter storing finished files in S3 (`s3` is its `[storage.s3]` table): the
 /// multipart and raw routes only (resumable kinds keep their data on local disk).
 pub fn porter_s3(
@@ -152,7 +161,7 @@ fn porter_with(
          [storage]\nroot = {}\ntemp = {}\nmin_free = \"0\"\nfsync = {fsync}\n{storage}\n\
          {}{}{}{}{}\
          [[internal]]\nprefix = \"/protected/\"\nroot = {}\n\n\
-         [log]\nlevel = \"warn\"\n",
+         [log]\nlevel = \"{}\"\n",
         quoted(&dir.join("root")),
         quoted(&dir.join("tmp")),
         route("/upload", "multipart", ""),
@@ -167,6 +176,7 @@ fn porter_with(
             String::new()
         },
         quoted(files),
+        if storage == LOGGED { "info" } else { "warn" },
     );
     let config = dir.join("porter.toml");
     std::fs::write(&config, text).map_err(|e| e.to_string())?;
@@ -190,6 +200,26 @@ fn porter_with(
 /// backend `$request_body_file`; `/protected/` serves X-Accel-Redirect targets from
 /// `files` with `sendfile on`; everything else goes to the backend.
 pub fn nginx(bin: &Path, dir: &Path, backend: SocketAddr, files: &Path) -> Result<Server, String> {
+    nginx_with(bin, dir, backend, files, false)
+}
+
+/// [`nginx`] writing its access log (the default `combined` format) to `dir/access.log`.
+pub fn nginx_logged(
+    bin: &Path,
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+) -> Result<Server, String> {
+    nginx_with(bin, dir, backend, files, true)
+}
+
+fn nginx_with(
+    bin: &Path,
+    dir: &Path,
+    backend: SocketAddr,
+    files: &Path,
+    logged: bool,
+) -> Result<Server, String> {
     let addr = free_addr();
     let d = dir.display();
     // SAFETY: geteuid(2) has no preconditions.
@@ -198,11 +228,16 @@ pub fn nginx(bin: &Path, dir: &Path, backend: SocketAddr, files: &Path) -> Resul
     } else {
         ""
     };
+    let access = if logged {
+        format!("\"{d}/access.log\"")
+    } else {
+        "off".to_string()
+    };
     let conf = format!(
         "{user}daemon off;\nmaster_process on;\nworker_processes auto;\n\
          pid \"{d}/nginx.pid\";\nerror_log \"{d}/error.log\" warn;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n\
+         http {{\n  access_log {access};\n  sendfile on;\n  tcp_nopush on;\n\
          keepalive_requests 1000000;\n  client_max_body_size 0;\n\
          client_body_temp_path \"{d}/body\";\n  proxy_temp_path \"{d}/proxy\";\n\
          fastcgi_temp_path \"{d}/fastcgi\";\n  uwsgi_temp_path \"{d}/uwsgi\";\n\
