@@ -665,7 +665,11 @@ impl Run {
         })?;
         let runs = [
             ("logs off", &place.porter, place.nginx.as_ref()),
-            ("access logs to files", &logged_porter, logged_nginx.as_ref()),
+            (
+                "access logs to files",
+                &logged_porter,
+                logged_nginx.as_ref(),
+            ),
         ];
         let period = self.plan.period;
         for (logs, porter, nginx) in runs {

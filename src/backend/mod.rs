@@ -45,6 +45,8 @@ pub struct Backend {
     client: Client<Connector, Body>,
     /// What goes in the request URI's authority (the connector ignores it for Unix sockets).
     authority: String,
+    /// `authority`, parsed once for every request's URI.
+    uri_authority: http::uri::Authority,
     response_timeout: Duration,
     /// Signs generated requests; `None` when no upload route needs it.
     secret: Option<Secret>,
@@ -81,9 +83,13 @@ impl Backend {
             // ahead for a client holds at most this beyond its budget (`read_ahead`).
             .http1_max_buf_size(crate::http::body::MAX_FRAME)
             .build(connector.clone());
+        let uri_authority = authority
+            .parse()
+            .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
         Backend {
             client,
             authority,
+            uri_authority,
             response_timeout: cfg.response_timeout,
             secret,
             connector,
@@ -114,12 +120,17 @@ impl Backend {
         mut req: Request<Body>,
         sent: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<Response<Incoming>, BackendError> {
+        // Built from parts, no text: the target was parsed once already.
         let target = req
             .uri()
             .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        *req.uri_mut() = Uri::try_from(format!("http://{}{target}", self.authority))
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(self.uri_authority.clone())
+            .path_and_query(target)
+            .build()
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST)
