@@ -149,20 +149,21 @@ pub fn encode_unscreened(
     };
     match forward {
         Forward::Multipart => {
-            let mut out = Vec::new();
+            // Appended piece by piece: one buffer, no `format!` per field.
+            let mut out = Vec::with_capacity(1024);
             for (name, value) in pairs() {
-                out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-                out.extend_from_slice(
-                    format!(
-                        "Content-Disposition: form-data; name=\"{}\"\r\n\r\n",
-                        escape_name(&name)
-                    )
-                    .as_bytes(),
-                );
+                for piece in [b"--", boundary.as_bytes(), b"\r\n"] {
+                    out.extend_from_slice(piece);
+                }
+                out.extend_from_slice(b"Content-Disposition: form-data; name=\"");
+                out.extend_from_slice(escape_name(&name).as_bytes());
+                out.extend_from_slice(b"\"\r\n\r\n");
                 out.extend_from_slice(&value);
                 out.extend_from_slice(b"\r\n");
             }
-            out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            for piece in [b"--", boundary.as_bytes(), b"--\r\n"] {
+                out.extend_from_slice(piece);
+            }
             (
                 format!("multipart/form-data; boundary={boundary}"),
                 out.into(),
@@ -224,7 +225,12 @@ fn form_encode(bytes: &[u8]) -> String {
         match b {
             b' ' => out.push('+'),
             b if b.is_ascii_alphanumeric() || b"*-._".contains(&b) => out.push(b as char),
-            b => out.push_str(&format!("%{b:02X}")),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
         }
     }
     out
