@@ -378,7 +378,3 @@ fn reload_config(path: &std::path::Path) -> Result<Config, String> {
     }
     .to_string())
 }
-/// mimalloc: per-thread free lists instead of glibc's arenas, whose consolidation and
-/// locking were a tenth of a passed-through request (docs/performance.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
