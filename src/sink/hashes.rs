@@ -221,6 +221,43 @@ impl Hashes {
     }
 }
 
+/// One algorithm's running state, out of its `Hashes` so that it can run on a worker of
+/// its own: the algorithms of a file are independent, and each is bound to one core.
+pub struct Lane {
+    algo: Algorithm,
+    state: State,
+}
+
+impl Lane {
+    pub fn update(&mut self, data: &[u8]) {
+        self.state.update(data);
+    }
+}
+
+impl Hashes {
+    /// How many algorithms this set runs, so how many lanes `split` would make.
+    pub fn width(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Takes every algorithm's state out, in order; `rejoin` puts them back. Until then
+    /// this set is a shell that must not be fed.
+    pub fn split(&mut self) -> Vec<Lane> {
+        std::mem::take(&mut self.states)
+            .into_iter()
+            .map(|(algo, state)| Lane { algo, state })
+            .collect()
+    }
+
+    /// Puts back the lanes `split` took, in the order it gave them, once each has hashed
+    /// the same `hashed` bytes.
+    pub fn rejoin(&mut self, lanes: impl IntoIterator<Item = Lane>, hashed: u64) {
+        self.states
+            .extend(lanes.into_iter().map(|l| (l.algo, l.state)));
+        self.len += hashed;
+    }
+}
+
 /// Bytes from lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {

@@ -2,15 +2,18 @@
 //! memory and backpressure.
 //!
 //! Bytes are batched up to `limits.buffer`, then one blocking task hashes and writes the
-//! batch while the connection receives the next one. The next batch waits for the
-//! previous write to finish, so memory stays within about two buffers per upload and a
-//! slow disk slows the socket (backpressure). Only tasks with work occupy the blocking
-//! pool, so a thousand idle uploads cost no threads.
+//! batch while the connection receives the next one; a large batch with several
+//! algorithms is fanned out instead, one task per algorithm plus one for the write
+//! (`fanout`). The next batch waits for the previous one to be done, so memory stays
+//! within about two buffers per upload and a slow disk slows the socket (backpressure).
+//! Only tasks with work occupy the blocking pool, so a thousand idle uploads cost no
+//! threads.
 //!
 //! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
 //! committed into the store, the resumable engine for appending to a partial upload.
 
 pub mod accept;
+mod fanout;
 pub mod hashes;
 
 use crate::store::{PartFile, Store, StoreError, Stored};
@@ -38,7 +41,34 @@ struct State<W> {
     check: Option<Hashes>,
 }
 
-type Pending<W> = JoinHandle<Result<Box<State<W>>, StoreError>>;
+impl<W: Writer> State<W> {
+    /// Hashes and writes a batch on the calling (blocking) thread.
+    fn take_in(mut self: Box<Self>, batch: &[Bytes]) -> Result<Box<Self>, StoreError> {
+        for b in batch {
+            self.hashes.update(b);
+            if let Some(c) = &mut self.check {
+                c.update(b);
+            }
+            self.file.write_all(b)?;
+        }
+        Ok(self)
+    }
+
+    /// Whether a batch of `len` bytes is worth one task per algorithm: each hand-off to
+    /// the blocking pool costs a few microseconds, which only pays when there are two
+    /// algorithms or more to overlap and enough bytes for each to chew on. Small
+    /// uploads, whose per-request cost matters most, keep the single task.
+    fn fans_out(&self, len: usize) -> bool {
+        let width = self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width);
+        width >= 2 && len >= fanout::MIN_BATCH
+    }
+}
+
+/// The batch in flight, and whoever holds the state meanwhile.
+enum Pending<W> {
+    One(JoinHandle<Result<Box<State<W>>, StoreError>>),
+    Fanned(fanout::Fanned<W>),
+}
 
 /// Batched, pipelined hashing and writing into a `Writer`.
 pub struct Pipe<W: Writer> {
@@ -96,8 +126,10 @@ impl<W: Writer> Pipe<W> {
     }
 
     async fn wait_written(&mut self) -> Result<Box<State<W>>, StoreError> {
-        if let Some(p) = self.pending.take() {
-            return p.await.map_err(join_error)?;
+        match self.pending.take() {
+            Some(Pending::One(task)) => return task.await.map_err(join_error)?,
+            Some(Pending::Fanned(f)) => return f.join().await,
+            None => {}
         }
         self.state
             .take()
@@ -105,13 +137,14 @@ impl<W: Writer> Pipe<W> {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let mut state = self.wait_written().await?;
+        let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
-        self.batch_len = 0;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            write_batch(&mut state, &batch)?;
-            Ok(state)
-        }));
+        let len = std::mem::take(&mut self.batch_len);
+        self.pending = Some(if state.fans_out(len) {
+            Pending::Fanned(fanout::Fanned::spawn(*state, batch, len))
+        } else {
+            Pending::One(tokio::task::spawn_blocking(move || state.take_in(&batch)))
+        });
         Ok(())
     }
 
@@ -123,16 +156,15 @@ impl<W: Writer> Pipe<W> {
         T: Send + 'static,
         F: FnOnce(Drained<W>) -> Result<T, StoreError> + Send + 'static,
     {
-        let mut state = self.wait_written().await?;
+        let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         let size = self.size;
         tokio::task::spawn_blocking(move || {
-            write_batch(&mut state, &batch)?;
             let State {
                 file,
                 hashes,
                 check,
-            } = *state;
+            } = *state.take_in(&batch)?;
             then(Drained {
                 file,
                 hashes,
@@ -162,18 +194,6 @@ impl<W: Writer> Pipe<W> {
             size: self.size,
         })
     }
-}
-
-/// Hashes and writes one batch, in order.
-fn write_batch<W: Writer>(state: &mut State<W>, batch: &[Bytes]) -> Result<(), StoreError> {
-    for b in batch {
-        state.hashes.update(b);
-        if let Some(c) = &mut state.check {
-            c.update(b);
-        }
-        state.file.write_all(b)?;
-    }
-    Ok(())
 }
 
 /// A new file being received into the store.
@@ -257,5 +277,123 @@ impl Sink {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Algorithm::*;
+
+    impl Writer for Vec<u8> {
+        fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+            self.extend_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    /// Bytes that differ from block to block, so a lost or repeated piece shows.
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+
+    fn oneshot(algos: &[Algorithm], data: &[u8]) -> Hashes {
+        let mut h = Hashes::new(algos);
+        h.update(data);
+        h
+    }
+
+    /// Streams `data` in pieces of `piece` bytes through a pipe of `buffer`, starting
+    /// from `hashes`, and checks the file, the size and both sets against one-shot ones.
+    async fn stream(
+        hashes: Hashes,
+        check: &[Algorithm],
+        data: &[u8],
+        piece: usize,
+        buffer: usize,
+    ) -> Drained<Vec<u8>> {
+        let check = (!check.is_empty()).then(|| Hashes::new(check));
+        let mut pipe = Pipe::new(Vec::new(), hashes, check, buffer);
+        for p in data.chunks(piece) {
+            pipe.write(Bytes::copy_from_slice(p)).await.unwrap();
+        }
+        let drained = pipe.drain().await.unwrap();
+        assert_eq!(drained.file, data);
+        assert_eq!(drained.size, data.len() as u64);
+        drained
+    }
+
+    async fn same_as_oneshot(
+        algos: &[Algorithm],
+        check: &[Algorithm],
+        len: usize,
+        piece: usize,
+        buffer: usize,
+    ) {
+        let d = data(len);
+        let got = stream(Hashes::new(algos), check, &d, piece, buffer).await;
+        assert_eq!(got.hashes.save(), oneshot(algos, &d).save());
+        assert_eq!(got.hashes.finish(), oneshot(algos, &d).finish());
+        let want = (!check.is_empty()).then(|| oneshot(check, &d).finish());
+        assert_eq!(got.check.map(Hashes::finish), want);
+    }
+
+    const SHAPES: [(usize, usize, usize); 5] = [
+        // (length, piece, buffer)
+        (10 * 1024, 1024, 256 * 1024),         // one small batch
+        (3 << 20, 16 * 1024, 256 * 1024),      // many full batches
+        (1_000_003, 7 * 1024 + 3, 100 * 1000), // batches end inside a hash block
+        (2 << 20, 1 << 20, 256 * 1024),        // one piece larger than the buffer
+        (300 * 1024 + 5, 4097, 64 * 1024 - 1), // around the fan-out threshold
+    ];
+
+    const SETS: [&[Algorithm]; 4] = [&Algorithm::ALL, &[Md5, Sha256], &[Md5], &[]];
+
+    #[tokio::test]
+    async fn batches_give_the_oneshot_digests() {
+        for (len, piece, buffer) in SHAPES {
+            for algos in SETS {
+                same_as_oneshot(algos, &[], len, piece, buffer).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_set_gets_the_same_bytes() {
+        for (len, piece, buffer) in SHAPES {
+            for algos in SETS {
+                same_as_oneshot(algos, &[Sha1, Crc32], len, piece, buffer).await;
+                same_as_oneshot(algos, &[Sha256], len, piece, buffer).await;
+            }
+        }
+    }
+
+    /// A resumed upload: the set restored from a saved state carries on exactly.
+    #[tokio::test]
+    async fn a_restored_set_resumes_through_a_fanned_pipe() {
+        let d = data(2_000_001);
+        let (head, tail) = d.split_at(700_001);
+        let saved = oneshot(&Algorithm::ALL, head).save();
+        let resumed = Hashes::restore(&saved).unwrap();
+        let got = stream(resumed, &[Md5, Crc32], tail, 10_000, 256 * 1024).await;
+        assert_eq!(got.hashes.save(), oneshot(&Algorithm::ALL, &d).save());
+        let check = got.check.map(Hashes::finish);
+        assert_eq!(check, Some(oneshot(&[Md5, Crc32], tail).finish()));
+    }
+
+    #[test]
+    fn only_large_batches_of_several_algorithms_fan_out() {
+        let state = |algos: &[Algorithm], check: Option<&[Algorithm]>| State {
+            file: Vec::new(),
+            hashes: Hashes::new(algos),
+            check: check.map(Hashes::new),
+        };
+        let big = fanout::MIN_BATCH;
+        assert!(state(&[Md5, Sha256], None).fans_out(big));
+        assert!(state(&[Md5], Some(&[Sha1])).fans_out(big));
+        assert!(state(&[], Some(&[Sha1, Md5])).fans_out(big));
+        assert!(!state(&[Md5, Sha256], None).fans_out(big - 1));
+        assert!(!state(&[Md5], None).fans_out(big * 4));
+        assert!(!state(&[], Some(&[Sha1])).fans_out(big * 4));
     }
 }
