@@ -564,6 +564,73 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
+    /// A body fed by the test: frames arrive when sent, the end when the sender drops.
+    struct Fed(mpsc::UnboundedReceiver<Bytes>);
+    impl HttpBody for Fed {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames<std::io::Error> {
+            self.0.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d))))
+        }
+    }
+
+    async fn collected(body: Body) -> Bytes {
+        body.collect().await.expect("body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_relayed_as_it_is_and_holds_its_room() {
+        let conn = ConnBudget::new(MAX_FRAME);
+        let body = relay_body(
+            Full::new(Bytes::from_static(b"hello")),
+            1 << 20,
+            Duration::from_secs(5),
+            Some(conn.clone()),
+        );
+        // A read-ahead body cannot know its length; the whole one does.
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(conn.0.available_permits(), MAX_FRAME - 5);
+        assert_eq!(collected(body).await, "hello");
+        assert_eq!(conn.0.available_permits(), MAX_FRAME);
+    }
+
+    #[tokio::test]
+    async fn frames_taken_before_a_pause_come_first_then_the_rest() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Bytes::from_static(b"ab")).expect("send");
+        tx.send(Bytes::from_static(b"cd")).expect("send");
+        let body = relay_body(Fed(rx), 1 << 20, Duration::from_secs(5), None);
+        assert_eq!(body.size_hint().exact(), None, "not whole: streamed");
+        tx.send(Bytes::from_static(b"ef")).expect("send");
+        drop(tx);
+        assert_eq!(collected(body).await, "abcdef");
+    }
+
+    #[tokio::test]
+    async fn without_room_on_the_connection_a_whole_answer_waits_for_it() {
+        let conn = ConnBudget::new(MAX_FRAME);
+        let others = conn
+            .0
+            .clone()
+            .acquire_many_owned(MAX_FRAME as u32 - 3)
+            .await;
+        let body = relay_body(
+            Full::new(Bytes::from_static(b"hello")),
+            1 << 20,
+            Duration::from_secs(5),
+            Some(conn.clone()),
+        );
+        assert_eq!(
+            body.size_hint().exact(),
+            None,
+            "went to the read-ahead task"
+        );
+        drop(others);
+        assert_eq!(collected(body).await, "hello");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(conn.0.available_permits(), MAX_FRAME);
+    }
+
     #[tokio::test]
     async fn guarded_limit_fails_once() {
         let body = Full::new(Bytes::from_static(b"0123456789"));
