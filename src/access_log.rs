@@ -102,9 +102,9 @@ fn format_line(buf: &mut Vec<u8>, l: &Line, now: SystemTime, json: bool) {
         }
         buf.extend_from_slice(b" client=");
         let _ = write!(buf, "{}", l.client);
-        buf.extend_from_slice(b" upload=");
-        plain(buf, l.upload);
-        buf.push(b'\n');
+        // Quoted and escaped as tracing printed a string field (`{:?}`): the id of a
+        // resumable upload can come from the client before it is checked.
+        let _ = writeln!(buf, " upload={:?}", l.upload);
     }
 }
 
@@ -198,7 +198,7 @@ mod tests {
 
     fn formatted(l: &Line, json: bool) -> String {
         let mut buf = Vec::new();
-        // 2026-11-25T00:50:01.200000Z
+        // 2025-11-25T00:50:01.200000Z
         let at = UNIX_EPOCH + Duration::from_micros(1_764_031_801_200_000);
         format_line(&mut buf, l, at, json);
         String::from_utf8(buf).expect("utf-8")
@@ -210,7 +210,7 @@ mod tests {
             formatted(&line("/upload?x=1", "-"), false),
             "2025-11-25T00:50:01.200000Z  INFO porter::access: request method=POST \
              target=/upload?x=1 status=200 bytes_in=10 bytes_out=11 ms=84 \
-             client=203.0.113.9:52114 upload=-\n"
+             client=203.0.113.9:52114 upload=\"-\"\n"
         );
     }
 
@@ -236,6 +236,16 @@ mod tests {
         let text = formatted(&line("/x\r\ny=1\u{7f}", "-"), false);
         assert_eq!(text.matches('\n').count(), 1, "{text:?}");
         assert!(text.contains("target=/x\\x0d\\x0ay=1\\x7f "), "{text:?}");
+    }
+
+    #[test]
+    fn a_client_chosen_upload_id_cannot_forge_fields() {
+        let text = formatted(&line("/c", "x\" status=200 client=10.0.0.1\nfake"), false);
+        assert_eq!(text.matches('\n').count(), 1, "{text:?}");
+        assert!(
+            text.ends_with(" upload=\"x\\\" status=200 client=10.0.0.1\\nfake\"\n"),
+            "{text:?}"
+        );
     }
 
     #[test]

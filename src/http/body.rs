@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 
 /// Something told of every body byte that arrives (the progress endpoint's trackers):
@@ -304,120 +304,73 @@ type Item = (Result<Frame<Bytes>, BoxError>, usize, usize);
 pub const MAX_FRAME: usize = 128 << 10;
 
 /// Relays an app's response body: [`read_ahead`], except that a body which has already
-/// arrived whole (most small answers: hyper's client reads head and body together) is
-/// handed over as it is, with no task, no channel and no cross-thread wake-up, and
-/// hyper writes the head and the body to the client in one system call.
+/// arrived whole in one frame (most small answers with a `Content-Length`: hyper's
+/// client reads head and body together) is handed over as it is, with no task, no
+/// channel and no cross-thread wake-up, and hyper writes the head and the body to the
+/// client in one system call.
 ///
-/// Only frames that are ready *now* are taken (polled with a no-op waker): waiting here
-/// would hold back the head of a streamed answer. Whatever was taken of a body that is
-/// not whole goes to the read-ahead task first, in order.
+/// One frame at most is taken here, and only if it is ready *now* (polled with a
+/// no-op waker: waiting would hold back the head of a streamed answer), and only with
+/// its room on the connection taken first, exactly as the read-ahead task takes it. A
+/// frame taken from a body that is not whole goes to the task with that room, first.
 pub fn relay_body<B>(mut body: B, budget: usize, idle: Duration, conn: Option<ConnBudget>) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let limit = budget.min(MAX_FRAME);
-    let mut taken: Vec<Result<Frame<Bytes>, BoxError>> = Vec::new();
-    let mut len = 0;
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let whole = loop {
-        if body.is_end_stream() {
-            break true;
-        }
-        if len >= limit {
-            break false;
-        }
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(None) => break true,
-            Poll::Ready(Some(Ok(f))) if f.is_data() => {
-                len += f.data_ref().map_or(0, Bytes::len);
-                taken.push(Ok(f));
-            }
-            Poll::Ready(Some(other)) => {
-                taken.push(other.map_err(Into::into));
-                break false;
-            }
-            Poll::Pending => break false,
-        }
-    };
-    if whole {
-        // Counted against the connection like read-ahead bytes; without room, the
-        // read-ahead task waits for it instead.
-        let room = match &conn {
-            None => Ok(None),
-            Some(_) if len == 0 => Ok(None),
-            // `len` is at most two frames (`MAX_FRAME` each): it fits a u32.
-            Some(c) => c.0.clone().try_acquire_many_owned(len as u32).map(Some),
-        };
-        if let Ok(room) = room {
-            let data = concat(taken);
-            return match room {
-                Some(permit) => with_guard(super::full(data), permit),
-                None => super::full(data),
-            };
-        }
-    }
-    read_ahead(
-        Prefixed {
-            taken: taken.into(),
-            body,
+    let room = match &conn {
+        None => None,
+        Some(c) => match c.0.clone().try_acquire_many_owned(MAX_FRAME as u32) {
+            Ok(p) => Some(p),
+            Err(_) => return read_ahead(body, budget, idle, conn),
         },
-        budget,
-        idle,
-        conn,
-    )
-}
-
-/// The data frames of a body taken whole, as one buffer (no copy for a single frame).
-fn concat(frames: Vec<Result<Frame<Bytes>, BoxError>>) -> Bytes {
-    let mut data = frames
-        .into_iter()
-        .filter_map(|f| f.ok().and_then(|f| f.into_data().ok()));
-    let Some(first) = data.next() else {
-        return Bytes::new();
     };
-    let mut rest = data.peekable();
-    if rest.peek().is_none() {
-        return first;
-    }
-    let mut all = bytes::BytesMut::from(&first[..]);
-    rest.for_each(|d| all.extend_from_slice(&d));
-    all.freeze()
-}
-
-/// A body with frames already taken from it put back in front.
-struct Prefixed<B> {
-    taken: std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>,
-    body: B,
-}
-
-impl<B> HttpBody for Prefixed<B>
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Frames {
-        if let Some(f) = self.taken.pop_front() {
-            return Poll::Ready(Some(f));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let frame = match Pin::new(&mut body).poll_frame(&mut cx) {
+        // The room goes back as it is dropped.
+        Poll::Pending => return read_ahead(body, budget, idle, conn),
+        Poll::Ready(None) => return super::empty(),
+        Poll::Ready(Some(f)) => f.map_err(Into::into),
+    };
+    match frame {
+        Ok(f) if f.is_data() && body.is_end_stream() => {
+            let data = f.into_data().unwrap_or_default();
+            match room {
+                Some(mut held) => {
+                    let keep = data.len().min(MAX_FRAME);
+                    drop(held.split(MAX_FRAME - keep));
+                    with_guard(super::full(data), held)
+                }
+                None => super::full(data),
+            }
         }
-        Pin::new(&mut self.body)
-            .poll_frame(cx)
-            .map(|f| f.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.taken.is_empty() && self.body.is_end_stream()
+        frame => read_ahead_after(Some((frame, room)), body, budget, idle, conn),
     }
 }
+
+/// A frame already read, with the room on the connection it was read under.
+type Taken = (Result<Frame<Bytes>, BoxError>, Option<OwnedSemaphorePermit>);
 
 /// Reads `body` ahead into memory, up to `budget` bytes beyond what the client has
 /// taken, so a slow client never holds the backend (docs/reference/routing.md's response buffering).
 /// With `conn`, the bytes held also count against the client connection's budget. A
 /// gap of more than `idle` between backend frames ends the body with an error.
 pub fn read_ahead<B>(body: B, budget: usize, idle: Duration, conn: Option<ConnBudget>) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    read_ahead_after(None, body, budget, idle, conn)
+}
+
+/// [`read_ahead`], passing on `first` before anything read from `body`.
+fn read_ahead_after<B>(
+    first: Option<Taken>,
+    body: B,
+    budget: usize,
+    idle: Duration,
+    conn: Option<ConnBudget>,
+) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -429,25 +382,32 @@ where
     let pump_conn = conn.clone();
     tokio::spawn(async move {
         let mut body = body;
+        let mut first = first;
         loop {
-            // Room first: a frame read is a frame held, so a pump whose client stopped
-            // reading holds nothing beyond the connection's budget.
-            let room = match &pump_conn {
-                Some(c) => {
-                    let got = tokio::select! {
-                        p = c.clone().acquire_many_owned(MAX_FRAME as u32) => p.ok(),
-                        () = tx.closed() => None,
+            let (frame, room) = match first.take() {
+                Some(taken) => taken,
+                None => {
+                    // Room first: a frame read is a frame held, so a pump whose client
+                    // stopped reading holds nothing beyond the connection's budget.
+                    let room = match &pump_conn {
+                        Some(c) => {
+                            let got = tokio::select! {
+                                p = c.clone().acquire_many_owned(MAX_FRAME as u32) => p.ok(),
+                                () = tx.closed() => None,
+                            };
+                            let Some(p) = got else { return };
+                            Some(p)
+                        }
+                        None => None,
                     };
-                    let Some(p) = got else { return };
-                    Some(p)
+                    let frame = match tokio::time::timeout(idle, body.frame()).await {
+                        Ok(Some(Ok(f))) => Ok(f),
+                        Ok(Some(Err(e))) => Err(e.into()),
+                        Ok(None) => return,
+                        Err(_) => Err(BoxError::from(format!("backend body idle for {idle:?}"))),
+                    };
+                    (frame, room)
                 }
-                None => None,
-            };
-            let frame = match tokio::time::timeout(idle, body.frame()).await {
-                Ok(Some(Ok(f))) => Ok(f),
-                Ok(Some(Err(e))) => Err(e.into()),
-                Ok(None) => return,
-                Err(_) => Err(BoxError::from(format!("backend body idle for {idle:?}"))),
             };
             let failed = frame.is_err();
             let len = frame
@@ -595,7 +555,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_taken_before_a_pause_come_first_then_the_rest() {
+    async fn a_frame_taken_early_comes_first_then_the_rest() {
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(Bytes::from_static(b"ab")).expect("send");
         tx.send(Bytes::from_static(b"cd")).expect("send");
