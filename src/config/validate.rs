@@ -481,8 +481,15 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
         request_buffer: c.size_in("limits.request_buffer", &l.request_buffer, 0, GIB) as usize,
         response_buffer: c.size_in("limits.response_buffer", &l.response_buffer, 4096, GIB)
             as usize,
-        connection_buffer: c.size_in("limits.connection_buffer", &l.connection_buffer, 65536, GIB)
-            as usize,
+        // At least two of the largest frames an app's answer is read in: the
+        // read-ahead takes room for a whole frame before it reads one, and less room
+        // than that would never come (answers hung until the idle timeout).
+        connection_buffer: c.size_in(
+            "limits.connection_buffer",
+            &l.connection_buffer,
+            2 * crate::http::body::MAX_FRAME as u64,
+            GIB,
+        ) as usize,
         min_body_rate: c.size("limits.min_body_rate", &l.min_body_rate),
         min_body_rate_grace: c.duration("limits.min_body_rate_grace", &l.min_body_rate_grace),
         max_incomplete_per_client: c
@@ -909,6 +916,20 @@ mod tests {
             "{base}[[upload]]\npath = \"/u\"\nkind = \"tus\"\nnotify = \"/n\"\nexpire = \"1h\"\n"
         );
         assert!(crate::config::parse(&ok, Path::new("/tmp/p.toml")).is_ok());
+    }
+
+    #[test]
+    fn a_connection_buffer_holds_two_frames() {
+        let base =
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[backend]\nurl = \"http://127.0.0.1:1\"\n";
+        let with = |size: &str| format!("{base}[limits]\nconnection_buffer = \"{size}\"\n");
+        let problems = crate::config::parse(&with("255KiB"), Path::new("/tmp/p.toml"))
+            .expect_err("below two frames");
+        assert!(
+            problems.iter().any(|p| p.key == "limits.connection_buffer"),
+            "{problems:?}"
+        );
+        assert!(crate::config::parse(&with("256KiB"), Path::new("/tmp/p.toml")).is_ok());
     }
 
     #[test]

@@ -233,3 +233,25 @@ async fn a_client_that_leaves_mid_response_frees_the_backend() {
     let freed = eventually(5, || backend.connections_closed() > 0).await;
     assert!(freed, "porter let go of the backend connection");
 }
+
+/// The smallest `connection_buffer` the config allows must still relay an answer: the
+/// read-ahead takes room for a whole frame before it reads one (64 KiB was allowed and
+/// hung every answer with a body until the idle timeout).
+#[tokio::test]
+async fn the_smallest_connection_buffer_still_relays_answers() {
+    let backend = backend()
+        .respond(|_| answer(200, Bytes::from(vec![b'x'; 300 << 10])))
+        .run()
+        .await;
+    let config = Config::new().set("limits.connection_buffer", "256KiB");
+    let porter = Porter::start(backend.addr, config).await;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        request("GET", &porter.url("/big")).send(),
+    )
+    .await
+    .expect("the answer within 10 s");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 300 << 10);
+    porter.stop().await;
+}
