@@ -15,6 +15,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// Partial files end with this, so a sweep never touches anything else in `temp`.
@@ -24,6 +26,45 @@ const UNSENT_SUFFIX: &str = ".unsent";
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     cfg: Storage,
+    /// Shared by every clone: which `ab/cd` folders are known durable.
+    synced: Arc<SyncedFolders>,
+}
+
+/// The `ab/cd` folders whose entries in `ab/` and `root` this process has synced (one
+/// bit for each of the 65,536). A file renamed into any other folder syncs them first
+/// (with `fsync`), whoever made the folder: another upload a moment ago that has not
+/// synced them yet, another instance, an earlier run. So no upload is reported
+/// durable on a folder entry a crash could still lose; each folder pays the two extra
+/// syncs once per process.
+#[derive(Debug)]
+struct SyncedFolders(Vec<AtomicU64>);
+
+impl SyncedFolders {
+    fn new() -> SyncedFolders {
+        SyncedFolders((0..1024).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// The bit of the folder of `id` (its first four hex digits), if it has one.
+    fn bit(id: &str) -> Option<(usize, u64)> {
+        let i = usize::from(u16::from_str_radix(id.get(0..4)?, 16).ok()?);
+        Some((i / 64, 1 << (i % 64)))
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        Self::bit(id)
+            .and_then(|(w, b)| {
+                self.0
+                    .get(w)
+                    .map(|word| word.load(Ordering::Acquire) & b != 0)
+            })
+            .unwrap_or(false)
+    }
+
+    fn insert(&self, id: &str) {
+        if let Some(word) = Self::bit(id).and_then(|(w, b)| self.0.get(w).map(|word| (word, b))) {
+            word.0.fetch_or(word.1, Ordering::Release);
+        }
+    }
 }
 
 impl LocalStore {
@@ -31,7 +72,10 @@ impl LocalStore {
     pub fn open(cfg: &Storage) -> io::Result<LocalStore> {
         ensure_dir(&cfg.root, cfg.dir_mode)?;
         ensure_dir(&cfg.temp, cfg.dir_mode)?;
-        Ok(LocalStore { cfg: cfg.clone() })
+        Ok(LocalStore {
+            cfg: cfg.clone(),
+            synced: Arc::new(SyncedFolders::new()),
+        })
     }
 
     /// Moves a complete file (open as `file`, at `temp`) to `root/ab/cd/<id>`, durably
@@ -45,17 +89,15 @@ impl LocalStore {
         let dest = dir.join(id);
         // The `ab/cd` folder almost always exists: try the rename first, and make the
         // folders only when it says they are missing (one `stat` less per upload).
-        let mut made = false;
         match fs::rename(temp, &dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && temp.exists() => {
                 ensure_dir(&dir, cfg.dir_mode)?;
-                made = true;
                 fs::rename(temp, &dest)?;
             }
             r => r?,
         }
         if cfg.fsync
-            && let Err(e) = self.sync_final(&dir, made)
+            && let Err(e) = self.sync_final(&dir, id)
         {
             let _ = fs::remove_file(&dest);
             return Err(e);
@@ -125,14 +167,16 @@ impl LocalStore {
         &self.cfg
     }
 
-    /// Makes the file's directory entry durable; when its folders were just made,
-    /// their entries in `ab` and `root` too, or a crash could lose a whole folder.
-    fn sync_final(&self, dir: &Path, made: bool) -> io::Result<()> {
+    /// Makes the file's directory entry durable, and the folder's own entries in `ab`
+    /// and `root` unless this process already synced them (`SyncedFolders`), or a
+    /// crash could lose a fresh folder with the file in it.
+    fn sync_final(&self, dir: &Path, id: &str) -> io::Result<()> {
         sync_dir(dir)?;
-        if made {
+        if !self.synced.contains(id) {
             let ab = dir.parent().unwrap_or(dir);
             sync_dir(ab)?;
             sync_dir(&self.cfg.root)?;
+            self.synced.insert(id);
         }
         Ok(())
     }
@@ -285,6 +329,23 @@ impl Drop for LocalPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_folder_is_synced_once_and_odd_ids_always() {
+        let synced = SyncedFolders::new();
+        assert!(!synced.contains("ab12ffff"));
+        synced.insert("ab12ffff");
+        assert!(synced.contains("ab12000000"), "same ab/cd folder");
+        assert!(
+            !synced.contains("ab13ffff"),
+            "a neighbour is its own folder"
+        );
+        synced.insert("ffffabcd");
+        assert!(synced.contains("ffff0000") && synced.contains("ab12"));
+        synced.insert("zz12");
+        assert!(!synced.contains("zz12"), "no folder bit: synced every time");
+        assert!(!synced.contains("a"));
+    }
 
     fn store(dir: &Path) -> LocalStore {
         LocalStore::open(&Storage {
