@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod content_range;
+pub mod date;
 pub mod headers;
 pub mod informational;
 pub mod multipart;
