@@ -7,7 +7,7 @@
 
 #![allow(dead_code)] // each fuzz target uses one check
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use porter::config::units::{format_duration, format_size, parse_duration, parse_size};
 use porter::download::range::{self, Ranges};
 use porter::download::resolve;
@@ -36,8 +36,9 @@ pub const TARGETS: &[(&str, Check)] = &[
 const BOUNDARY: &str = "XyZ";
 
 /// The multipart parser over `data[1..]`, fed in chunks whose sizes the first byte
-/// seeds: it never panics, its buffer stays within its limits, part data comes out
-/// intact, and the closing boundary is reported once.
+/// seeds: it never panics, its buffer stays within its limits, the closing boundary is
+/// reported once, and a body that closes gives the same parts and data as when it is
+/// handed over whole (`push` keeps slices of the input: they must not move a byte).
 pub fn multipart(data: &[u8]) {
     let Some((&seed, body)) = data.split_first() else {
         return;
@@ -49,16 +50,23 @@ pub fn multipart(data: &[u8]) {
     let mut parser = Parser::new(BOUNDARY, limits);
     let mut buf = BytesMut::new();
     let (mut at, mut step, mut ends) = (0usize, usize::from(seed % 17) + 1, 0);
+    let mut events = Vec::new();
     loop {
         let next = (at + step).min(body.len());
-        buf.extend_from_slice(&body[at..next]);
+        parser.push(&mut buf, Bytes::copy_from_slice(&body[at..next]));
         at = next;
         let eof = at == body.len();
         loop {
             match parser.feed(&mut buf, eof) {
-                Ok(Some(Event::End)) => ends += 1,
-                Ok(Some(Event::Data(d))) => assert!(!d.is_empty(), "an empty Data event"),
-                Ok(Some(_)) => {}
+                Ok(Some(Event::End)) => {
+                    ends += 1;
+                    events.push(Event::End);
+                }
+                Ok(Some(Event::Data(d))) => {
+                    assert!(!d.is_empty(), "an empty Data event");
+                    merge(&mut events, d);
+                }
+                Ok(Some(e)) => events.push(e),
                 Ok(None) => break,
                 Err(MultipartError::Malformed(_) | MultipartError::HeaderTooLarge(_)) => return,
                 Err(MultipartError::UnexpectedEnd) => {
@@ -85,6 +93,39 @@ pub fn multipart(data: &[u8]) {
         parser.is_done(),
         "End event and is_done disagree"
     );
+    if ends == 1 {
+        assert_eq!(
+            events,
+            whole(body, limits),
+            "chunked and whole parses disagree"
+        );
+    }
+}
+
+/// Appends part data to the events, merged with the data just before it.
+fn merge(events: &mut Vec<Event>, d: Bytes) {
+    match events.last_mut() {
+        Some(Event::Data(prev)) => *prev = [prev.as_ref(), d.as_ref()].concat().into(),
+        _ => events.push(Event::Data(d)),
+    }
+}
+
+/// The events of `body` handed to the parser in one piece, up to the closing boundary.
+fn whole(body: &[u8], limits: Limits) -> Vec<Event> {
+    let mut parser = Parser::new(BOUNDARY, limits);
+    let mut buf = BytesMut::from(body);
+    let mut events = Vec::new();
+    while let Ok(Some(e)) = parser.feed(&mut buf, true) {
+        match e {
+            Event::Data(d) => merge(&mut events, d),
+            Event::End => {
+                events.push(Event::End);
+                break;
+            }
+            e => events.push(e),
+        }
+    }
+    events
 }
 
 /// `Content-Range`: what parses is a well-ordered range that prints and parses back

@@ -367,7 +367,8 @@ impl Run {
     }
 
     /// `many` uploads of `each` bytes at once: throughput, p50, p99 and the server's peak
-    /// memory (its whole process tree, sampled every 20 ms).
+    /// memory (its whole process tree, sampled every 20 ms); raw bodies once more with
+    /// porter hashing md5+sha256, the memory a hashing porter needs.
     async fn concurrent(&mut self, place: &Place) -> Result<(), String> {
         let (n, each) = (self.plan.many, self.plan.each);
         let title = format!("{n} × {} at once", size_label(each));
@@ -380,6 +381,12 @@ impl Run {
             (
                 "raw",
                 Shape::raw(Method::POST, "/raw", each),
+                Peer::of("nginx", place.nginx.as_ref()),
+            ),
+            // nginx's `/raw` location takes this path too, without hashing.
+            (
+                "raw, porter md5+sha256",
+                Shape::raw(Method::POST, "/raw-hashed", each),
                 Peer::of("nginx", place.nginx.as_ref()),
             ),
         ];

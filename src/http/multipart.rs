@@ -1,10 +1,11 @@
 //! A streaming `multipart/form-data` parser (RFC 7578), sans I/O.
 //!
-//! The caller appends received bytes to a buffer and calls `feed` until it returns
-//! `None` (more input needed). Every state has a bound: the preamble, the boundary line
-//! and a part's header block cannot grow past `Limits`, so a hostile body cannot make
-//! porter buffer without end. Part data is handed out as it arrives, holding back only
-//! the few bytes that might be the start of the next delimiter.
+//! The caller hands received bytes to `push` and calls `feed` until it returns `None`
+//! (more input needed). Every state has a bound: the preamble, the boundary line and a
+//! part's header block cannot grow past `Limits`, so a hostile body cannot make porter
+//! buffer without end. Part data is handed out as it arrives, holding back only the few
+//! bytes that might be the start of the next delimiter; in the middle of a part, the
+//! received buffers themselves are handed out (no copy), only those few bytes are.
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
@@ -66,6 +67,8 @@ pub struct Parser {
     /// The body did not open with `--boundary`: look for `\r\n--boundary` instead.
     past_start: bool,
     preamble_seen: usize,
+    /// Part data taken whole from pushed input, handed out before anything in the buffer.
+    ready: [Option<Bytes>; 2],
 }
 
 const MAX_PADDING: usize = 256;
@@ -82,6 +85,7 @@ impl Parser {
             limits,
             past_start: false,
             preamble_seen: 0,
+            ready: [None, None],
         }
     }
 
@@ -90,8 +94,45 @@ impl Parser {
         self.state == State::End
     }
 
+    /// Adds received bytes. In the middle of a part, what is surely part data is kept as
+    /// it came (a slice of `data`, handed out by the next `feed`) and only the rest is
+    /// copied into `buf`: the bytes held back, and whatever follows a delimiter.
+    ///
+    /// Surely part data: no delimiter starts in it. The held-back bytes in `buf` (fewer
+    /// than a delimiter) are checked together with the start of `data`; a delimiter that
+    /// straddles the two, or input shorter than a delimiter, takes the copying path.
+    pub fn push(&mut self, buf: &mut BytesMut, mut data: Bytes) {
+        let carry = buf.len();
+        if self.state != State::Body
+            || self.ready.iter().any(Option::is_some)
+            || carry >= self.delim_len
+            || data.len() < self.delim_len
+        {
+            buf.extend_from_slice(&data);
+            return;
+        }
+        let mut seam = Vec::with_capacity(carry + self.delim_len);
+        seam.extend_from_slice(buf);
+        seam.extend_from_slice(&data[..self.delim_len]);
+        if self.delim.find(&seam).is_some_and(|i| i < carry) {
+            buf.extend_from_slice(&data);
+            return;
+        }
+        let sure = match self.delim.find(&data) {
+            Some(i) => i,
+            None => data.len() + 1 - self.delim_len,
+        };
+        self.ready = [Some(buf.split().freeze()), Some(data.split_to(sure))];
+        buf.extend_from_slice(&data);
+    }
+
     /// Takes what it can from `buf`. `None`: needs more input (an error if `eof`).
     pub fn feed(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Event>, MultipartError> {
+        for slot in &mut self.ready {
+            if let Some(data) = slot.take().filter(|d| !d.is_empty()) {
+                return Ok(Some(Event::Data(data)));
+            }
+        }
         loop {
             let progress = match self.state {
                 State::Preamble => self.preamble(buf)?,
@@ -348,7 +389,7 @@ mod tests {
                 }
                 Some(e) => events.push(e),
                 None => match chunks.next() {
-                    Some(c) => buf.extend_from_slice(c),
+                    Some(c) => p.push(&mut buf, Bytes::copy_from_slice(c)),
                     None if eof => return Err(MultipartError::UnexpectedEnd),
                     None => eof = true,
                 },
@@ -358,9 +399,59 @@ mod tests {
 
     const BODY: &[u8] = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nline1\r\n--XyNot\r\n--X\r\n--XyZ--\r\nepilogue";
 
+    /// In the middle of a part, pushed buffers come out as slices of themselves; only
+    /// the bytes that might start a delimiter are copied, and data that merely looks
+    /// like one (`\r\n--XyNot`, or a delimiter cut between two pushes) stays data.
+    #[test]
+    fn part_data_is_handed_out_without_a_copy() {
+        let mut p = Parser::new("XyZ", LIMITS);
+        let mut buf = BytesMut::new();
+        p.push(
+            &mut buf,
+            Bytes::from_static(
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n",
+            ),
+        );
+        assert!(matches!(p.feed(&mut buf, false), Ok(Some(Event::Part(_)))));
+        assert_eq!(p.feed(&mut buf, false), Ok(None));
+        let chunks: [&'static [u8]; 4] = [
+            b"0123456789\r\n--XyNot, still data\r\n-",
+            b"-X",
+            b"yQ still data: this was no delimiter\r\n--X",
+            b"yZ--\r\n",
+        ];
+        let mut data = Vec::new();
+        let mut sliced = 0;
+        for c in chunks {
+            let c = Bytes::from_static(c);
+            let range = c.as_ptr_range();
+            p.push(&mut buf, c);
+            loop {
+                match p.feed(&mut buf, false) {
+                    Ok(Some(Event::Data(d))) => {
+                        if range.contains(&d.as_ptr()) {
+                            sliced += d.len();
+                        }
+                        data.extend_from_slice(&d);
+                    }
+                    Ok(Some(Event::PartEnd)) => {}
+                    Ok(Some(Event::End)) | Ok(None) => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            data,
+            b"0123456789\r\n--XyNot, still data\r\n--XyQ still data: this was no delimiter"
+        );
+        assert!(p.is_done());
+        // The first chunk less the 6 bytes held back, and the third past the seam.
+        assert!(sliced >= 30, "only {sliced} bytes were slices");
+    }
+
     #[test]
     fn parses_at_every_chunking() {
-        for step in [1, 2, 3, 5, 7, 16, 1000] {
+        for step in [1, 2, 3, 5, 6, 7, 8, 9, 11, 13, 16, 23, 1000] {
             let ev = run(BODY, step).unwrap();
             assert_eq!(
                 ev,

@@ -157,7 +157,7 @@ async fn read_form(
             .map_err(|e| Error::bad_request(e.to_string()))?
         {
             None => match body.next_data().await? {
-                Some(d) => buf.extend_from_slice(&d),
+                Some(d) => parser.push(&mut buf, d),
                 None => eof = true,
             },
             Some(Event::Part(head)) => {

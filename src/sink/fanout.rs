@@ -113,3 +113,35 @@ fn hash(mut lane: Lane, batch: Arc<Vec<Bytes>>) -> JoinHandle<Lane> {
         lane
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::hashes::Algorithm::{self, *};
+
+    /// Whatever the pipe decides, a fanned batch ends exactly where one task would.
+    #[tokio::test]
+    async fn a_fanned_batch_equals_one_pass() {
+        let data: Vec<u8> = (0..3 * MIN_BATCH + 17)
+            .map(|i| (i * 7 + i / 253) as u8)
+            .collect();
+        let batch: Vec<Bytes> = data.chunks(10_000).map(Bytes::copy_from_slice).collect();
+        let state = State {
+            file: Vec::new(),
+            hashes: Hashes::new(&Algorithm::ALL),
+            check: Some(Hashes::new(&[Md5, Sha256])),
+        };
+        let got = Fanned::spawn(state, batch, data.len())
+            .join()
+            .await
+            .unwrap();
+        let one = |algos: &[Algorithm]| {
+            let mut h = Hashes::new(algos);
+            h.update(&data);
+            h.save()
+        };
+        assert_eq!(got.file, data);
+        assert_eq!(got.hashes.save(), one(&Algorithm::ALL));
+        assert_eq!(got.check.map(|c| c.save()), Some(one(&[Md5, Sha256])));
+    }
+}

@@ -4,10 +4,11 @@
 //! Bytes are batched up to `limits.buffer`, then one blocking task hashes and writes the
 //! batch while the connection receives the next one; a large batch with several
 //! algorithms is fanned out instead, one task per algorithm plus one for the write
-//! (`fanout`). The next batch waits for the previous one to be done, so memory stays
-//! within about two buffers per upload and a slow disk slows the socket (backpressure).
-//! Only tasks with work occupy the blocking pool, so a thousand idle uploads cost no
-//! threads.
+//! (`fanout`), while there are fewer uploads than cores. The next batch waits for the
+//! previous one to be done, so memory stays within about two batches per upload and a
+//! slow disk slows the socket (backpressure); when many uploads stream at once, their
+//! batches shrink (`share`). Only tasks with work occupy the blocking pool, so a
+//! thousand idle uploads cost no threads.
 //!
 //! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
 //! committed into the store, the resumable engine for appending to a partial upload.
@@ -15,11 +16,14 @@
 pub mod accept;
 mod fanout;
 pub mod hashes;
+mod share;
 
 use crate::store::{PartFile, Store, StoreError, Stored};
 use bytes::Bytes;
 use hashes::{Algorithm, Digests, Hashes};
+use share::Share;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -42,25 +46,40 @@ struct State<W> {
 }
 
 impl<W: Writer> State<W> {
-    /// Hashes and writes a batch on the calling (blocking) thread.
-    fn take_in(mut self: Box<Self>, batch: &[Bytes]) -> Result<Box<Self>, StoreError> {
+    /// Hashes a batch, then writes it, on the calling (blocking) thread; the turn at
+    /// hashing (`share`) is given back before the write, which may wait on a device.
+    fn take_in(
+        mut self: Box<Self>,
+        batch: &[Bytes],
+        turn: Option<OwnedSemaphorePermit>,
+    ) -> Result<Box<Self>, StoreError> {
         for b in batch {
             self.hashes.update(b);
             if let Some(c) = &mut self.check {
                 c.update(b);
             }
+        }
+        drop(turn);
+        for b in batch {
             self.file.write_all(b)?;
         }
         Ok(self)
+    }
+
+    /// Whether a batch has anything to hash.
+    fn hashes(&self) -> bool {
+        self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width) > 0
     }
 
     /// Whether a batch of `len` bytes is worth one task per algorithm: each hand-off to
     /// the blocking pool costs a few microseconds, which only pays when there are two
     /// algorithms or more to overlap and enough bytes for each to chew on. Small
     /// uploads, whose per-request cost matters most, keep the single task.
-    fn fans_out(&self, len: usize) -> bool {
+    /// Not when the uploads alone keep every core busy (`cores_idle` false): more tasks
+    /// would only add threads.
+    fn fans_out(&self, len: usize, cores_idle: bool) -> bool {
         let width = self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width);
-        width >= 2 && len >= fanout::MIN_BATCH
+        cores_idle && width >= 2 && len >= fanout::MIN_BATCH
     }
 }
 
@@ -79,6 +98,7 @@ pub struct Pipe<W: Writer> {
     batch_len: usize,
     buffer: usize,
     size: u64,
+    share: Share,
 }
 
 /// What a pipe hands back once everything is written.
@@ -88,6 +108,14 @@ pub struct Drained<W> {
     pub check: Option<Hashes>,
     /// Bytes that went through this pipe.
     pub size: u64,
+}
+
+/// A turn at hashing (`share`), for a batch that has something to hash.
+async fn turn(hashes: bool) -> Option<OwnedSemaphorePermit> {
+    match hashes {
+        true => share::hashing_turn().await,
+        false => None,
+    }
 }
 
 fn join_error(e: tokio::task::JoinError) -> StoreError {
@@ -107,6 +135,7 @@ impl<W: Writer> Pipe<W> {
             batch_len: 0,
             buffer,
             size: 0,
+            share: Share::join(),
         }
     }
 
@@ -119,7 +148,7 @@ impl<W: Writer> Pipe<W> {
         self.size += data.len() as u64;
         self.batch_len += data.len();
         self.batch.push(data);
-        if self.batch_len >= self.buffer {
+        if self.batch_len >= self.share.batch(self.buffer) {
             self.flush().await?;
         }
         Ok(())
@@ -140,10 +169,13 @@ impl<W: Writer> Pipe<W> {
         let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         let len = std::mem::take(&mut self.batch_len);
-        self.pending = Some(if state.fans_out(len) {
+        self.pending = Some(if state.fans_out(len, self.share.may_fan_out()) {
             Pending::Fanned(fanout::Fanned::spawn(*state, batch, len))
         } else {
-            Pending::One(tokio::task::spawn_blocking(move || state.take_in(&batch)))
+            let turn = turn(state.hashes()).await;
+            Pending::One(tokio::task::spawn_blocking(move || {
+                state.take_in(&batch, turn)
+            }))
         });
         Ok(())
     }
@@ -159,12 +191,13 @@ impl<W: Writer> Pipe<W> {
         let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         let size = self.size;
+        let turn = turn(state.hashes()).await;
         tokio::task::spawn_blocking(move || {
             let State {
                 file,
                 hashes,
                 check,
-            } = *state.take_in(&batch)?;
+            } = *state.take_in(&batch, turn)?;
             then(Drained {
                 file,
                 hashes,
@@ -370,7 +403,7 @@ mod tests {
 
     /// A resumed upload: the set restored from a saved state carries on exactly.
     #[tokio::test]
-    async fn a_restored_set_resumes_through_a_fanned_pipe() {
+    async fn a_restored_set_resumes_through_a_pipe() {
         let d = data(2_000_001);
         let (head, tail) = d.split_at(700_001);
         let saved = oneshot(&Algorithm::ALL, head).save();
@@ -389,11 +422,13 @@ mod tests {
             check: check.map(Hashes::new),
         };
         let big = fanout::MIN_BATCH;
-        assert!(state(&[Md5, Sha256], None).fans_out(big));
-        assert!(state(&[Md5], Some(&[Sha1])).fans_out(big));
-        assert!(state(&[], Some(&[Sha1, Md5])).fans_out(big));
-        assert!(!state(&[Md5, Sha256], None).fans_out(big - 1));
-        assert!(!state(&[Md5], None).fans_out(big * 4));
-        assert!(!state(&[], Some(&[Sha1])).fans_out(big * 4));
+        assert!(state(&[Md5, Sha256], None).fans_out(big, true));
+        assert!(state(&[Md5], Some(&[Sha1])).fans_out(big, true));
+        assert!(state(&[], Some(&[Sha1, Md5])).fans_out(big, true));
+        assert!(!state(&[Md5, Sha256], None).fans_out(big - 1, true));
+        assert!(!state(&[Md5], None).fans_out(big * 4, true));
+        assert!(!state(&[], Some(&[Sha1])).fans_out(big * 4, true));
+        // As many uploads as cores: each keeps its batch on one task.
+        assert!(!state(&[Md5, Sha256], None).fans_out(big * 4, false));
     }
 }

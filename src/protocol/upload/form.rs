@@ -72,7 +72,7 @@ pub async fn receive(
             .map_err(|e| Error::bad_request(e.to_string()))?;
         match event {
             None => match body.next_data().await? {
-                Some(data) => buf.extend_from_slice(&data),
+                Some(data) => parser.push(&mut buf, data),
                 None => eof = true,
             },
             Some(Event::Part(head)) => {
