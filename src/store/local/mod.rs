@@ -80,11 +80,18 @@ impl LocalStore {
 
     /// Moves a complete file (open as `file`, at `temp`) to `root/ab/cd/<id>`, durably
     /// when `fsync` is set. On failure nothing is left under `root`.
+    ///
+    /// The rename comes before the syncs, so that the file's `fsync` commits its data,
+    /// its inode and its new name together: a journaling filesystem (ext4's jbd2, XFS's
+    /// log) commits everything pending at once, and the uploads that finish together
+    /// share that commit (group commit, done by the filesystem); the folder's `fsync`
+    /// then finds its change already committed. Synced the other way round, each upload
+    /// waited for two commits of its own. Until both syncs return the app is not told.
+    /// A crash in between: a new file's `.unsent` marker, made before the rename, makes
+    /// the next start delete it; a resumable upload's bytes were synced by the requests
+    /// that appended them.
     pub fn adopt(&self, file: &File, temp: &Path, id: &str) -> io::Result<Location> {
         let cfg = &self.cfg;
-        if cfg.fsync {
-            file.sync_all()?;
-        }
         let dir = self.final_dir(id);
         let dest = dir.join(id);
         // The `ab/cd` folder almost always exists: try the rename first, and make the
@@ -97,7 +104,7 @@ impl LocalStore {
             r => r?,
         }
         if cfg.fsync
-            && let Err(e) = self.sync_final(&dir, id)
+            && let Err(e) = file.sync_all().and_then(|()| self.sync_final(&dir, id))
         {
             let _ = fs::remove_file(&dest);
             return Err(e);
