@@ -8,6 +8,7 @@ mod cli;
 mod django;
 mod download;
 mod draft;
+mod durability;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
