@@ -2,13 +2,15 @@
 //! memory and backpressure.
 //!
 //! Bytes are batched up to `limits.buffer`, then one blocking task hashes and writes the
-//! batch while the connection receives the next one; a large batch with several
-//! algorithms is fanned out instead, one task per algorithm plus one for the write
-//! (`fanout`), while there are fewer uploads than cores. The next batch waits for the
-//! previous one to be done, so memory stays within about two batches per upload and a
-//! slow disk slows the socket (backpressure); when many uploads stream at once, their
-//! batches shrink (`share`). Only tasks with work occupy the blocking pool, so a
-//! thousand idle uploads cost no threads.
+//! batch while the connection receives the next one. An upload whose first large batch
+//! comes while there are fewer uploads than cores, and which has several algorithms,
+//! is fanned out instead, for good: one task per algorithm plus one for the write,
+//! living as long as the upload and taking batches from queues (`fanout`). The next
+//! batch waits for the previous one (or for room in the queues), so memory stays within
+//! about two batches per upload (three when fanned) and a slow disk slows the socket
+//! (backpressure); when many uploads stream at once, their batches shrink (`share`).
+//! Only tasks with work occupy the blocking pool, so a thousand idle uploads cost no
+//! threads; a fanned upload holds its few for its life, and only a few fan out.
 //!
 //! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
 //! committed into the store, the resumable engine for appending to a partial upload.
@@ -166,11 +168,19 @@ impl<W: Writer> Pipe<W> {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
-        let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         let len = std::mem::take(&mut self.batch_len);
+        match self.pending.take() {
+            // A fanned pipe stays fanned: its tasks take the batch from their queues.
+            Some(Pending::Fanned(f)) => {
+                self.pending = Some(Pending::Fanned(f.feed(batch, len).await?));
+                return Ok(());
+            }
+            other => self.pending = other,
+        }
+        let state = self.wait_written().await?;
         self.pending = Some(if state.fans_out(len, self.share.may_fan_out()) {
-            Pending::Fanned(fanout::Fanned::spawn(*state, batch, len))
+            Pending::Fanned(fanout::Fanned::start(*state).feed(batch, len).await?)
         } else {
             let turn = turn(state.hashes()).await;
             Pending::One(tokio::task::spawn_blocking(move || {

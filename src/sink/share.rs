@@ -7,7 +7,8 @@
 //! memory (and fanned-out tasks only add threads). So the pipes share a pool of
 //! `SHARED_BATCHES` × `limits.buffer`: up to that many uploads each batch at
 //! `limits.buffer`, beyond it each batch shrinks to its share, never below
-//! `MIN_BATCH` (below it the hand-offs cost more than the memory saved); and a batch fans out only while there are fewer uploads than cores.
+//! `MIN_BATCH` (below it the hand-offs cost more than the memory saved); and an upload
+//! fans out only while there are fewer uploads than cores.
 //!
 //! Hashing is the one part of a batch that keeps a core busy. Sixty-four uploads
 //! hashing at once on two cores would be sixty-four blocking threads fighting for
@@ -42,7 +43,7 @@ impl Share {
         batch_for(buffer, STREAMING.load(Ordering::Relaxed))
     }
 
-    /// Whether a batch may take one task per algorithm: only while the uploads alone
+    /// Whether an upload may take one task per algorithm: only while the uploads alone
     /// would leave cores idle.
     pub fn may_fan_out(&self) -> bool {
         STREAMING.load(Ordering::Relaxed) < cores()
