@@ -250,5 +250,6 @@ fn backend(config: &Config, metrics: Arc<Metrics>) -> Result<Backend, StartError
         tracing::info!(key_id = %secret.key_id(), "signing generated requests");
         Some(secret)
     };
-    Ok(Backend::new(&config.backend, secret, metrics))
+    let workers = crate::workers::count(config.server.workers);
+    Ok(Backend::new(&config.backend, workers, secret, metrics))
 }

@@ -56,6 +56,7 @@ pub mod server;
 pub mod service;
 pub mod sink;
 pub mod store;
+pub mod workers;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 use crate::app::{App, StartError};
 use crate::config::{Config, Listen};
 use crate::listen::{self, Generation, Live, Shared, systemd};
+use crate::workers::{self, Workers};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -29,37 +30,62 @@ pub struct Bound {
     pub listener: std::net::TcpListener,
 }
 
-/// One accept loop and the switch that stops it.
+/// The accept loops of one listener (one per worker) and the switch that stops them.
 struct Acceptor {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Acceptor {
-    fn spawn(listener: TcpListener, shared: Shared) -> Acceptor {
+    /// Every worker accepts from `listener`, through its own duplicate of the socket.
+    fn spawn(
+        listener: std::net::TcpListener,
+        shared: &Shared,
+        workers: &Workers,
+    ) -> Result<Acceptor, String> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listener: {e}"))?;
+        let copies = (0..workers.len())
+            .map(|_| listener.try_clone())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("listener: {e}"))?;
         let (stop, rx) = watch::channel(false);
-        Acceptor {
-            task: tokio::spawn(listen::accept_loop(listener, shared, rx)),
-            stop,
-        }
+        let mut copies = copies.into_iter();
+        let tasks = workers.spawn_each(|_| {
+            let (copy, shared, rx) = (copies.next(), shared.clone(), rx.clone());
+            async move {
+                // Registered with the worker's own reactor, so it must happen there.
+                match copy.map(TcpListener::from_std) {
+                    Some(Ok(l)) => listen::accept_loop(l, shared, rx).await,
+                    Some(Err(e)) => tracing::error!(error = %e, "worker cannot accept"),
+                    None => {}
+                }
+            }
+        });
+        Ok(Acceptor { stop, tasks })
     }
 
     fn spawn_admin(listener: TcpListener, live: Arc<Live>) -> Acceptor {
         let (stop, rx) = watch::channel(false);
         Acceptor {
-            task: tokio::spawn(listen::admin::serve(listener, live, rx)),
+            tasks: vec![tokio::spawn(listen::admin::serve(listener, live, rx))],
             stop,
         }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }
 
 struct Server {
     shared: Shared,
+    /// Where connections run; dropped (stopped) last, after the drain.
+    workers: Workers,
     drain: watch::Sender<bool>,
     max_connections: usize,
     listeners: Vec<(Listen, Acceptor)>,
@@ -143,10 +169,9 @@ fn tokio_listener(l: std::net::TcpListener) -> Result<TcpListener, String> {
         .map_err(|e| format!("listener: {e}"))
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     if let Ok(local) = l.local_addr() {
         tracing::info!(%local, "listening");
     }
@@ -163,20 +188,24 @@ impl Server {
             slots: Arc::new(Semaphore::new(max_connections)),
             drain: drain_rx,
         };
+        let workers = Workers::start(workers::count(cfg.server.workers))
+            .map_err(|e| StartError::Other(format!("cannot start workers: {e}")))?;
         let mut listeners = Vec::new();
         for b in bound {
-            let l = tokio_listener(b.listener).map_err(StartError::Other)?;
-            listeners.push((b.entry, Acceptor::spawn(l, shared.clone())));
+            let acceptor = Acceptor::spawn(b.listener, &shared, &workers);
+            listeners.push((b.entry, acceptor.map_err(StartError::Other)?));
         }
         let admin = match cfg.metrics {
             Some(addr) => {
-                let l = bind(addr).await.map_err(StartError::Other)?;
+                let l = bind(addr).and_then(tokio_listener);
+                let l = l.map_err(StartError::Other)?;
                 Some((addr, Acceptor::spawn_admin(l, shared.live.clone())))
             }
             None => None,
         };
         Ok(Server {
             shared,
+            workers,
             drain,
             max_connections,
             listeners,
@@ -202,7 +231,7 @@ impl Server {
                 continue;
             }
             match entry {
-                Listen::Addr(addr) => added.push((entry.clone(), bind(*addr).await?)),
+                Listen::Addr(addr) => added.push((entry.clone(), bind(*addr)?)),
                 Listen::Systemd => {
                     return Err(
                         "\"systemd\" can only be added to server.listen by a restart".into(),
@@ -212,7 +241,7 @@ impl Server {
         }
         let admin = match (cfg.metrics, &self.admin) {
             (Some(addr), Some((old, _))) if addr == *old => None,
-            (Some(addr), _) => Some(Some((addr, bind(addr).await?))),
+            (Some(addr), _) => Some(Some((addr, bind(addr).and_then(tokio_listener)?))),
             (None, Some(_)) => Some(None),
             (None, None) => None,
         };
@@ -226,8 +255,10 @@ impl Server {
             acceptor.stop().await;
         }
         for (entry, l) in added {
-            self.listeners
-                .push((entry, Acceptor::spawn(l, self.shared.clone())));
+            match Acceptor::spawn(l, &self.shared, &self.workers) {
+                Ok(a) => self.listeners.push((entry, a)),
+                Err(e) => tracing::error!(?entry, error = %e, "cannot accept on a new listener"),
+            }
         }
         if let Some(admin) = admin {
             if let Some((_, old)) = self.admin.take() {

@@ -42,7 +42,10 @@ impl From<BackendError> for crate::error::Error {
 }
 
 pub struct Backend {
-    client: Client<Connector, Body>,
+    /// One pool per worker, and one (first) for every other thread: a request takes
+    /// the pool of the worker it runs on, so its app connection is driven there too
+    /// and no wake-up crosses threads (`listen::workers`).
+    clients: Vec<Client<Connector, Body>>,
     /// What goes in the request URI's authority (the connector ignores it for Unix sockets).
     authority: String,
     /// `authority`, parsed once for every request's URI.
@@ -69,6 +72,7 @@ pub struct Generated {
 impl Backend {
     pub fn new(
         cfg: &config::Backend,
+        workers: usize,
         secret: Option<Secret>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Backend {
@@ -77,17 +81,20 @@ impl Backend {
             config::BackendAddr::Unix(_) => "localhost".to_string(),
         };
         let connector = Connector::new(cfg.addr.clone(), cfg.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(60))
             // The largest piece of an app's response read at once: a response read
             // ahead for a client holds at most this beyond its budget (`read_ahead`).
-            .http1_max_buf_size(crate::http::body::MAX_FRAME)
-            .build(connector.clone());
+            .http1_max_buf_size(crate::http::body::MAX_FRAME);
+        let clients = (0..=workers)
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         let uri_authority = authority
             .parse()
             .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
         Backend {
-            client,
+            clients,
             authority,
             uri_authority,
             response_timeout: cfg.response_timeout,
@@ -95,6 +102,12 @@ impl Backend {
             connector,
             metrics,
         }
+    }
+
+    /// The calling worker's pool.
+    fn client(&self) -> &Client<Connector, Body> {
+        let i = crate::workers::index();
+        self.clients.get(i).unwrap_or(&self.clients[0])
     }
 
     /// Whether a new connection to the app can be opened within `connect_timeout`.
@@ -150,7 +163,7 @@ impl Backend {
             tokio::time::sleep(self.response_timeout).await;
         };
         let result = tokio::select! {
-            r = self.client.request(req) => r.map_err(|e| BackendError::Unavailable(error_chain(&e))),
+            r = self.client().request(req) => r.map_err(|e| BackendError::Unavailable(error_chain(&e))),
             _ = timer => Err(BackendError::Timeout(self.response_timeout)),
         };
         self.metrics

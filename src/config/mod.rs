@@ -72,6 +72,8 @@ pub struct Server {
     pub max_requests: usize,
     /// HTTP/2 streams one connection may have open at once.
     pub h2_max_streams: u32,
+    /// Threads that run connections (`listen::workers`); 0: one per core.
+    pub workers: usize,
     pub h2_stream_window: u32,
     pub h2_connection_window: u32,
     pub trusted_proxies: Vec<Cidr>,

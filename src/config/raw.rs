@@ -90,6 +90,9 @@ pub struct RawServer {
     /// HTTP/2 streams one connection may have open at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub h2_max_streams: Option<u64>,
+    /// Threads that run connections, one event loop each; 0: one per core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,6 +308,7 @@ impl RawConfig {
         set(&mut s.max_connections, 10000);
         set(&mut s.max_requests, 10000);
         set(&mut s.h2_max_streams, 128);
+        set(&mut s.workers, 0);
         set(&mut s.proxy_protocol, false);
         set(&mut s.h2_stream_window, "4MiB".into());
         set(&mut s.h2_connection_window, "16MiB".into());

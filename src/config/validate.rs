@@ -44,6 +44,13 @@ impl Check {
         n
     }
 
+    fn at_most(&mut self, key: &str, n: u64, max: u64) -> u64 {
+        if n > max {
+            self.fail(key, &format!("must be at most {max}"));
+        }
+        n.min(max)
+    }
+
     fn mode(&mut self, key: &str, v: &Option<String>) -> u32 {
         let s = v.as_deref().unwrap_or("");
         match u32::from_str_radix(s, 8) {
@@ -220,6 +227,7 @@ fn server(c: &mut Check, raw: &RawConfig, base: &Path) -> Server {
         h2_max_streams: c
             .positive("server.h2_max_streams", s.h2_max_streams)
             .min(1 << 16) as u32,
+        workers: c.at_most("server.workers", s.workers.unwrap_or(0), 1024) as usize,
         h2_stream_window: c.size_in(
             "server.h2_stream_window",
             &s.h2_stream_window,

@@ -14,6 +14,7 @@ use crate::http::informational::{Informational, Shared};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +33,39 @@ pub struct TrackedIo<T> {
     /// hyper has written since it last flushed: it may still hold bytes of a response,
     /// and a queued 1xx head may not go out before them.
     dirty: bool,
+    /// Set once the connection's write side is shut: what the client still sends.
+    linger: Option<Linger>,
+}
+
+/// How long a closing connection reads and discards what the client still sends, in
+/// all and between two reads: nginx's `lingering_time` and `lingering_timeout`.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_GAP: Duration = Duration::from_secs(5);
+
+/// A lingering close. An answer given before the request body was read (a 413, a
+/// refusal) ends the connection while the client is still sending; closing a socket
+/// with unread bytes makes the kernel send a reset, and a reset can destroy the
+/// answer in the client's buffers before it reads it. So the close sends FIN first,
+/// then discards what arrives until the client closes too, or the clock runs out.
+struct Linger {
+    until: tokio::time::Instant,
+    gap: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Linger {
+    fn new() -> Linger {
+        let now = tokio::time::Instant::now();
+        Linger {
+            until: now + LINGER_TIME,
+            gap: Box::pin(tokio::time::sleep_until(now + LINGER_GAP)),
+        }
+    }
+
+    /// More bytes came: the next may take another gap, within the whole time.
+    fn read_some(&mut self) {
+        let next = tokio::time::Instant::now() + LINGER_GAP;
+        self.gap.as_mut().reset(next.min(self.until));
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TrackedIo<T> {
@@ -104,7 +138,29 @@ impl<T: AsyncWrite + Unpin> TrackedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> TrackedIo<T> {
+    /// Reads and drops the client's bytes until it closes, errs or times out.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 8192];
+        loop {
+            let Some(linger) = self.linger.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if linger.gap.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            // tokio's cooperative budget bounds this loop within one poll.
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => linger.read_some(),
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -139,7 +195,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.linger = Some(Linger::new());
+        }
+        self.poll_linger(cx)
     }
 }
 
@@ -183,6 +243,7 @@ pub async fn serve<I>(
         activity: activity.clone(),
         interim,
         dirty: false,
+        linger: None,
     });
     let conn = generation.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);

@@ -125,6 +125,41 @@ impl Proc {
         })
     }
 
+    /// Its TCP connections to `peer` (kept-alive app connections, say), read from
+    /// the socket inodes of its descriptors and the kernel's table of IPv4 sockets.
+    pub fn connections_to(&self, peer: std::net::SocketAddr) -> usize {
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or_else(
+                |_| Default::default(),
+                |d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| std::fs::read_link(e.path()).ok())
+                        .filter_map(|t| {
+                            let t = t.to_string_lossy();
+                            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                        })
+                        .collect()
+                },
+            );
+        let std::net::SocketAddr::V4(v4) = peer else {
+            return 0;
+        };
+        // /proc/net/tcp writes an address as the little-endian hex of its u32, then :port.
+        let want = format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        );
+        let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", self.child.id()))
+            .unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 9 && f[2] == want && inodes.contains(f[9]))
+            .count()
+    }
+
     /// SIGKILL, and waits for the process to be gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
