@@ -46,7 +46,7 @@ impl Check {
 
     fn at_most(&mut self, key: &str, n: u64, max: u64) -> u64 {
         if n > max {
-            self.fail(key, &format!("must be at most {max}"));
+            self.fail(key, format!("must be at most {max}"));
         }
         n.min(max)
     }
