@@ -63,6 +63,7 @@ fn check_lists_every_problem_with_file_and_key() {
 listen = ["nope"]
 colour = "blue"
 idle_timeout = "5 weeks"
+workers = 2000
 [storage]
 min_free = "12XB"
 [[upload]]
@@ -89,6 +90,7 @@ root = "x"
         format!("{f}: server.colour: unknown key"),
         format!("{f}: server.listen: \"nope\""),
         format!("{f}: server.idle_timeout:"),
+        format!("{f}: server.workers: must be at most 1024"),
         format!("{f}: storage.min_free:"),
         format!("{f}: upload[0].hashes: unknown hash \"md4\""),
         format!("{f}: upload[1].path: \"/up\" is already used"),

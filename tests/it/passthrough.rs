@@ -255,3 +255,45 @@ async fn the_smallest_connection_buffer_still_relays_answers() {
     assert_eq!(reply.body.len(), 300 << 10);
     porter.stop().await;
 }
+
+/// `server.workers`: that many event-loop threads, each accepting from the listener
+/// and each with its own app connections; every request is answered whichever worker
+/// takes its connection, before and after a reload.
+#[tokio::test]
+async fn every_worker_accepts_and_serves() {
+    let backend = Backend::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new()
+        .backend(backend.addr)
+        .set("server.workers", 3)
+        .listen(0)
+        .write(dir.path());
+    let mut p = Proc::serve(&config);
+    let port = p.port();
+    // The port is known once bound; the workers start a moment later.
+    let mut workers = Vec::new();
+    for _ in 0..50 {
+        workers = p.threads();
+        workers.retain(|t| t.starts_with("porter-w"));
+        if workers.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    workers.sort();
+    assert_eq!(workers, ["porter-w0", "porter-w1", "porter-w2"]);
+    for round in 0..2 {
+        let answers = (0..40).map(|i| {
+            let url = format!("http://127.0.0.1:{port}/w/{round}/{i}");
+            tokio::spawn(async move { request("GET", &url).send().await.status })
+        });
+        for a in answers {
+            assert_eq!(a.await.unwrap(), 200);
+        }
+        p.signal(libc::SIGHUP);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(backend.requests().len(), 80);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit(10).is_some_and(|s| s.success()));
+}

@@ -160,6 +160,20 @@ impl Proc {
             .count()
     }
 
+    /// The names of its threads.
+    pub fn threads(&self) -> Vec<String> {
+        let dir = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(dir).map_or_else(
+            |_| Vec::new(),
+            |d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect()
+            },
+        )
+    }
+
     /// SIGKILL, and waits for the process to be gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
