@@ -11,6 +11,8 @@
 //! (backpressure); when many uploads stream at once, their batches shrink (`share`).
 //! Only tasks with work occupy the blocking pool, so a thousand idle uploads cost no
 //! threads; a fanned upload holds its few for its life, and only a few fan out.
+//! A small body that arrived whole, for a store whose writes are page-cache writes,
+//! is finished in place: hashing and writing a few KiB is cheaper than the hand-off.
 //!
 //! `Pipe` is that machinery over any `Writer`; `Sink` uses it for a new file that is
 //! committed into the store, the resumable engine for appending to a partial upload.
@@ -29,7 +31,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// Where a pipe's bytes go; called on the blocking pool.
+/// Where a pipe's bytes go; called on the blocking pool (or in place, for a small
+/// body and a quick store: `Pipe::finish_with`).
 pub trait Writer: Send + 'static {
     fn write_all(&mut self, buf: &[u8]) -> Result<(), StoreError>;
 }
@@ -112,6 +115,10 @@ pub struct Drained<W> {
     pub size: u64,
 }
 
+/// Bytes (times one for the write and one per algorithm) that a finish does in place
+/// (`Pipe::finish_with`): 64 KiB written, or about 20 KiB with md5 and sha256.
+const INLINE_WORK: usize = 64 * 1024;
+
 /// A turn at hashing (`share`), for a batch that has something to hash.
 async fn turn(hashes: bool) -> Option<OwnedSemaphorePermit> {
     match hashes {
@@ -193,16 +200,19 @@ impl<W: Writer> Pipe<W> {
     /// Writes what is left and runs `then` on everything, in the same trip to the
     /// blocking pool: a body that fits one batch is created, written and committed
     /// in one hand-off instead of three (each costs a thread wake-up).
-    pub async fn finish_with<T, F>(mut self, then: F) -> Result<T, StoreError>
+    /// With `quick` (the writer's work is only page-cache writes), a body that came
+    /// whole and is small enough to hash and write in a few microseconds is finished
+    /// right here instead: the trip to the blocking pool and back would cost more.
+    pub async fn finish_with<T, F>(mut self, quick: bool, then: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Drained<W>) -> Result<T, StoreError> + Send + 'static,
     {
+        let inline = quick && self.pending.is_none() && self.small_enough();
         let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
         let size = self.size;
-        let turn = turn(state.hashes()).await;
-        tokio::task::spawn_blocking(move || {
+        let finish = move |state: Box<State<W>>, turn| {
             let State {
                 file,
                 hashes,
@@ -214,9 +224,23 @@ impl<W: Writer> Pipe<W> {
                 check,
                 size,
             })
-        })
-        .await
-        .map_err(join_error)?
+        };
+        if inline {
+            return finish(state, None);
+        }
+        let turn = turn(state.hashes()).await;
+        tokio::task::spawn_blocking(move || finish(state, turn))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Whether what is batched costs about as little as one trip to the blocking pool:
+    /// `INLINE_WORK` bytes hashed or written in all.
+    fn small_enough(&self) -> bool {
+        let width = self.state.as_ref().map_or(0, |s| {
+            s.hashes.width() + s.check.as_ref().map_or(0, Hashes::width)
+        });
+        self.batch_len.saturating_mul(1 + width) <= INLINE_WORK
     }
 
     /// Writes what is left and hands everything back.
@@ -242,6 +266,8 @@ impl<W: Writer> Pipe<W> {
 /// A new file being received into the store.
 pub struct Sink {
     pipe: Pipe<LazyPart>,
+    /// The store's small files are quick to write (`Store::quick_small_files`).
+    quick: bool,
 }
 
 /// A file fully written, hashed and moved to its final place.
@@ -294,9 +320,11 @@ impl Writer for LazyPart {
 impl Sink {
     /// A sink for file `id`; the file itself is created with the first batch.
     pub fn open(store: Arc<dyn Store>, id: Uuid, algos: &[Algorithm], buffer: usize) -> Sink {
+        let quick = store.quick_small_files();
         let file = LazyPart::Unopened { store, id };
         Sink {
             pipe: Pipe::new(file, Hashes::new(algos), None, buffer),
+            quick,
         }
     }
 
@@ -311,8 +339,9 @@ impl Sink {
 
     /// Writes what is left, makes it durable and moves it into place.
     pub async fn finish(self) -> Result<Finished, StoreError> {
+        let quick = self.quick;
         self.pipe
-            .finish_with(|drained| {
+            .finish_with(quick, |drained| {
                 Ok(Finished {
                     stored: drained.file.commit()?,
                     size: drained.size,

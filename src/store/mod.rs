@@ -158,6 +158,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes partial files that no live upload holds; returns how many. Blocks (an
     /// object store's sweep makes requests): call it off the async workers.
     fn sweep(&self) -> io::Result<usize>;
+    /// Whether creating, writing and committing a small file costs less than a trip to
+    /// the blocking pool: local files that are not synced (a page-cache write and a
+    /// rename, which nginx does on its event loop too). Never for a store that waits on
+    /// a device or the network.
+    fn quick_small_files(&self) -> bool {
+        false
+    }
 }
 
 /// A file being written. Dropping it without `commit` deletes it.

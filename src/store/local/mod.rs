@@ -214,6 +214,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Store for LocalStore {
+    fn quick_small_files(&self) -> bool {
+        !self.cfg.fsync
+    }
+
     fn create(&self, id: Uuid) -> Result<Box<dyn PartFile>, StoreError> {
         let id = id.simple().to_string();
         let path = self.cfg.temp.join(format!("{id}{PART_SUFFIX}"));

@@ -80,6 +80,10 @@ impl PartFile for MemoryPart {
 }
 
 impl Store for MemoryStore {
+    fn quick_small_files(&self) -> bool {
+        true
+    }
+
     fn create(&self, id: Uuid) -> Result<Box<dyn PartFile>, StoreError> {
         Ok(Box::new(MemoryPart {
             store: self.clone(),
