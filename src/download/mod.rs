@@ -196,6 +196,41 @@ pub fn add_headers(h: &mut HeaderMap, extra: &[(String, String)]) {
     }
 }
 
+/// Why a file could not be opened: it is not there to serve (404), or the task
+/// opening it failed (500).
+enum Opening {
+    Refused(String),
+    Failed(String),
+}
+
+type Opened = ((std::fs::File, std::fs::Metadata), Option<Bytes>);
+
+/// Opens `path` beneath `root` and, for a small file and a GET, reads it whole (from
+/// the descriptor that was checked, never the path again).
+///
+/// Where the whole file is in the page cache, this happens right on the worker, as
+/// nginx opens and sends files on its event loop: the read asks the kernel not to
+/// wait (`stream::cached`), so a file that would have to come from the device instead
+/// goes to the blocking pool, with its open, in one trip.
+async fn open(root: &Path, path: &Path, head_only: bool) -> Result<Opened, Opening> {
+    let small = |meta: &std::fs::Metadata| !head_only && meta.len() <= SMALL_FILE;
+    let (file, meta) = resolve::open_beneath(root, path).map_err(Opening::Refused)?;
+    if !small(&meta) {
+        return Ok(((file, meta), None));
+    }
+    if let Some(data) = stream::cached(&file, meta.len()) {
+        return Ok(((file, meta), Some(data)));
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        let read = std::io::Read::read_to_end(&mut &file, &mut buf).ok();
+        let data = read.and_then(|_| (buf.len() as u64 == meta.len()).then(|| Bytes::from(buf)));
+        ((file, meta), data)
+    })
+    .await
+    .map_err(|e| Opening::Failed(e.to_string()))
+}
+
 /// Serves `path`, which must resolve beneath `root`.
 pub async fn serve(
     app: &App,
@@ -204,32 +239,16 @@ pub async fn serve(
     path: &Path,
     opts: Options,
 ) -> Response<Body> {
-    let (root, path) = (root.to_path_buf(), path.to_path_buf());
     let head_only = ask.method == Method::HEAD;
-    // Small files are read in the same trip to the blocking pool as the open: one hop
-    // per request instead of three.
-    let opened = tokio::task::spawn_blocking(move || {
-        let (file, meta) = resolve::open_beneath(&root, &path)?;
-        // Read from the descriptor that was checked, never the path again.
-        let small = (!head_only && meta.len() <= SMALL_FILE)
-            .then(|| {
-                let mut buf = Vec::with_capacity(meta.len() as usize);
-                std::io::Read::read_to_end(&mut &file, &mut buf).ok()?;
-                (buf.len() as u64 == meta.len()).then(|| Bytes::from(buf))
-            })
-            .flatten();
-        Ok::<_, String>(((file, meta), path, small))
-    })
-    .await;
-    let ((file, meta), path, small) = match opened {
-        Ok(Ok(o)) => o,
-        Ok(Err(reason)) => return not_found(&reason),
-        Err(e) => return Error::internal(e.to_string()).into_response(),
+    let ((file, meta), small) = match open(root, path, head_only).await {
+        Ok(o) => o,
+        Err(Opening::Refused(reason)) => return not_found(&reason),
+        Err(Opening::Failed(e)) => return Error::internal(e).into_response(),
     };
     let len = meta.len();
     let v = Validators::new(meta.modified().unwrap_or(std::time::UNIX_EPOCH), len);
     let rate = opts.rate;
-    let plan = match plan(ask, opts, &path, len, &v) {
+    let plan = match plan(ask, opts, path, len, &v) {
         Ok(p) => p,
         Err((status, h)) => return bare(status, h),
     };

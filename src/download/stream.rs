@@ -119,6 +119,51 @@ impl Pace {
 
 type Read = tokio::task::JoinHandle<std::io::Result<Bytes>>;
 
+/// The whole file of `len` bytes, if every byte of it is in memory now: read with
+/// `RWF_NOWAIT`, which fails (`EAGAIN`) instead of waiting on the device, or plainly
+/// from a filesystem that lives in memory (tmpfs, which does not take the flag). `None`
+/// on any failure or short read: the caller reads it on the blocking pool instead.
+pub fn cached(file: &File, len: u64) -> Option<Bytes> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(len).ok()?;
+    if len == 0 {
+        return Some(Bytes::new());
+    }
+    let mut buf = vec![0u8; len];
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of `len` bytes and
+    // outlives the call; the kernel writes at most `iov_len` bytes there. The
+    // descriptor belongs to `file`, which is borrowed (so open) for the whole call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    let unsupported =
+        n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP);
+    if unsupported && in_memory(file) {
+        let n = file.read_at(&mut buf, 0).ok()?;
+        return (n == len).then(|| Bytes::from(buf));
+    }
+    (usize::try_from(n).ok()? == len).then(|| Bytes::from(buf))
+}
+
+/// Whether `file` lives on tmpfs or ramfs, whose reads never wait on a device.
+fn in_memory(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `st` is valid for writes of one `statfs`, which the kernel fills on
+    // success; it is read only then. The descriptor is `file`'s, borrowed for the call.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // ramfs's magic, which libc does not name.
+    const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+    st.f_type == libc::TMPFS_MAGIC || st.f_type == RAMFS_MAGIC
+}
+
 struct FileBody {
     file: Arc<File>,
     pieces: std::collections::VecDeque<Piece>,
@@ -231,4 +276,51 @@ pub fn from_memory(data: &Bytes, pieces: &[Piece]) -> Body {
         }
     }
     crate::http::full(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cached;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    /// `cached` gives the whole file or nothing: never a short or stale read, whether
+    /// the pages are cached or were just dropped (then it may refuse, never guess).
+    #[test]
+    fn cached_reads_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        if let Some(b) = cached(&f, data.len() as u64) {
+            assert_eq!(&b[..], &data[..]);
+        }
+        // Asking for more than the file holds is a short read: refused.
+        assert!(cached(&f, data.len() as u64 + 1).is_none());
+        assert_eq!(cached(&f, 0).as_deref(), Some(&[][..]));
+        f.sync_all().unwrap();
+        // SAFETY: a plain advisory call on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if let Some(b) = cached(&f, data.len() as u64) {
+            assert_eq!(&b[..], &data[..]);
+        }
+    }
+
+    /// A file on tmpfs is always in memory: read in place, whole.
+    #[test]
+    fn tmpfs_files_are_read_in_place() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no /dev/shm here: nothing to check
+        };
+        let path = dir.path().join("f");
+        let data = vec![7u8; 10_240];
+        std::fs::write(&path, &data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        assert!(super::in_memory(&f));
+        assert_eq!(cached(&f, data.len() as u64).as_deref(), Some(&data[..]));
+    }
 }
