@@ -218,6 +218,9 @@ impl Server {
         if config.server.max_connections != self.max_connections {
             tracing::warn!("server.max_connections changes take effect at the next restart");
         }
+        if workers::count(config.server.workers) != self.workers.len() {
+            tracing::warn!("server.workers changes take effect at the next restart");
+        }
         let app = old
             .app
             .reload(Arc::new(config))
@@ -286,6 +289,10 @@ impl Server {
         if let Some((_, a)) = self.admin {
             a.stop().await;
         }
+        // What is left on the workers (connections past the grace) is dropped there,
+        // and their blocking work finishes, before the process goes on to exit.
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
     }
 }
 

@@ -40,33 +40,68 @@ pub fn count(configured: usize) -> usize {
 }
 
 /// The running workers. Dropping this tells each to stop; tasks still running on a
-/// worker are dropped with its runtime.
+/// worker are dropped with its runtime. [`Workers::join`] waits for that.
 pub struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// The most blocking-pool threads all workers' runtimes may start together (tokio's
+/// default for one runtime), shared out among them.
+const BLOCKING_THREADS: usize = 512;
 
 impl Workers {
     /// Starts `n` workers, each a single-threaded runtime on its own named thread.
+    /// Each runtime is built on its thread and dropped there, never in async code.
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let mut handles = Vec::with_capacity(n);
-        let mut stops = Vec::with_capacity(n);
+        let mut workers = Workers {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+        };
         for i in 0..n {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name(format!("porter-w{i}"))
-                .build()?;
-            handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
-            stops.push(stop);
-            std::thread::Builder::new()
+            let (ready, handle) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
                 .name(format!("porter-w{i}"))
                 .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .thread_name(format!("porter-b{i}"))
+                        .max_blocking_threads((BLOCKING_THREADS / n).max(8))
+                        .build();
+                    let runtime = match runtime {
+                        Ok(r) => r,
+                        Err(e) => return drop(ready.send(Err(e))),
+                    };
+                    let _ = ready.send(Ok(runtime.handle().clone()));
                     INDEX.with(|c| c.set(i + 1));
                     let _ = runtime.block_on(stopped);
                 })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a worker thread died at start"))??;
+            workers.handles.push(handle);
+            workers.stops.push(stop);
+            workers.threads.push(thread);
         }
-        Ok(Workers { handles, stops })
+        Ok(workers)
+    }
+
+    /// Stops every worker and waits (on the calling thread: call it off the async
+    /// workers) for each to drop its tasks and its runtime.
+    pub fn join(mut self) {
+        self.stop();
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+    }
+
+    fn stop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
     }
 
     /// How many workers run.
@@ -95,8 +130,6 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
+        self.stop();
     }
 }

@@ -5,6 +5,7 @@ use crate::route::percent_decode;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// A file location below one of the configured roots (not yet checked on disk).
@@ -103,7 +104,14 @@ pub fn open_beneath(root: &Path, candidate: &Path) -> Result<(File, Metadata), S
             root.display()
         ));
     }
-    let file = File::open(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+    // Non-blocking: the open runs on a worker, and opening a FIFO (or a device) would
+    // wait for a writer; such a file is refused just below. Regular files ignore the
+    // flag, so the reads that follow are unchanged.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&real)
+        .map_err(|e| format!("{}: {e}", real.display()))?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", real.display()));

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -35,6 +35,10 @@ pub struct TrackedIo<T> {
     dirty: bool,
     /// Set once the connection's write side is shut: what the client still sends.
     linger: Option<Linger>,
+    /// Close without lingering: the connection carries a tunnel (its bytes are the
+    /// tunnel's, not a refused body), or porter is draining (an idle client that never
+    /// closes must not hold the shutdown).
+    plain_close: Arc<AtomicBool>,
 }
 
 /// How long a closing connection reads and discards what the client still sends, in
@@ -197,6 +201,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.linger.is_none() {
             std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            if self.plain_close.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
             self.linger = Some(Linger::new());
         }
         self.poll_linger(cx)
@@ -223,7 +230,12 @@ pub async fn serve<I>(
     let informational = Informational::new();
     let interim = informational.shared();
     let budget = crate::http::body::ConnBudget::new(generation.connection_buffer);
+    let plain_close = Arc::new(AtomicBool::new(false));
+    let tunnel = plain_close.clone();
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            tunnel.store(true, Ordering::Relaxed);
+        }
         let slot = live.requests.clone().try_acquire_owned().ok();
         let in_flight = svc_activity.begin(slot);
         // Only an HTTP/1.1 connection can take a head written beneath hyper.
@@ -244,6 +256,7 @@ pub async fn serve<I>(
         interim,
         dirty: false,
         linger: None,
+        plain_close: plain_close.clone(),
     });
     let conn = generation.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
@@ -252,6 +265,7 @@ pub async fn serve<I>(
     let mut ticker = tokio::time::interval(tick);
     let mut draining = *shutdown.borrow();
     if draining {
+        plain_close.store(true, Ordering::Relaxed);
         conn.as_mut().graceful_shutdown();
     }
     loop {
@@ -271,6 +285,7 @@ pub async fn serve<I>(
             }
             _ = shutdown.changed(), if !draining => {
                 draining = true;
+                plain_close.store(true, Ordering::Relaxed);
                 conn.as_mut().graceful_shutdown();
             }
         }

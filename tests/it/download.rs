@@ -284,3 +284,27 @@ async fn overlapping_ranges_never_amplify() {
     assert_eq!(r.status, 206);
     assert!(r.body.len() < 1000);
 }
+
+/// A FIFO under the root (or anything but a regular file) is 404, at once: opening it
+/// must not wait for a writer, which would stall the worker and every connection on it.
+#[tokio::test]
+async fn a_fifo_under_the_root_is_404_without_waiting() {
+    let (_backend, porter, content) = setup().await;
+    let fifo = porter.dir.path().join("files/sub/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    for _ in 0..4 {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            get(&porter, "/dl/sub/pipe", &[]),
+        )
+        .await
+        .expect("answered without waiting on the FIFO");
+        assert_eq!(r.status, 404);
+    }
+    let r = get(&porter, "/dl/sub/a.txt", &[]).await;
+    assert!(r.status == 200 && r.body == content);
+}
