@@ -37,19 +37,23 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// Every worker accepts from `listener`, through its own duplicate of the socket.
-    fn spawn(
+    /// One duplicate of `listener` per worker (made before anything is switched, so a
+    /// reload that cannot make them changes nothing).
+    fn copies(
         listener: std::net::TcpListener,
-        shared: &Shared,
         workers: &Workers,
-    ) -> Result<Acceptor, String> {
+    ) -> Result<Vec<std::net::TcpListener>, String> {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("listener: {e}"))?;
-        let copies = (0..workers.len())
+        (0..workers.len())
             .map(|_| listener.try_clone())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("listener: {e}"))?;
+            .map_err(|e| format!("listener: {e}"))
+    }
+
+    /// Every worker accepts through its own duplicate of the socket (`copies`).
+    fn spawn(copies: Vec<std::net::TcpListener>, shared: &Shared, workers: &Workers) -> Acceptor {
         let (stop, rx) = watch::channel(false);
         let mut copies = copies.into_iter();
         let tasks = workers.spawn_each(|_| {
@@ -63,7 +67,7 @@ impl Acceptor {
                 }
             }
         });
-        Ok(Acceptor { stop, tasks })
+        Acceptor { stop, tasks }
     }
 
     fn spawn_admin(listener: TcpListener, live: Arc<Live>) -> Acceptor {
@@ -192,8 +196,8 @@ impl Server {
             .map_err(|e| StartError::Other(format!("cannot start workers: {e}")))?;
         let mut listeners = Vec::new();
         for b in bound {
-            let acceptor = Acceptor::spawn(b.listener, &shared, &workers);
-            listeners.push((b.entry, acceptor.map_err(StartError::Other)?));
+            let copies = Acceptor::copies(b.listener, &workers).map_err(StartError::Other)?;
+            listeners.push((b.entry, Acceptor::spawn(copies, &shared, &workers)));
         }
         let admin = match cfg.metrics {
             Some(addr) => {
@@ -234,7 +238,10 @@ impl Server {
                 continue;
             }
             match entry {
-                Listen::Addr(addr) => added.push((entry.clone(), bind(*addr)?)),
+                Listen::Addr(addr) => {
+                    let copies = Acceptor::copies(bind(*addr)?, &self.workers)?;
+                    added.push((entry.clone(), copies));
+                }
                 Listen::Systemd => {
                     return Err(
                         "\"systemd\" can only be added to server.listen by a restart".into(),
@@ -257,11 +264,9 @@ impl Server {
             tracing::info!(?entry, "no longer listening");
             acceptor.stop().await;
         }
-        for (entry, l) in added {
-            match Acceptor::spawn(l, &self.shared, &self.workers) {
-                Ok(a) => self.listeners.push((entry, a)),
-                Err(e) => tracing::error!(?entry, error = %e, "cannot accept on a new listener"),
-            }
+        for (entry, copies) in added {
+            let acceptor = Acceptor::spawn(copies, &self.shared, &self.workers);
+            self.listeners.push((entry, acceptor));
         }
         if let Some(admin) = admin {
             if let Some((_, old)) = self.admin.take() {
