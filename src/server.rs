@@ -187,13 +187,14 @@ impl Server {
         let cfg = generation.app.config.clone();
         let max_connections = cfg.server.max_connections;
         let (drain, drain_rx) = watch::channel(false);
+        let workers = Workers::start(workers::count(cfg.server.workers))
+            .map_err(|e| StartError::Other(format!("cannot start workers: {e}")))?;
         let shared = Shared {
             live: Arc::new(Live::new(generation)),
             slots: Arc::new(Semaphore::new(max_connections)),
             drain: drain_rx,
+            placement: workers.placement(),
         };
-        let workers = Workers::start(workers::count(cfg.server.workers))
-            .map_err(|e| StartError::Other(format!("cannot start workers: {e}")))?;
         let mut listeners = Vec::new();
         for b in bound {
             let copies = Acceptor::copies(b.listener, &workers).map_err(StartError::Other)?;

@@ -221,7 +221,7 @@ async fn open(root: &Path, path: &Path, head_only: bool) -> Result<Opened, Openi
     if let Some(data) = stream::cached(&file, meta.len()) {
         return Ok(((file, meta), Some(data)));
     }
-    tokio::task::spawn_blocking(move || {
+    crate::workers::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(meta.len() as usize);
         let read = std::io::Read::read_to_end(&mut &file, &mut buf).ok();
         let data = read.and_then(|_| (buf.len() as u64 == meta.len()).then(|| Bytes::from(buf)));

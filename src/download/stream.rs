@@ -196,7 +196,7 @@ impl http_body::Body for FileBody {
                         });
                     }
                     let f = this.file.clone();
-                    this.reading = Some(tokio::task::spawn_blocking(move || {
+                    this.reading = Some(crate::workers::spawn_blocking(move || {
                         let mut buf = vec![0u8; n as usize];
                         f.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
                     }));

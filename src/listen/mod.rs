@@ -16,6 +16,7 @@ pub mod tls;
 use crate::app::App;
 use crate::config::{Config, Problem};
 use crate::http::headers::Peer;
+use crate::workers::{self, Placement, Seat};
 use conn::Timeouts;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// Everything built from one config that connections need.
@@ -126,6 +127,8 @@ pub struct Shared {
     pub slots: Arc<Semaphore>,
     /// Turns true at shutdown: connections finish their requests and close.
     pub drain: watch::Receiver<bool>,
+    /// Which worker a new connection runs on.
+    pub placement: Arc<Placement>,
 }
 
 /// Accepts on `listener` until `stop` turns true (shutdown, or the address left the
@@ -150,24 +153,61 @@ pub async fn accept_loop(listener: TcpListener, shared: Shared, mut stop: watch:
             }
         };
         let _ = stream.set_nodelay(true);
-        let generation = shared.live.get();
-        let (live, drain) = (shared.live.clone(), shared.drain.clone());
-        tokio::spawn(async move {
-            let mut stream = stream;
-            let Some(addr) = client_addr(&mut stream, addr, &generation).await else {
-                return;
-            };
-            let Some(tls) = generation.tls.clone() else {
-                let peer = Peer { addr, tls: false };
-                return conn::serve(stream, peer, live, generation, drain, permit).await;
-            };
-            let Some(stream) = handshake(&tls, stream, generation.timeouts.header).await else {
-                return;
-            };
-            let peer = Peer { addr, tls: true };
-            conn::serve(stream, peer, live, generation, drain, permit).await
+        let accepted = Accepted {
+            addr,
+            generation: shared.live.get(),
+            live: shared.live.clone(),
+            drain: shared.drain.clone(),
+            permit,
+        };
+        let worker = shared.placement.choose();
+        let seat = shared.placement.seat(worker);
+        if worker + 1 == workers::index() {
+            tokio::spawn(connection(stream, accepted, seat));
+            continue;
+        }
+        // Another worker runs it: the socket moves to that worker's reactor.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        shared.placement.spawn_on(worker, async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                connection(stream, accepted, seat).await;
+            }
         });
     }
+}
+
+/// A connection just accepted, with what it will be served under.
+struct Accepted {
+    addr: SocketAddr,
+    generation: Arc<Generation>,
+    live: Arc<Live>,
+    drain: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Serves one accepted connection on the calling worker, counted there by `_seat`.
+async fn connection(mut stream: TcpStream, a: Accepted, _seat: Seat) {
+    let Accepted {
+        addr,
+        generation,
+        live,
+        drain,
+        permit,
+    } = a;
+    let Some(addr) = client_addr(&mut stream, addr, &generation).await else {
+        return;
+    };
+    let Some(tls) = generation.tls.clone() else {
+        let peer = Peer { addr, tls: false };
+        return conn::serve(stream, peer, live, generation, drain, permit).await;
+    };
+    let Some(stream) = handshake(&tls, stream, generation.timeouts.header).await else {
+        return;
+    };
+    let peer = Peer { addr, tls: true };
+    conn::serve(stream, peer, live, generation, drain, permit).await
 }
 
 /// The client's address: the socket's peer, or with `proxy_protocol` the one in the

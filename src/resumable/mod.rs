@@ -32,7 +32,7 @@ use std::sync::Arc;
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(f).await {
+    match crate::workers::spawn_blocking(f).await {
         Ok(r) => r.map_err(Error::from),
         Err(e) => Err(Error::internal(e.to_string())),
     }

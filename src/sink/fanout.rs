@@ -16,10 +16,11 @@
 use super::hashes::{Hashes, Lane};
 use super::{State, Writer, join_error};
 use crate::store::StoreError;
+use crate::workers::spawn_blocking;
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, spawn_blocking};
+use tokio::task::JoinHandle;
 
 /// The smallest batch worth fanning out. Each extra task is a hand-off to the blocking
 /// pool and a wake-up of one of its threads, some microseconds apiece; md5 takes about

@@ -190,7 +190,7 @@ impl<W: Writer> Pipe<W> {
             Pending::Fanned(fanout::Fanned::start(*state).feed(batch, len).await?)
         } else {
             let turn = turn(state.hashes()).await;
-            Pending::One(tokio::task::spawn_blocking(move || {
+            Pending::One(crate::workers::spawn_blocking(move || {
                 state.take_in(&batch, turn)
             }))
         });
@@ -229,7 +229,7 @@ impl<W: Writer> Pipe<W> {
             return finish(state, None);
         }
         let turn = turn(state.hashes()).await;
-        tokio::task::spawn_blocking(move || finish(state, turn))
+        crate::workers::spawn_blocking(move || finish(state, turn))
             .await
             .map_err(join_error)?
     }
