@@ -16,6 +16,9 @@ fn parse(text: &str) -> HashMap<String, f64> {
 }
 
 async fn scrape(port: u16, path: &str) -> (u16, String) {
+    // The in-process server binds the metrics listener as it starts, after the test
+    // already holds the public one (starting the workers widened that window).
+    wait_listening(port).await;
     let (code, body) = curl(&[&format!("http://127.0.0.1:{port}{path}")]).await;
     (code, String::from_utf8_lossy(&body).into_owned())
 }
