@@ -71,13 +71,9 @@ fn format_line(buf: &mut Vec<u8>, l: &Line, now: SystemTime, json: bool) {
         json_escaped(buf, l.method);
         buf.extend_from_slice(b"\",\"target\":\"");
         json_escaped(buf, l.target);
-        for (name, v) in [
-            ("\",\"status\":", u64::from(l.status)),
-            (",\"bytes_in\":", l.bytes_in),
-            (",\"bytes_out\":", l.bytes_out),
-            (",\"ms\":", l.ms),
-        ] {
-            buf.extend_from_slice(name.as_bytes());
+        buf.push(b'"');
+        for (name, v) in numbers(l) {
+            let _ = write!(buf, ",\"{name}\":");
             buf.extend_from_slice(n.format(v).as_bytes());
         }
         buf.extend_from_slice(b",\"client\":\"");
@@ -91,13 +87,8 @@ fn format_line(buf: &mut Vec<u8>, l: &Line, now: SystemTime, json: bool) {
         plain(buf, l.method);
         buf.extend_from_slice(b" target=");
         plain(buf, l.target);
-        for (name, v) in [
-            (" status=", u64::from(l.status)),
-            (" bytes_in=", l.bytes_in),
-            (" bytes_out=", l.bytes_out),
-            (" ms=", l.ms),
-        ] {
-            buf.extend_from_slice(name.as_bytes());
+        for (name, v) in numbers(l) {
+            let _ = write!(buf, " {name}=");
             buf.extend_from_slice(n.format(v).as_bytes());
         }
         buf.extend_from_slice(b" client=");
@@ -106,6 +97,16 @@ fn format_line(buf: &mut Vec<u8>, l: &Line, now: SystemTime, json: bool) {
         // resumable upload can come from the client before it is checked.
         let _ = writeln!(buf, " upload={:?}", l.upload);
     }
+}
+
+/// A line's numeric fields, named and in the order both formats print them.
+fn numbers(l: &Line) -> [(&'static str, u64); 4] {
+    [
+        ("status", u64::from(l.status)),
+        ("bytes_in", l.bytes_in),
+        ("bytes_out", l.bytes_out),
+        ("ms", l.ms),
+    ]
 }
 
 /// RFC 3339 in UTC with microseconds, as tracing prints it: `2026-12-07T15:01:13.123456Z`.

@@ -86,21 +86,20 @@ impl Placement {
     /// caller itself unless another has fewer connections open.
     pub fn choose(&self) -> usize {
         let here = index().saturating_sub(1);
-        let mut best = here.min(self.open.len().saturating_sub(1));
-        for (i, n) in self.open.iter().enumerate() {
-            // Two or more fewer: a difference of one is the even split moving.
-            let (n, b) = (n.load(Ordering::Relaxed), self.count(best));
-            if n.saturating_add(1) < b {
-                best = i;
-            }
+        let count = |i: usize| {
+            self.open
+                .get(i)
+                .map_or(usize::MAX, |n| n.load(Ordering::Relaxed))
+        };
+        let least = (0..self.open.len())
+            .min_by_key(|&i| count(i))
+            .unwrap_or(here);
+        // Two or more fewer: a difference of one is the even split moving.
+        if count(least).saturating_add(1) < count(here) {
+            least
+        } else {
+            here
         }
-        best
-    }
-
-    fn count(&self, worker: usize) -> usize {
-        self.open
-            .get(worker)
-            .map_or(usize::MAX, |n| n.load(Ordering::Relaxed))
     }
 
     /// Counts a connection on `worker` until the seat is dropped.
@@ -126,7 +125,6 @@ impl Placement {
 /// The running workers. Dropping this tells each to stop; tasks still running on a
 /// worker are dropped with its runtime. [`Workers::join`] waits for that.
 pub struct Workers {
-    handles: Vec<Handle>,
     placement: Arc<Placement>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -141,49 +139,22 @@ impl Workers {
     /// Each runtime is built on its thread and dropped there, never in async code.
     /// Call it within a runtime: its blocking pool becomes the workers' too.
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let shared_pool = Handle::try_current().ok();
-        let mut workers = Workers {
-            placement: Arc::new(Placement {
-                handles: Vec::new(),
-                open: Vec::new(),
-            }),
-            handles: Vec::with_capacity(n),
-            stops: Vec::with_capacity(n),
-            threads: Vec::with_capacity(n),
-        };
+        let pool = Handle::try_current().ok();
+        let (mut handles, mut stops, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
+            // Kept as each starts: if a later one fails, the dropped senders end these.
             let (stop, stopped) = oneshot::channel::<()>();
-            let (ready, handle) = std::sync::mpsc::channel();
-            let pool = shared_pool.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("porter-w{i}"))
-                .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .thread_name(format!("porter-b{i}"))
-                        .max_blocking_threads(BLOCKING_THREADS_EACH)
-                        .build();
-                    let runtime = match runtime {
-                        Ok(r) => r,
-                        Err(e) => return drop(ready.send(Err(e))),
-                    };
-                    let _ = ready.send(Ok(runtime.handle().clone()));
-                    INDEX.with(|c| c.set(i + 1));
-                    BLOCKING.with(|b| *b.borrow_mut() = pool);
-                    let _ = runtime.block_on(stopped);
-                })?;
-            let handle = handle
-                .recv()
-                .map_err(|_| std::io::Error::other("a worker thread died at start"))??;
-            workers.handles.push(handle);
-            workers.stops.push(stop);
-            workers.threads.push(thread);
+            stops.push(stop);
+            let (handle, thread) = start_one(i, pool.clone(), stopped)?;
+            handles.push(handle);
+            threads.push(thread);
         }
-        workers.placement = Arc::new(Placement {
-            handles: workers.handles.clone(),
-            open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-        });
-        Ok(workers)
+        let open = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        Ok(Workers {
+            placement: Arc::new(Placement { handles, open }),
+            stops,
+            threads,
+        })
     }
 
     /// Stops every worker and waits (on the calling thread: call it off the async
@@ -208,12 +179,12 @@ impl Workers {
 
     /// How many workers run.
     pub fn len(&self) -> usize {
-        self.handles.len()
+        self.placement.handles.len()
     }
 
     /// Whether there are none (never, once started).
     pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
+        self.placement.handles.is_empty()
     }
 
     /// Spawns `make(i)` on every worker `i`.
@@ -222,12 +193,43 @@ impl Workers {
         F: FnMut(usize) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handles
+        self.placement
+            .handles
             .iter()
             .enumerate()
             .map(|(i, h)| h.spawn(make(i)))
             .collect()
     }
+}
+
+/// Starts worker `i`: its thread, and on it its runtime, which runs until `stopped`.
+fn start_one(
+    i: usize,
+    pool: Option<Handle>,
+    stopped: oneshot::Receiver<()>,
+) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
+    let (ready, handle) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("porter-w{i}"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name(format!("porter-b{i}"))
+                .max_blocking_threads(BLOCKING_THREADS_EACH)
+                .build();
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            let _ = ready.send(Ok(runtime.handle().clone()));
+            INDEX.with(|c| c.set(i + 1));
+            BLOCKING.with(|b| *b.borrow_mut() = pool);
+            let _ = runtime.block_on(stopped);
+        })?;
+    let handle = handle
+        .recv()
+        .map_err(|_| std::io::Error::other("a worker thread died at start"))??;
+    Ok((handle, thread))
 }
 
 impl Drop for Workers {

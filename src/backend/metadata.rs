@@ -319,15 +319,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn urlencoded_in_order() {
-        let items = vec![
+    /// A field `t` with `value`, then the file of `meta()`.
+    fn field_and_file(value: &'static [u8]) -> Vec<Item> {
+        vec![
             Item::Field {
                 name: "t".into(),
-                value: Bytes::from_static(b"x&y"),
+                value: Bytes::from_static(value),
             },
             Item::File(meta()),
-        ];
+        ]
+    }
+
+    #[test]
+    fn urlencoded_in_order() {
+        let items = field_and_file(b"x&y");
         let names = FieldNames("{field}.{attr}".into());
         let ns = Namespace::default();
         let (ct, body) = encode(&how(Forward::Urlencoded, &names, &ns), &items);
@@ -340,13 +345,7 @@ mod tests {
 
     #[test]
     fn json_shape() {
-        let items = vec![
-            Item::Field {
-                name: "t".into(),
-                value: Bytes::from_static(b"v"),
-            },
-            Item::File(meta()),
-        ];
+        let items = field_and_file(b"v");
         let names = FieldNames("{field}.{attr}".into());
         let ns = Namespace::default();
         let (_, body) = encode(&how(Forward::Json, &names, &ns), &items);

@@ -123,12 +123,7 @@ impl<'de> de::Deserializer<'de> for Walk<'_> {
     /// A table of the user's own names (headers): the key is the table itself.
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Stop> {
         self.leaf();
-        v.visit_map(Fields {
-            walk: self,
-            names: &[],
-            next: 0,
-            child: String::new(),
-        })
+        v.visit_map(Fields::new(self, &[]))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -137,12 +132,7 @@ impl<'de> de::Deserializer<'de> for Walk<'_> {
         names: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, Stop> {
-        v.visit_map(Fields {
-            walk: self,
-            names,
-            next: 0,
-            child: String::new(),
-        })
+        v.visit_map(Fields::new(self, names))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -179,6 +169,18 @@ struct Fields<'a> {
     names: &'static [&'static str],
     next: usize,
     child: String,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields `names` of the table at `walk`'s path, from the first.
+    fn new(walk: Walk<'a>, names: &'static [&'static str]) -> Fields<'a> {
+        Fields {
+            walk,
+            names,
+            next: 0,
+            child: String::new(),
+        }
+    }
 }
 
 impl<'de> MapAccess<'de> for Fields<'_> {

@@ -72,6 +72,15 @@ async fn behind_django(port: u16, secret: &Path, routes: Config) -> Porter {
 }
 
 /// curl with `args`, which must be answered `status`; the JSON answer.
+/// A form with `title` and the file at `file`, posted by curl to `url`: the app's JSON.
+async fn post_form(url: &str, title: &str, file: &std::path::Path) -> serde_json::Value {
+    let (title, file) = (
+        format!("title={title}"),
+        format!("file=@{}", file.display()),
+    );
+    curl_json(&["-F", &title, "-F", &file, url], 200).await
+}
+
 async fn curl_json(args: &[&str], status: u16) -> serde_json::Value {
     let (code, out) = curl(args).await;
     let text = String::from_utf8_lossy(&out);
@@ -129,17 +138,7 @@ async fn django_form_saves_the_offloaded_file_by_moving_it() {
     let body = data(2 << 20, 5);
     let file = dir.path().join("report.bin");
     std::fs::write(&file, &body).expect("write");
-    let got = curl_json(
-        &[
-            "-F",
-            "title=quarterly",
-            "-F",
-            &format!("file=@{}", file.display()),
-            &porter.url("/upload"),
-        ],
-        200,
-    )
-    .await;
+    let got = post_form(&porter.url("/upload"), "quarterly", &file).await;
     assert_eq!(got["title"], "quarterly");
     assert_eq!(got["fields"], serde_json::json!(["title"]));
     assert_eq!(got["sha256"], sha256_hex(&body));
@@ -430,17 +429,7 @@ async fn s3_storage_adopts_the_offloaded_object_without_uploading_it_again() {
     let body = data(7 << 20, 9);
     let file = dir.path().join("scan.pdf");
     std::fs::write(&file, &body).expect("write");
-    let got = curl_json(
-        &[
-            "-F",
-            "title=scan",
-            "-F",
-            &format!("file=@{}", file.display()),
-            &porter.url("/upload-s3"),
-        ],
-        200,
-    )
-    .await;
+    let got = post_form(&porter.url("/upload-s3"), "scan", &file).await;
     assert_eq!(got["sha256"], sha256_hex(&body));
     assert_eq!(got["size"], body.len());
     let name = got["name"].as_str().expect("name");
