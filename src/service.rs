@@ -89,8 +89,9 @@ async fn route_and_serve(
 ) -> Response<Body> {
     let path = match NormalPath::parse(req.uri().path()) {
         Ok(path) => path,
-        // `OPTIONS *` names the server, not a path: the app answers it.
-        Err(_) if req.uri().path() == "*" => {
+        // `OPTIONS *` names the server, not a path: the app answers it. The asterisk
+        // form is for OPTIONS only (RFC 9112 §3.2.4); with any other method it is 400.
+        Err(_) if req.uri().path() == "*" && req.method() == http::Method::OPTIONS => {
             *label = Label::named("passthrough");
             return proxy::forward(app.clone(), peer, req).await;
         }

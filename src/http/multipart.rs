@@ -69,6 +69,9 @@ pub struct Parser {
     preamble_seen: usize,
     /// Part data taken whole from pushed input, handed out before anything in the buffer.
     ready: [Option<Bytes>; 2],
+    /// How much of a part's head has been searched for its end already, so a head that
+    /// arrives a byte at a time is scanned once, not once per byte.
+    head_scanned: usize,
 }
 
 const MAX_PADDING: usize = 256;
@@ -86,6 +89,7 @@ impl Parser {
             past_start: false,
             preamble_seen: 0,
             ready: [None, None],
+            head_scanned: 0,
         }
     }
 
@@ -205,9 +209,12 @@ impl Parser {
         let end = if buf.starts_with(b"\r\n") {
             Some((0, 2))
         } else {
-            memchr::memmem::find(buf, b"\r\n\r\n").map(|i| (i, i + 4))
+            // The end may straddle what was searched and what came since.
+            let from = self.head_scanned.saturating_sub(3).min(buf.len());
+            memchr::memmem::find(&buf[from..], b"\r\n\r\n").map(|i| (from + i, from + i + 4))
         };
         let Some((head_len, consumed)) = end else {
+            self.head_scanned = buf.len();
             if buf.len() > self.limits.max_header_bytes {
                 return Err(MultipartError::HeaderTooLarge(self.limits.max_header_bytes));
             }
@@ -220,6 +227,7 @@ impl Parser {
         if head_len > self.limits.max_header_bytes {
             return Err(MultipartError::HeaderTooLarge(self.limits.max_header_bytes));
         }
+        self.head_scanned = 0;
         let head = parse_head(&buf[..head_len])?;
         let _ = buf.split_to(consumed);
         self.state = State::Body;

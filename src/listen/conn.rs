@@ -150,6 +150,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TrackedIo<T> {
             let Some(linger) = self.linger.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
+            // Draining began meanwhile: stop, so the shutdown is not held.
+            if self.plain_close.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
             if linger.gap.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(()));
             }

@@ -23,7 +23,7 @@ pub mod hashes;
 mod share;
 
 use crate::store::{PartFile, Store, StoreError, Stored};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hashes::{Algorithm, Digests, Hashes};
 use share::Share;
 use std::sync::Arc;
@@ -73,7 +73,12 @@ impl<W: Writer> State<W> {
 
     /// Whether a batch has anything to hash.
     fn hashes(&self) -> bool {
-        self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width) > 0
+        self.width() > 0
+    }
+
+    /// How many algorithms a batch goes through, the chunk checksum's included.
+    fn width(&self) -> usize {
+        self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width)
     }
 
     /// Whether a batch of `len` bytes is worth one task per algorithm: each hand-off to
@@ -83,7 +88,7 @@ impl<W: Writer> State<W> {
     /// Not when the uploads alone keep every core busy (`cores_idle` false): more tasks
     /// would only add threads.
     fn fans_out(&self, len: usize, cores_idle: bool) -> bool {
-        let width = self.hashes.width() + self.check.as_ref().map_or(0, Hashes::width);
+        let width = self.width();
         cores_idle && width >= 2 && len >= fanout::MIN_BATCH
     }
 }
@@ -100,6 +105,8 @@ pub struct Pipe<W: Writer> {
     state: Option<Box<State<W>>>,
     pending: Option<Pending<W>>,
     batch: Vec<Bytes>,
+    /// Small pieces not yet in `batch`, copied together (`SMALL_PIECE`).
+    small: BytesMut,
     batch_len: usize,
     buffer: usize,
     size: u64,
@@ -114,6 +121,9 @@ pub struct Drained<W> {
     /// Bytes that went through this pipe.
     pub size: u64,
 }
+
+/// Pieces smaller than this are copied together before they join a batch.
+const SMALL_PIECE: usize = 4096;
 
 /// Bytes (times one for the write and one per algorithm) that a finish does in place
 /// (`Pipe::finish_with`): 64 KiB written, or about 20 KiB with md5 and sha256.
@@ -141,6 +151,7 @@ impl<W: Writer> Pipe<W> {
             })),
             pending: None,
             batch: Vec::new(),
+            small: BytesMut::new(),
             batch_len: 0,
             buffer,
             size: 0,
@@ -156,7 +167,17 @@ impl<W: Writer> Pipe<W> {
     pub async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
         self.size += data.len() as u64;
         self.batch_len += data.len();
-        self.batch.push(data);
+        // Small pieces (1-byte chunks, tiny h2 frames) are copied together: each piece
+        // of a batch costs a slot, a hash call and a write, whatever its size.
+        if data.len() < SMALL_PIECE {
+            self.small.extend_from_slice(&data);
+            if self.small.len() >= SMALL_PIECE {
+                self.batch.push(self.small.split().freeze());
+            }
+        } else {
+            self.seal();
+            self.batch.push(data);
+        }
         if self.batch_len >= self.share.batch(self.buffer) {
             self.flush().await?;
         }
@@ -174,7 +195,15 @@ impl<W: Writer> Pipe<W> {
             .ok_or_else(|| StoreError::Io(std::io::Error::other("sink used after a failure")))
     }
 
+    /// Moves the small pieces gathered so far into the batch, in their place.
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            self.batch.push(self.small.split().freeze());
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), StoreError> {
+        self.seal();
         let batch = std::mem::take(&mut self.batch);
         let len = std::mem::take(&mut self.batch_len);
         match self.pending.take() {
@@ -208,9 +237,11 @@ impl<W: Writer> Pipe<W> {
         T: Send + 'static,
         F: FnOnce(Drained<W>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.seal();
         let inline = quick && self.pending.is_none() && self.small_enough();
         let state = self.wait_written().await?;
         let batch = std::mem::take(&mut self.batch);
+        let batch_is_empty = batch.is_empty();
         let size = self.size;
         let finish = move |state: Box<State<W>>, turn| {
             let State {
@@ -228,7 +259,7 @@ impl<W: Writer> Pipe<W> {
         if inline {
             return finish(state, None);
         }
-        let turn = turn(state.hashes()).await;
+        let turn = turn(state.hashes() && !batch_is_empty).await;
         crate::workers::spawn_blocking(move || finish(state, turn))
             .await
             .map_err(join_error)?
@@ -237,14 +268,13 @@ impl<W: Writer> Pipe<W> {
     /// Whether what is batched costs about as little as one trip to the blocking pool:
     /// `INLINE_WORK` bytes hashed or written in all.
     fn small_enough(&self) -> bool {
-        let width = self.state.as_ref().map_or(0, |s| {
-            s.hashes.width() + s.check.as_ref().map_or(0, Hashes::width)
-        });
+        let width = self.state.as_ref().map_or(0, |s| s.width());
         self.batch_len.saturating_mul(1 + width) <= INLINE_WORK
     }
 
     /// Writes what is left and hands everything back.
     pub async fn drain(mut self) -> Result<Drained<W>, StoreError> {
+        self.seal();
         if !self.batch.is_empty() {
             self.flush().await?;
         }

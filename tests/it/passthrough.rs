@@ -297,3 +297,19 @@ async fn every_worker_accepts_and_serves() {
     p.signal(libc::SIGTERM);
     assert!(p.wait_exit(10).is_some_and(|s| s.success()));
 }
+
+/// The asterisk form is for OPTIONS only (RFC 9112 §3.2.4): `OPTIONS *` goes to the
+/// app, `GET *` is 400 and never reaches it.
+#[tokio::test]
+async fn the_asterisk_target_is_for_options_only() {
+    let backend = Backend::ok().await;
+    let porter = Porter::start(backend.addr, Config::new()).await;
+    let head = |m: &str| format!("{m} * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let options = wire::exchange(porter.addr, head("OPTIONS").as_bytes()).await;
+    assert!(options.starts_with("HTTP/1.1 200"), "{options}");
+    let get = wire::exchange(porter.addr, head("GET").as_bytes()).await;
+    assert!(get.starts_with("HTTP/1.1 400"), "{get}");
+    let seen: Vec<_> = backend.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(seen, ["OPTIONS"]);
+    porter.stop().await;
+}

@@ -3,7 +3,9 @@
 //! A partial file is `flock`ed while its upload is alive, so a sweep (at start-up or by
 //! `porter gc`, possibly in another process) removes exactly the orphans: a file it can
 //! lock has no writer. Temp and root share a filesystem, so the final move is one
-//! atomic `rename`, and nothing partial is ever visible under `root`.
+//! atomic `rename` of a complete file. With `fsync`, the syncs come after the rename
+//! (see `adopt`); a crash in between can leave a file under `root` whose bytes did not
+//! reach the disk, and its `.unsent` marker makes the next start delete it.
 
 mod resumable;
 
@@ -110,7 +112,11 @@ impl LocalStore {
         if cfg.fsync
             && let Err(e) = file.sync_all().and_then(|()| self.sync_final(&dir, id))
         {
-            let _ = fs::remove_file(&dest);
+            // Back where it was: a resumable upload's file is its only copy, and a
+            // failed sync (EMFILE opening the folder, say) may pass on a retry.
+            if fs::rename(&dest, temp).is_err() {
+                let _ = fs::remove_file(&dest);
+            }
             return Err(e);
         }
         Ok(Location {
