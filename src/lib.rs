@@ -29,7 +29,8 @@
 //!   body); `sink`: hashing writes off the async workers; `progress`, `clients`,
 //!   `metrics`;
 //! * plumbing: `http` (bodies, headers, 1xx heads, the multipart parser, names),
-//!   `route`, `config` (pure validation), `error` (the one kind table), `namespace`.
+//!   `route`, `config` (pure validation), `error` (the one kind table), `namespace`,
+//!   `filesystem` (local or remote, by statfs magic).
 //!
 //! `run` takes already-bound listeners, so tests bind `127.0.0.1:0` and hand them in.
 
@@ -41,6 +42,7 @@ pub mod config;
 pub mod dispatch;
 pub mod download;
 pub mod error;
+pub mod filesystem;
 pub mod http;
 pub mod ingest;
 pub mod listen;

@@ -208,12 +208,23 @@ type Opened = ((std::fs::File, std::fs::Metadata), Option<Bytes>);
 /// Opens `path` beneath `root` and, for a small file and a GET, reads it whole (from
 /// the descriptor that was checked, never the path again).
 ///
-/// Where the whole file is in the page cache, this happens right on the worker, as
-/// nginx opens and sends files on its event loop: the read asks the kernel not to
-/// wait (`stream::cached`), so a file that would have to come from the device instead
-/// goes to the blocking pool, with its open, in one trip.
+/// Where the root is on a local filesystem and the whole file is in the page cache,
+/// this happens right on the worker, as nginx opens and sends files on its event
+/// loop: the read asks the kernel not to wait (`stream::cached`), so a file that would
+/// have to come from the device instead goes to the blocking pool. Under a root on a
+/// network filesystem (NFS, SMB, FUSE), whose opens can wait on a server, the open
+/// and the read both go to the blocking pool, in one trip.
 async fn open(root: &Path, path: &Path, head_only: bool) -> Result<Opened, Opening> {
-    let small = |meta: &std::fs::Metadata| !head_only && meta.len() <= SMALL_FILE;
+    let small = move |meta: &std::fs::Metadata| !head_only && meta.len() <= SMALL_FILE;
+    if !local_root(root).await {
+        let (root, path) = (root.to_path_buf(), path.to_path_buf());
+        return blocking(move || {
+            let (file, meta) = resolve::open_beneath(&root, &path).map_err(Opening::Refused)?;
+            let whole = small(&meta);
+            Ok(read_whole(file, meta, whole))
+        })
+        .await;
+    }
     let (file, meta) = resolve::open_beneath(root, path).map_err(Opening::Refused)?;
     if !small(&meta) {
         return Ok(((file, meta), None));
@@ -221,14 +232,53 @@ async fn open(root: &Path, path: &Path, head_only: bool) -> Result<Opened, Openi
     if let Some(data) = stream::cached(&file, meta.len()) {
         return Ok(((file, meta), Some(data)));
     }
-    crate::workers::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        let read = std::io::Read::read_to_end(&mut &file, &mut buf).ok();
-        let data = read.and_then(|_| (buf.len() as u64 == meta.len()).then(|| Bytes::from(buf)));
-        ((file, meta), data)
-    })
-    .await
-    .map_err(|e| Opening::Failed(e.to_string()))
+    blocking(move || Ok(read_whole(file, meta, true))).await
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking(
+    f: impl FnOnce() -> Result<Opened, Opening> + Send + 'static,
+) -> Result<Opened, Opening> {
+    crate::workers::spawn_blocking(f)
+        .await
+        .map_err(|e| Opening::Failed(e.to_string()))?
+}
+
+/// `file` with, if `whole`, all its bytes (blocking): `None` for them on a short read,
+/// and the body then reads the file in blocks instead.
+fn read_whole(file: std::fs::File, meta: std::fs::Metadata, whole: bool) -> Opened {
+    if !whole {
+        return ((file, meta), None);
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    let read = std::io::Read::read_to_end(&mut &file, &mut buf).ok();
+    let data = read.and_then(|_| (buf.len() as u64 == meta.len()).then(|| Bytes::from(buf)));
+    ((file, meta), data)
+}
+
+/// Whether `root` is on a local filesystem (`crate::filesystem`). Looked up once per
+/// thread and root, on the blocking pool (a `statfs` of a network mount can wait);
+/// roots come from the config, so the table stays small, and it starts afresh should
+/// reloads ever grow it past 64.
+async fn local_root(root: &Path) -> bool {
+    thread_local! {
+        static KNOWN: std::cell::RefCell<std::collections::HashMap<PathBuf, bool>> =
+            Default::default();
+    }
+    if let Some(local) = KNOWN.with_borrow(|known| known.get(root).copied()) {
+        return local;
+    }
+    let dir = root.to_path_buf();
+    let local = crate::workers::spawn_blocking(move || crate::filesystem::of_path(&dir).is_local())
+        .await
+        .unwrap_or(false);
+    KNOWN.with_borrow_mut(|known| {
+        if known.len() >= 64 {
+            known.clear();
+        }
+        known.insert(root.to_path_buf(), local);
+    });
+    local
 }
 
 /// Serves `path`, which must resolve beneath `root`.

@@ -89,8 +89,53 @@ pub fn by_path(entries: &[(String, PathBuf)], value: &str) -> Result<Candidate, 
 }
 
 /// Opens `candidate` if, with every symlink resolved, it is a regular file beneath
-/// `root` (blocking).
+/// `root` (blocking only on a filesystem that can block: see `download::open`).
+///
+/// First in one step: `openat2` with `RESOLVE_BENEATH` from the root's directory, so
+/// the kernel resolves the path and refuses any step out of the root as it opens,
+/// leaving no window for a symlink swapped in between a check and the open. It also
+/// refuses what stays inside only in the end (an absolute symlink that points back
+/// into the root, a `..` that climbs out and back) and is missing on old kernels or
+/// under some seccomp filters: then, and for every refusal, the second way decides
+/// and words the reason: every symlink resolved by `canonicalize`, the real path
+/// checked against the root's, then opened. Both accept exactly the files whose real
+/// path lies beneath the root's.
 pub fn open_beneath(root: &Path, candidate: &Path) -> Result<(File, Metadata), String> {
+    let file = match in_one_step(root, candidate) {
+        Ok(file) => file,
+        Err(_) => by_real_path(root, candidate)?,
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", candidate.display()));
+    }
+    Ok((file, meta))
+}
+
+/// Non-blocking: the open may run on a worker, and opening a FIFO (or a device) would
+/// wait for a writer; such a file is refused by `open_beneath`. Regular files ignore
+/// the flag, so the reads that follow (on any thread) are unchanged.
+fn flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC
+}
+
+fn in_one_step(root: &Path, candidate: &Path) -> rustix::io::Result<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let rel = candidate
+        .strip_prefix(root)
+        .map_err(|_| rustix::io::Errno::INVAL)?;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let fd = rustix::fs::openat2(&dir, rel, flags(), Mode::empty(), how)?;
+    Ok(File::from(fd))
+}
+
+fn by_real_path(root: &Path, candidate: &Path) -> Result<File, String> {
     let root = root
         .canonicalize()
         .map_err(|e| format!("root {}: {e}", root.display()))?;
@@ -104,19 +149,11 @@ pub fn open_beneath(root: &Path, candidate: &Path) -> Result<(File, Metadata), S
             root.display()
         ));
     }
-    // Non-blocking: the open runs on a worker, and opening a FIFO (or a device) would
-    // wait for a writer; such a file is refused just below. Regular files ignore the
-    // flag, so the reads that follow are unchanged.
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY) // as `flags`
         .open(&real)
-        .map_err(|e| format!("{}: {e}", real.display()))?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", real.display()));
-    }
-    Ok((file, meta))
+        .map_err(|e| format!("{}: {e}", real.display()))
 }
 
 #[cfg(test)]
@@ -174,16 +211,40 @@ mod tests {
     #[test]
     fn symlink_escape_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::write(root.join("ok.txt"), b"ok").unwrap();
+        let real_root = dir.path().join("root");
+        std::fs::create_dir_all(real_root.join("sub")).unwrap();
+        std::fs::write(real_root.join("ok.txt"), b"ok").unwrap();
         std::fs::write(dir.path().join("secret"), b"s").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
-        std::os::unix::fs::symlink("ok.txt", root.join("inner")).unwrap();
-        assert!(open_beneath(&root, &root.join("ok.txt")).is_ok());
-        assert!(open_beneath(&root, &root.join("inner")).is_ok());
-        assert!(open_beneath(&root, &root.join("link")).is_err());
-        assert!(open_beneath(&root, &root.join("missing")).is_err());
-        assert!(open_beneath(&root, &root).is_err(), "a directory");
+        let link =
+            |to: &Path, at: &str| std::os::unix::fs::symlink(to, real_root.join(at)).unwrap();
+        link(&dir.path().join("secret"), "link");
+        link(Path::new("ok.txt"), "inner");
+        link(&real_root.join("ok.txt"), "absolute_inside");
+        link(Path::new("../root/ok.txt"), "out_and_back");
+        link(Path::new("../secret"), "relative_out");
+        link(dir.path(), "dir_out");
+        link(Path::new("/proc/self/root/etc/hostname"), "magic");
+        // The configured root may itself be a symlink (a deploy's `current`).
+        let root = dir.path().join("current");
+        std::os::unix::fs::symlink(&real_root, &root).unwrap();
+        let opens = |rest: &str| open_beneath(&root, &root.join(rest)).is_ok();
+        for ok in ["ok.txt", "inner", "absolute_inside", "out_and_back"] {
+            assert!(opens(ok), "{ok}");
+        }
+        for bad in [
+            "link",
+            "relative_out",
+            "dir_out/secret",
+            "magic",
+            "missing",
+            "sub",
+            "",
+        ] {
+            assert!(!opens(bad), "{bad:?}");
+        }
+        // The plain case takes the one-step way (openat2), not the fallback.
+        assert!(in_one_step(&root, &root.join("ok.txt")).is_ok());
+        assert!(in_one_step(&root, &root.join("absolute_inside")).is_err());
+        assert!(in_one_step(&root, &root.join("dir_out/secret")).is_err());
     }
 }

@@ -149,19 +149,7 @@ pub fn cached(file: &File, len: u64) -> Option<Bytes> {
 
 /// Whether `file` lives on tmpfs or ramfs, whose reads never wait on a device.
 fn in_memory(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `st` is valid for writes of one `statfs`, which the kernel fills on
-    // success; it is read only then. The descriptor is `file`'s, borrowed for the call.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: fstatfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // ramfs's magic, which libc does not name.
-    const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
-    st.f_type == libc::TMPFS_MAGIC || st.f_type == RAMFS_MAGIC
+    crate::filesystem::of_file(file) == crate::filesystem::Kind::Memory
 }
 
 struct FileBody {

@@ -238,7 +238,15 @@ where
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let (deadline, slow) = this.deadline();
-                if this.sleep.deadline() != deadline {
+                // The timer is moved only earlier, and when it fires before the deadline
+                // it is set again then. Every move re-registers it, and tokio wakes its
+                // own event loop for that (an eventfd write, and an extra turn of the
+                // loop: tokio#5207); moving it later on each frame cost that per frame.
+                if this.sleep.deadline() > deadline {
+                    this.sleep.as_mut().reset(deadline);
+                }
+                while this.sleep.deadline() < deadline {
+                    ready!(this.sleep.as_mut().poll(cx));
                     this.sleep.as_mut().reset(deadline);
                 }
                 ready!(this.sleep.as_mut().poll(cx));
@@ -657,6 +665,29 @@ mod tests {
             n += d.len();
         }
         assert_eq!(n, 20);
+    }
+
+    /// The idle clock restarts with every arrival, though the timer is moved only
+    /// when it fires: bytes every 8 s never hit a 10 s idle limit, and the silence
+    /// after the last of them is cut 10 s after it, not at a deadline left from before.
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_arrival() {
+        let every = tokio::time::interval(Duration::from_secs(8));
+        let body = Trickle(every);
+        let start = Instant::now();
+        let mut g = GuardedBody::new(body, Duration::from_secs(10), u64::MAX);
+        for _ in 0..4 {
+            assert_eq!(g.next_data().await.unwrap().unwrap().len(), 1);
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(24));
+        // Now silence: a stalled body in place of the trickle.
+        let mut g = GuardedBody::new(Stalled, Duration::from_secs(10), u64::MAX);
+        g.arrived(1);
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        g.arrived(1);
+        let quiet = Instant::now();
+        assert!(matches!(g.next_data().await, Err(BodyError::Idle(_))));
+        assert_eq!(quiet.elapsed(), Duration::from_secs(10));
     }
 
     /// A fast body earns credit for a pause, up to `idle`.

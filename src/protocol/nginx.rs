@@ -12,7 +12,7 @@ use crate::ingest::complete;
 use crate::ingest::{Authorized, Context, content_length};
 use crate::resumable::state::{Completion, Protocol, SegmentState, Upload, now};
 use crate::route::canonical_encode;
-use crate::sink::hashes::hex;
+use crate::sink::hashes::{hex, md5};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sha2::Digest;
@@ -120,9 +120,7 @@ async fn segment(ctx: &Context<'_>, req: Request<Incoming>) -> Result<Response<B
     }
     let _permit = ctx.admit(h, u64::MAX)?;
     // The store wants 32-hex ids; a session id names an upload per route.
-    let id = hex(&md5::Md5::digest(
-        format!("{}\n{sid}", route.path).as_bytes(),
-    ));
+    let id = hex(&md5::digest(format!("{}\n{sid}", route.path).as_bytes()));
     let up = match open(ctx, &id, total, &req).await? {
         Ok(up) => up,
         Err(refusal) => return Ok(refusal),

@@ -273,6 +273,45 @@ async fn endless_preamble_is_refused_in_bounded_memory() {
     assert_eq!(backend.count(), 0);
 }
 
+/// A client that goes on sending after its upload was refused keeps a lingering close
+/// busy (porter reads and drops its bytes so it sees the 413, not a reset), but not
+/// the shutdown: on SIGTERM porter stops lingering and exits long before the 20 s its
+/// grace would allow, although the client never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_close_does_not_hold_the_shutdown() {
+    let backend = Backend::ok().await;
+    let config =
+        Config::from(Upload::raw("/raw").max_file_size("1KiB")).set("server.shutdown_grace", "20s");
+    let mut served = Served::start(backend.addr, config);
+    let mut s = TcpStream::connect(served.addr()).await.expect("connect");
+    s.write_all(b"PUT /raw/f.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        .await
+        .expect("head");
+    let head = wire::read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let (_rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..300 {
+            if wr.write_all(&[b'x'; 512]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !trickle.is_finished(),
+        "porter lingers: the client can still send"
+    );
+    served.proc.signal(libc::SIGTERM);
+    let exited = tokio::task::block_in_place(|| served.proc.wait_exit(10));
+    trickle.abort();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "porter waited on a lingering client: {exited:?}"
+    );
+}
+
 #[tokio::test]
 async fn max_connections_holds() {
     let backend = Backend::ok().await;

@@ -13,6 +13,7 @@ pub use resumable::LocalResumable;
 
 use super::{Committed, Location, PartFile, Store, StoreError, Unsent};
 use crate::config::Storage;
+use crate::filesystem;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -80,7 +81,8 @@ impl LocalStore {
         Ok(LocalStore {
             cfg: cfg.clone(),
             synced: Arc::new(SyncedFolders::new()),
-            on_local_fs: local_fs(&cfg.temp) && local_fs(&cfg.root),
+            on_local_fs: filesystem::of_path(&cfg.temp).is_local()
+                && filesystem::of_path(&cfg.root).is_local(),
         })
     }
 
@@ -287,35 +289,6 @@ impl Store for LocalStore {
     }
 }
 
-/// Whether `dir` is on a filesystem of local disks or memory, by its magic number:
-/// ext2/3/4, XFS, btrfs, f2fs, ZFS, tmpfs, overlayfs (containers). Anything else
-/// (NFS, SMB, FUSE, unknown) counts as possibly remote.
-fn local_fs(dir: &Path) -> bool {
-    const LOCAL: [i64; 7] = [
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // XFS
-        0x9123_683E, // btrfs
-        0xF2F5_2010, // f2fs
-        0x2FC1_2FC1, // ZFS
-        0x0102_1994, // tmpfs
-        0x794C_7630, // overlayfs
-    ];
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of
-    // the right type; statfs(2) fills it when it returns 0.
-    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: rc == 0, so statfs initialised `st`.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field's type differs between targets
-    LOCAL.contains(&(st.f_type as i64))
-}
-
 /// Free bytes available to unprivileged users on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> io::Result<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
@@ -379,18 +352,6 @@ impl Drop for LocalPart {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Disks and memory count as local; anything unknown (procfs here) does not.
-    #[test]
-    fn local_filesystems_by_magic() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(local_fs(dir.path()));
-        if Path::new("/dev/shm").is_dir() {
-            assert!(local_fs(Path::new("/dev/shm")));
-        }
-        assert!(!local_fs(Path::new("/proc")));
-        assert!(!local_fs(Path::new("/no/such/dir")));
-    }
 
     #[test]
     fn each_folder_is_synced_once_and_odd_ids_always() {

@@ -1,9 +1,12 @@
 //! The digests porter computes while bytes stream past: md5, sha1, sha256, sha512, crc32.
 //!
 //! One `Hashes` value per file, fed every byte exactly once, in order. The set is chosen
-//! per route (`hashes = [...]`), so an unused algorithm costs nothing.
+//! per route (`hashes = [...]`), so an unused algorithm costs nothing. md5 is porter's own
+//! (`md5`); the others are RustCrypto's and crc32fast's.
 
-use md5::Md5;
+pub mod md5;
+
+use self::md5::Md5;
 use sha1::Sha1;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256, Sha512};
@@ -117,7 +120,7 @@ fn load_state<T: SerializableState>(bytes: &[u8]) -> Option<T> {
 impl State {
     fn save(&self, len: u64) -> Vec<u8> {
         match self {
-            State::Md5(h) => save_state(h),
+            State::Md5(h) => h.save(),
             State::Sha1(h) => save_state(h),
             State::Sha256(h) => save_state(h),
             State::Sha512(h) => save_state(h),
@@ -131,7 +134,7 @@ impl State {
 
     fn load(algo: Algorithm, b: &[u8]) -> Option<State> {
         Some(match algo {
-            Algorithm::Md5 => State::Md5(load_state(b)?),
+            Algorithm::Md5 => State::Md5(Md5::load(b)?),
             Algorithm::Sha1 => State::Sha1(load_state(b)?),
             Algorithm::Sha256 => State::Sha256(load_state(b)?),
             Algorithm::Sha512 => State::Sha512(load_state(b)?),
