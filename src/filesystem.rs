@@ -24,13 +24,12 @@ impl Kind {
         self != Kind::Remote
     }
 
-    #[allow(clippy::unnecessary_cast)] // the field's type differs between targets
-    fn of_magic(magic: i64) -> Kind {
-        const MEMORY: [i64; 2] = [
+    fn of_magic(magic: u32) -> Kind {
+        const MEMORY: [u32; 2] = [
             0x0102_1994, // tmpfs
             0x8584_58F6, // ramfs
         ];
-        const LOCAL_DISK: [i64; 6] = [
+        const LOCAL_DISK: [u32; 6] = [
             0xEF53,      // ext2/3/4
             0x5846_5342, // XFS
             0x9123_683E, // btrfs
@@ -48,16 +47,16 @@ impl Kind {
     }
 }
 
-/// The kind of the filesystem holding `path`; `Remote` if it cannot be told.
-#[allow(clippy::unnecessary_cast)] // the field's type differs between targets
+/// The kind of the filesystem holding `path`; `Remote` if it cannot be told. (The magic
+/// numbers are 32-bit; `f_type` is wider on some targets and signed on others, so it is
+/// compared truncated, never sign-extended.)
 pub fn of_path(path: &Path) -> Kind {
-    rustix::fs::statfs(path).map_or(Kind::Remote, |st| Kind::of_magic(st.f_type as i64))
+    rustix::fs::statfs(path).map_or(Kind::Remote, |st| Kind::of_magic(st.f_type as u32))
 }
 
 /// The kind of the filesystem holding the open file `fd`; `Remote` if it cannot be told.
-#[allow(clippy::unnecessary_cast)] // the field's type differs between targets
 pub fn of_file(fd: impl AsFd) -> Kind {
-    rustix::fs::fstatfs(fd).map_or(Kind::Remote, |st| Kind::of_magic(st.f_type as i64))
+    rustix::fs::fstatfs(fd).map_or(Kind::Remote, |st| Kind::of_magic(st.f_type as u32))
 }
 
 #[cfg(test)]

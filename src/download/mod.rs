@@ -256,16 +256,22 @@ fn read_whole(file: std::fs::File, meta: std::fs::Metadata, whole: bool) -> Open
     ((file, meta), data)
 }
 
-/// Whether `root` is on a local filesystem (`crate::filesystem`). Looked up once per
-/// thread and root, on the blocking pool (a `statfs` of a network mount can wait);
-/// roots come from the config, so the table stays small, and it starts afresh should
-/// reloads ever grow it past 64.
+/// Whether `root` is on a local filesystem (`crate::filesystem`). Looked up on the
+/// blocking pool (a `statfs` of a network mount can wait), then kept per thread and
+/// root for a minute, so a root that moves to another filesystem (a symlink repointed,
+/// a mount) is seen within one. Roots come from the config, so the table stays small;
+/// it starts afresh should reloads ever grow it past 64. Only the root's own filesystem
+/// counts: a network mount inside a local root is not told apart
+/// (docs/guides/downloads.md).
 async fn local_root(root: &Path) -> bool {
+    use std::time::{Duration, Instant};
+    const FRESH: Duration = Duration::from_secs(60);
     thread_local! {
-        static KNOWN: std::cell::RefCell<std::collections::HashMap<PathBuf, bool>> =
+        static KNOWN: std::cell::RefCell<std::collections::HashMap<PathBuf, (bool, Instant)>> =
             Default::default();
     }
-    if let Some(local) = KNOWN.with_borrow(|known| known.get(root).copied()) {
+    let known = KNOWN.with_borrow(|known| known.get(root).copied());
+    if let Some((local, _)) = known.filter(|(_, at)| at.elapsed() < FRESH) {
         return local;
     }
     let dir = root.to_path_buf();
@@ -276,7 +282,7 @@ async fn local_root(root: &Path) -> bool {
         if known.len() >= 64 {
             known.clear();
         }
-        known.insert(root.to_path_buf(), local);
+        known.insert(root.to_path_buf(), (local, Instant::now()));
     });
     local
 }

@@ -4,6 +4,7 @@
 use crate::route::percent_decode;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -92,14 +93,16 @@ pub fn by_path(entries: &[(String, PathBuf)], value: &str) -> Result<Candidate, 
 /// `root` (blocking only on a filesystem that can block: see `download::open`).
 ///
 /// First in one step: `openat2` with `RESOLVE_BENEATH` from the root's directory, so
-/// the kernel resolves the path and refuses any step out of the root as it opens,
-/// leaving no window for a symlink swapped in between a check and the open. It also
-/// refuses what stays inside only in the end (an absolute symlink that points back
-/// into the root, a `..` that climbs out and back) and is missing on old kernels or
-/// under some seccomp filters: then, and for every refusal, the second way decides
-/// and words the reason: every symlink resolved by `canonicalize`, the real path
-/// checked against the root's, then opened. Both accept exactly the files whose real
-/// path lies beneath the root's.
+/// the kernel resolves the path and refuses any step out of the root as it opens. It
+/// also refuses what stays inside only in the end (an absolute symlink that points back
+/// into the root, a `..` that climbs out and back), and it is missing on old kernels or
+/// under some seccomp filters: then, and for every refusal, the second way decides and
+/// words the reason: every symlink resolved by `canonicalize`, the real path checked
+/// against the root's, then opened, and the opened file's own path (as the kernel
+/// names it in `/proc/self/fd`) checked again. Without that last check a symlink
+/// swapped in between the first check and the open could lead out, and a client that
+/// can write under a root could steer requests onto this way on purpose. Both ways
+/// accept exactly the files whose real path lies beneath the root's.
 pub fn open_beneath(root: &Path, candidate: &Path) -> Result<(File, Metadata), String> {
     let file = match in_one_step(root, candidate) {
         Ok(file) => file,
@@ -149,11 +152,27 @@ fn by_real_path(root: &Path, candidate: &Path) -> Result<File, String> {
             root.display()
         ));
     }
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY) // as `flags`
         .open(&real)
-        .map_err(|e| format!("{}: {e}", real.display()))
+        .map_err(|e| format!("{}: {e}", real.display()))?;
+    opened_within(&file, &root).map_err(|e| format!("{}: {e}", candidate.display()))?;
+    Ok(file)
+}
+
+/// Whether the file open as `file` lies beneath `root` (a real path), by the path the
+/// kernel keeps for the descriptor: what was opened, whatever the name led to then.
+fn opened_within(file: &File, root: &Path) -> Result<(), String> {
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| format!("cannot tell what was opened: {e}"))?;
+    if !opened.starts_with(root) {
+        return Err(format!(
+            "swapped for a way out of {} while it was opened",
+            root.display()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -242,6 +261,12 @@ mod tests {
         ] {
             assert!(!opens(bad), "{bad:?}");
         }
+        // The second way's last check looks at what was opened, not at the name.
+        let real_root = real_root.canonicalize().unwrap();
+        let inside = File::open(real_root.join("ok.txt")).unwrap();
+        assert!(opened_within(&inside, &real_root).is_ok());
+        let outside = File::open(dir.path().join("secret")).unwrap();
+        assert!(opened_within(&outside, &real_root).is_err());
         // The plain case takes the one-step way (openat2), not the fallback.
         assert!(in_one_step(&root, &root.join("ok.txt")).is_ok());
         assert!(in_one_step(&root, &root.join("absolute_inside")).is_err());

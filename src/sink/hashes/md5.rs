@@ -153,7 +153,11 @@ impl Md5 {
     }
 
     pub fn finalize(mut self) -> [u8; 16] {
-        let bits = (self.blocks * 64 + self.len as u64).wrapping_mul(8);
+        // Wrapping, as RFC 1321 takes the length modulo 2^64 (and a loaded state may
+        // claim any count of blocks).
+        let bits = (self.blocks.wrapping_mul(64))
+            .wrapping_add(self.len as u64)
+            .wrapping_mul(8);
         let mut tail = [0u8; 128];
         tail[..self.len].copy_from_slice(&self.pending[..self.len]);
         tail[self.len] = 0x80;
@@ -206,7 +210,7 @@ impl Md5 {
     }
 
     fn compress(&mut self, block: &[u8; 64]) {
-        self.blocks += 1;
+        self.blocks = self.blocks.wrapping_add(1);
         let mut m = [0u32; 16];
         for (w, b) in m.iter_mut().zip(block.as_chunks::<4>().0) {
             *w = u32::from_le_bytes(*b);
@@ -332,6 +336,22 @@ mod tests {
                 assert_eq!(resumed.finalize()[..], want[..]);
                 assert_eq!(theirs_resumed.finalize()[..], want[..]);
             }
+        }
+    }
+
+    /// A loaded state may claim any count of blocks: it wraps, as in `md-5`, and never
+    /// panics.
+    #[test]
+    fn any_block_count_is_taken() {
+        for blocks in [u64::MAX, 1 << 60] {
+            let mut saved = Md5::new().save();
+            saved[16..24].copy_from_slice(&blocks.to_le_bytes());
+            let mut ours = Md5::load(&saved).unwrap();
+            let arr = saved.as_slice().try_into().unwrap();
+            let mut theirs = md5::Md5::deserialize(arr).unwrap();
+            ours.update(&[1u8; 100]);
+            theirs.update([1u8; 100]);
+            assert_eq!(ours.finalize()[..], theirs.finalize()[..]);
         }
     }
 
