@@ -86,16 +86,56 @@ pub fn write_speed(dir: &Path, size: u64) -> Result<f64, String> {
 
 /// One core hashing `size` bytes with `D`, in `CHUNK` updates; MiB/s.
 pub fn hash_speed<D: Digest>(size: u64) -> f64 {
+    let mut hasher = D::new();
+    let speed = update_speed(size, |b| hasher.update(b));
+    std::hint::black_box(hasher.finalize());
+    speed
+}
+
+/// One core hashing `size` bytes with porter's own md5 (the one uploads use); MiB/s.
+pub fn porter_md5_speed(size: u64) -> f64 {
+    let mut hasher = porter::sink::hashes::md5::Md5::new();
+    let speed = update_speed(size, |b| hasher.update(b));
+    std::hint::black_box(hasher.finalize());
+    speed
+}
+
+fn update_speed(size: u64, mut update: impl FnMut(&[u8])) -> f64 {
     let pattern = shared_pattern();
     let start = Instant::now();
-    let mut hasher = D::new();
     let mut done = 0u64;
     while done < size {
         let n = (size - done).min(CHUNK as u64) as usize;
         let at = (done % PERIOD as u64) as usize;
-        hasher.update(&pattern[at..at + n]);
+        update(&pattern[at..at + n]);
         done += n as u64;
     }
-    std::hint::black_box(hasher.finalize());
     mib_s(size, start.elapsed().as_secs_f64())
+}
+
+/// OpenSSL's md5 on one core (`openssl speed`, 1 MiB blocks, for `secs` seconds), the
+/// yardstick the hashing target is stated against; MiB/s, or `None` without `openssl`.
+pub fn openssl_md5_speed(secs: u32) -> Option<f64> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "speed",
+            "-bytes",
+            "1048576",
+            "-seconds",
+            &secs.to_string(),
+            "md5",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    // The last line reads "md5   590697.81k": thousands of bytes per second.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().rev().find(|l| l.starts_with("md5"))?;
+    let k: f64 = last
+        .split_whitespace()
+        .nth(1)?
+        .strip_suffix('k')?
+        .parse()
+        .ok()?;
+    Some(k * 1000.0 / (1 << 20) as f64)
 }

@@ -1082,8 +1082,15 @@ async fn ceilings(
         ));
     }
     let hashed = size.min(512 << 20);
+    if let Some(speed) = limits::openssl_md5_speed(if plan.quick { 1 } else { 3 }) {
+        out.push(("md5, one core, OpenSSL (`openssl speed`)".into(), speed));
+    }
     out.push((
-        format!("md5, one core, {}", size_label(hashed)),
+        format!("md5, one core, porter's own, {}", size_label(hashed)),
+        limits::porter_md5_speed(hashed),
+    ));
+    out.push((
+        format!("md5, one core, RustCrypto `md-5`, {}", size_label(hashed)),
         limits::hash_speed::<md5::Md5>(hashed),
     ));
     out.push((
