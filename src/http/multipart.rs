@@ -115,10 +115,7 @@ impl Parser {
             buf.extend_from_slice(&data);
             return;
         }
-        let mut seam = Vec::with_capacity(carry + self.delim_len);
-        seam.extend_from_slice(buf);
-        seam.extend_from_slice(&data[..self.delim_len]);
-        if self.delim.find(&seam).is_some_and(|i| i < carry) {
+        if carry > 0 && self.straddles(buf, &data) {
             buf.extend_from_slice(&data);
             return;
         }
@@ -128,6 +125,15 @@ impl Parser {
         };
         self.ready = [Some(buf.split().freeze()), Some(data.split_to(sure))];
         buf.extend_from_slice(&data);
+    }
+
+    /// Whether a delimiter starts in the held-back `buf` and runs on into `data`. (With
+    /// nothing held back, the common case, there is no seam to check and no copy.)
+    fn straddles(&self, buf: &[u8], data: &[u8]) -> bool {
+        let mut seam = Vec::with_capacity(buf.len() + self.delim_len);
+        seam.extend_from_slice(buf);
+        seam.extend_from_slice(&data[..self.delim_len]);
+        self.delim.find(&seam).is_some_and(|i| i < buf.len())
     }
 
     /// Takes what it can from `buf`. `None`: needs more input (an error if `eof`).

@@ -310,34 +310,28 @@ pub struct Finished {
 
 /// The store's partial file, created where the first bytes are written (on the
 /// blocking pool), so a small body takes one trip there, not one more to create it.
-enum LazyPart {
-    Unopened { store: Arc<dyn Store>, id: Uuid },
-    Open(Box<dyn PartFile>, Arc<dyn Store>),
+struct LazyPart {
+    store: Arc<dyn Store>,
+    id: Uuid,
+    file: Option<Box<dyn PartFile>>,
 }
 
 impl LazyPart {
     fn open(&mut self) -> Result<&mut Box<dyn PartFile>, StoreError> {
-        if let LazyPart::Unopened { store, id } = self {
-            let file = store.create(*id)?;
-            *self = LazyPart::Open(file, store.clone());
-        }
-        match self {
-            LazyPart::Open(file, _) => Ok(file),
-            LazyPart::Unopened { .. } => Err(StoreError::Io(std::io::Error::other(
-                "the partial file was not created",
-            ))),
-        }
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => self.store.create(self.id)?,
+        };
+        Ok(self.file.insert(file))
     }
 
     /// Commits the file (created now if no byte came: an empty file is a file).
-    fn commit(mut self) -> Result<Stored, StoreError> {
-        self.open()?;
-        match self {
-            LazyPart::Open(file, store) => Ok(Stored::new(file.commit()?, store)),
-            LazyPart::Unopened { .. } => Err(StoreError::Io(std::io::Error::other(
-                "the partial file was not created",
-            ))),
-        }
+    fn commit(self) -> Result<Stored, StoreError> {
+        let file = match self.file {
+            Some(file) => file,
+            None => self.store.create(self.id)?,
+        };
+        Ok(Stored::new(file.commit()?, self.store))
     }
 }
 
@@ -351,7 +345,11 @@ impl Sink {
     /// A sink for file `id`; the file itself is created with the first batch.
     pub fn open(store: Arc<dyn Store>, id: Uuid, algos: &[Algorithm], buffer: usize) -> Sink {
         let quick = store.quick_small_files();
-        let file = LazyPart::Unopened { store, id };
+        let file = LazyPart {
+            store,
+            id,
+            file: None,
+        };
         Sink {
             pipe: Pipe::new(file, Hashes::new(algos), None, buffer),
             quick,
